@@ -1,0 +1,210 @@
+"""Training DAGs, one per dataset config: ``train_<dataset>``.
+
+extract -> validate -> train -> evaluate -> gate -> route -> approve (a person) | approve_by_policy | refuse
+-> deploy. Each task makes one call into ``pipelines.steps`` and returns a small dict. Heavy libraries are
+imported inside the tasks only; parsing this file reads the YAML configs and nothing else.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.providers.standard.operators.hitl import ApprovalOperator
+from airflow.sdk import Param, dag, get_current_context, task
+from airflow.sdk.exceptions import AirflowFailException
+
+from pipelines.config import DatasetConfig, dataset_config_paths, load_config_file
+from pipelines.settings import get_settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_ARGS: dict[str, Any] = {
+    "owner": "mlops",
+    "retries": 2,
+    "retry_delay": timedelta(seconds=20),
+    "retry_exponential_backoff": True,
+}
+
+
+def _run_context() -> Any:
+    """The pipeline's view of the current Airflow run (ids, reason, partition key)."""
+    from pipelines.runs import RunContext
+
+    ctx = get_current_context()
+    return RunContext(dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], reason=str(ctx["params"].get("reason")))
+
+
+def _overrides() -> dict[str, Any]:
+    return dict(get_current_context()["params"].get("overrides") or {})
+
+
+def _started_at() -> datetime:
+    start = get_current_context()["ti"].start_date
+    assert start is not None
+    return start
+
+
+def _fail_without_retry(exc: Exception) -> AirflowFailException:
+    """Expected pipeline failures (bad data, bad config, failed smoke test) are final: no retry."""
+    return AirflowFailException(f"{type(exc).__name__}: {exc}")
+
+
+class CandidateApprovalOperator(ApprovalOperator):
+    """Airflow's ApprovalOperator that also records who decided, when and why, before acting on it."""
+
+    def __init__(self, *, dataset: str, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.dataset = dataset
+
+    def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
+        from pipelines import steps
+
+        ti = context["ti"]
+        trained = ti.xcom_pull(task_ids="train")
+        if "error" in event or event.get("responded_by_user") is None:
+            status, by, comment = "timed_out", "timeout", "no answer before the approval timeout"
+            decided_at = event.get("responded_at") or ti.start_date
+        else:
+            user = event["responded_by_user"]
+            by = user.get("name") or user.get("id") if isinstance(user, dict) else str(user)
+            status = "approved" if event["chosen_options"] == [self.APPROVE] else "rejected"
+            comment = str((event.get("params_input") or {}).get("comment") or "")
+            decided_at = event["responded_at"]
+        steps.record_approval(self.dataset, _run_context(), trained, status=status, decided_by=str(by),
+                              decided_at=decided_at, mode="manual", comment=comment, overrides=_overrides())
+        return super().execute_complete(context, event)
+
+
+def build_training_dag(config: DatasetConfig) -> Any:
+    """The training DAG of one dataset."""
+    dataset = config.name
+
+    @dag(
+        dag_id=f"train_{dataset}",
+        dag_display_name=f"Train {dataset}",
+        description=f"Validate, train, evaluate, gate, approve and deploy {config.model.registered_name}",
+        doc_md=f"**{config.model.registered_name}**: {config.description}\n\n"
+               "Params: `window_start`/`window_end` (ISO dates, default the config's window), `reason`, and "
+               "`overrides` (a partial dataset config, validated).",
+        schedule=config.schedule,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["training", dataset, *config.tags],
+        params={
+            "window_start": Param(None, type=["null", "string"], format="date",
+                                  description=f"First day of the training window (default {config.window.start})"),
+            "window_end": Param(None, type=["null", "string"], format="date",
+                                description=f"Day after the window (default {config.window.end})"),
+            "reason": Param("manual", type="string", description="Why this run (manual, schedule, drift...)"),
+            "overrides": Param({}, type="object", description="Partial dataset config merged over the YAML"),
+        },
+    )
+    def training() -> None:
+        @task(retries=3)
+        def extract() -> dict[str, Any]:
+            from pipelines import steps
+            from pipelines.errors import PipelineError
+
+            params = get_current_context()["params"]
+            try:
+                return steps.extract(dataset, _run_context(), params.get("window_start"), params.get("window_end"),
+                                     _overrides())
+            except PipelineError as exc:
+                raise _fail_without_retry(exc) from exc
+
+        @task(retries=0)
+        def validate(snapshot: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+            from pipelines.errors import PipelineError
+
+            try:
+                return steps.validate(dataset, _run_context(), snapshot, _overrides())
+            except PipelineError as exc:
+                raise _fail_without_retry(exc) from exc
+
+        @task(retries=1)
+        def train(snapshot: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+
+            return steps.train(dataset, _run_context(), snapshot, validation, _overrides())
+
+        @task(retries=1)
+        def evaluate(snapshot: dict[str, Any], trained: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+
+            return steps.evaluate(dataset, _run_context(), snapshot, trained, _overrides())
+
+        @task(retries=1)
+        def gate(trained: dict[str, Any], evaluation: dict[str, Any], validation: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+
+            return steps.gate(dataset, _run_context(), trained, evaluation, validation, _started_at(), _overrides())
+
+        @task.branch(retries=0)
+        def route(decision: dict[str, Any]) -> str:
+            if not decision["passed"]:
+                return "refuse"
+            return "approve_by_policy" if decision["approval_mode"] == "auto" else "approve"
+
+        @task(retries=0)
+        def refuse(decision: dict[str, Any]) -> dict[str, Any]:
+            log.warning("candidate refused by the gate, not deployed: %s", decision["summary"])
+            for reason in decision["reasons"]:
+                log.warning("  %s", reason)
+            return {"deployed": False, "summary": decision["summary"],
+                    "model_version_url": decision["model_version_url"], "mlflow_run_url": decision["mlflow_run_url"]}
+
+        @task(retries=1)
+        def approve_by_policy(trained: dict[str, Any]) -> dict[str, Any]:
+            from pipelines import steps
+
+            return steps.record_approval(dataset, _run_context(), trained, status="approved", decided_by="policy",
+                                         decided_at=_started_at(), mode="auto",
+                                         comment="gate passed; approval.mode is auto", overrides=_overrides())
+
+        approve = CandidateApprovalOperator(
+            task_id="approve",
+            dataset=dataset,
+            subject=f"Promote {config.model.registered_name} v{{{{ ti.xcom_pull(task_ids='train')['model_version'] }}}}"
+                    " to champion?",
+            body="{{ ti.xcom_pull(task_ids='gate')['approval_body'] }}",
+            params={"comment": Param("", type="string", description="Why you approve or reject (audit trail)")},
+            defaults="Reject",
+            response_timeout=timedelta(minutes=config.approval.timeout_minutes),
+            retries=0,
+        )
+
+        @task(retries=0, trigger_rule="none_failed_min_one_success")
+        def deploy() -> dict[str, Any]:
+            """Runs after either approval path; its only upstreams are the approvals (none ran: skipped)."""
+            from pipelines import steps
+            from pipelines.errors import PipelineError
+
+            ti = get_current_context()["ti"]
+            trained, snapshot = ti.xcom_pull(task_ids="train"), ti.xcom_pull(task_ids="extract")
+            try:
+                return steps.deploy(dataset, _run_context(), trained, snapshot, _started_at(), _overrides())
+            except PipelineError as exc:
+                raise _fail_without_retry(exc) from exc
+
+        snapshot = extract()
+        validation = validate(snapshot)
+        trained = train(snapshot, validation)
+        evaluation = evaluate(snapshot, trained)
+        decision = gate(trained, evaluation, validation)
+        routed = route(decision)
+        by_policy = approve_by_policy(trained)
+        deployed = deploy()
+        routed >> [refuse(decision), approve, by_policy]
+        [approve, by_policy] >> deployed
+
+    return training()
+
+
+for _path in dataset_config_paths(get_settings().datasets_dir):
+    _config = load_config_file(_path)
+    globals()[f"train_{_config.name}"] = build_training_dag(_config)

@@ -1,0 +1,75 @@
+"""The audit trail: one row per approval, rejection, deployment or rollback, in the warehouse."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import asdict, dataclass
+from datetime import datetime
+
+import sqlalchemy as sa
+
+from pipelines.warehouse import get_engine
+
+log = logging.getLogger(__name__)
+
+_metadata = sa.MetaData()
+audit_table = sa.Table(
+    "model_audit",
+    _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("event_at", sa.DateTime(timezone=True), nullable=False),
+    sa.Column("dataset", sa.String(64), nullable=False),
+    sa.Column("model_name", sa.String(200), nullable=False),
+    sa.Column("model_version", sa.String(32), nullable=False),
+    sa.Column("event", sa.String(32), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("mode", sa.String(32), nullable=False),
+    sa.Column("comment", sa.Text, nullable=False, default=""),
+    sa.Column("run_key", sa.String(250), nullable=False),
+    sa.UniqueConstraint("model_name", "model_version", "event", "run_key", name="uq_model_audit_event"),
+)
+
+EVENTS = ("approved", "rejected", "timed_out", "gate_failed", "deployed", "smoke_test_failed", "rolled_back")
+
+
+@dataclass(frozen=True)
+class AuditEvent:
+    event_at: datetime
+    dataset: str
+    model_name: str
+    model_version: str
+    event: str
+    actor: str
+    mode: str
+    comment: str
+    run_key: str
+
+    def __post_init__(self) -> None:
+        if self.event not in EVENTS:
+            raise ValueError(f"unknown audit event {self.event!r}; known: {EVENTS}")
+
+
+def record(warehouse_url: str, event: AuditEvent) -> None:
+    """Write ``event``; writing the same event of the same run again replaces it (idempotent)."""
+    engine = get_engine(warehouse_url)
+    _metadata.create_all(engine, tables=[audit_table])
+    with engine.begin() as conn:
+        conn.execute(sa.delete(audit_table).where(
+            audit_table.c.model_name == event.model_name,
+            audit_table.c.model_version == event.model_version,
+            audit_table.c.event == event.event,
+            audit_table.c.run_key == event.run_key,
+        ))
+        conn.execute(sa.insert(audit_table).values(**asdict(event)))
+    log.info("audit: %s v%s %s by %s (%s)", event.model_name, event.model_version, event.event, event.actor,
+             event.mode)
+
+
+def history(warehouse_url: str, model_name: str) -> list[dict[str, object]]:
+    """Every audit row of ``model_name``, oldest first."""
+    engine = get_engine(warehouse_url)
+    _metadata.create_all(engine, tables=[audit_table])
+    with engine.connect() as conn:
+        rows = conn.execute(sa.select(audit_table).where(audit_table.c.model_name == model_name)
+                            .order_by(audit_table.c.id)).mappings().all()
+    return [dict(r) for r in rows]

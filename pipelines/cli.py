@@ -1,0 +1,177 @@
+"""Command line: every step runs from a shell, without Airflow (``python -m pipelines --help``).
+
+Steps of one run share a run id (``--run-id``): each reads the results the earlier ones saved in the run's
+partition. ``run`` chains them all, as the training DAG does, with the approval given on the command line.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines import steps
+from pipelines.errors import PipelineError
+from pipelines.runs import RunContext
+
+log = logging.getLogger("pipelines")
+
+
+def _run(args: argparse.Namespace) -> RunContext:
+    return RunContext(dag_id="cli", run_id=args.run_id, reason=args.reason)
+
+
+def _print(result: Any) -> None:
+    sys.stdout.write(json.dumps(result, indent=2, default=str) + "\n")
+
+
+def _cmd_seed(args: argparse.Namespace) -> Any:
+    return steps.seed(args.dataset, args.start, args.end)
+
+
+def _cmd_extract(args: argparse.Namespace) -> Any:
+    return steps.extract(args.dataset, _run(args), args.start, args.end)
+
+
+def _cmd_validate(args: argparse.Namespace) -> Any:
+    run = _run(args)
+    return steps.validate(args.dataset, run, steps.load_result(args.dataset, run, "extract"))
+
+
+def _cmd_train(args: argparse.Namespace) -> Any:
+    run = _run(args)
+    return steps.train(args.dataset, run, steps.load_result(args.dataset, run, "extract"),
+                       steps.load_result(args.dataset, run, "validate"))
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> Any:
+    run = _run(args)
+    return steps.evaluate(args.dataset, run, steps.load_result(args.dataset, run, "extract"),
+                          steps.load_result(args.dataset, run, "train"))
+
+
+def _cmd_gate(args: argparse.Namespace) -> Any:
+    run = _run(args)
+    result = steps.gate(args.dataset, run, steps.load_result(args.dataset, run, "train"),
+                        steps.load_result(args.dataset, run, "evaluate"),
+                        steps.load_result(args.dataset, run, "validate"), datetime.now(UTC))
+    return {k: v for k, v in result.items() if k != "approval_body"}
+
+
+def _cmd_approve(args: argparse.Namespace) -> Any:
+    run = _run(args)
+    gate = steps.load_result(args.dataset, run, "gate")
+    if not gate["passed"]:
+        raise PipelineError(f"the gate refused this candidate, it cannot be approved: {gate['summary']}")
+    return steps.record_approval(args.dataset, run, steps.load_result(args.dataset, run, "train"),
+                                 status="rejected" if args.reject else "approved", decided_by=args.by,
+                                 decided_at=datetime.now(UTC), mode="manual", comment=args.comment)
+
+
+def _cmd_deploy(args: argparse.Namespace) -> Any:
+    run = _run(args)
+    return steps.deploy(args.dataset, run, steps.load_result(args.dataset, run, "train"),
+                        steps.load_result(args.dataset, run, "extract"), datetime.now(UTC))
+
+
+def _cmd_run(args: argparse.Namespace) -> Any:
+    """All steps in order; approval by policy (``--approve`` stands for a person's approval)."""
+    run = _run(args)
+    snapshot = steps.extract(args.dataset, run, args.start, args.end)
+    validation = steps.validate(args.dataset, run, snapshot)
+    trained = steps.train(args.dataset, run, snapshot, validation)
+    evaluation = steps.evaluate(args.dataset, run, snapshot, trained)
+    decision = steps.gate(args.dataset, run, trained, evaluation, validation, datetime.now(UTC))
+    if not decision["passed"]:
+        return {"deployed": False, "gate": decision["summary"], "model_version": trained["model_version"]}
+    mode = "manual" if args.approve else "auto"
+    steps.record_approval(args.dataset, run, trained, status="approved", decided_by=args.by if args.approve
+                          else "policy", decided_at=datetime.now(UTC), mode=mode, comment=args.comment)
+    return {"deployed": True, **steps.deploy(args.dataset, run, trained, snapshot, datetime.now(UTC))}
+
+
+def _cmd_rollback(args: argparse.Namespace) -> Any:
+    return steps.rollback(args.dataset, _run(args), datetime.now(UTC), args.to_version, args.comment)
+
+
+def _cmd_propose_suite(args: argparse.Namespace) -> Any:
+    from pipelines.settings import get_settings
+    from pipelines.validation import propose_suite
+
+    config = steps.dataset_config(args.dataset)
+    out = Path(args.out) if args.out else get_settings().home / "proposed" / f"{config.expectation_suite}.json"
+    path = propose_suite(config, get_settings(), steps.resolve_window(config, args.start, args.end), out)
+    return {"proposed_suite": str(path), "review_then_copy_to": str(get_settings().expectations_dir)}
+
+
+def _cmd_champion(args: argparse.Namespace) -> Any:
+    from pipelines import registry
+    from pipelines.settings import get_settings
+
+    config = steps.dataset_config(args.dataset)
+    version = registry.alias_version(get_settings(), config.model.registered_name, registry.CHAMPION)
+    if version is None:
+        return {"model": config.model.registered_name, "champion": None}
+    return {"model": config.model.registered_name, "champion": version.version, "tags": version.tags}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``mlops`` / ``python -m pipelines`` argument parser."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def add(name: str, func: Any, help_: str, window: bool = False, run: bool = True) -> argparse.ArgumentParser:
+        p = sub.add_parser(name, help=help_)
+        p.add_argument("--dataset", default="flights")
+        if run:
+            p.add_argument("--run-id", default="manual", help="names the run's partition (default: manual)")
+            p.add_argument("--reason", default="manual")
+        if window:
+            p.add_argument("--start", help="first day (ISO date); default: the config's window")
+            p.add_argument("--end", help="day after the last (ISO date); default: the config's window")
+        p.set_defaults(func=func)
+        return p
+
+    seed = add("seed", _cmd_seed, "load [start, end) of the source into the warehouse", run=False)
+    seed.add_argument("--start", required=True)
+    seed.add_argument("--end", required=True)
+    add("extract", _cmd_extract, "snapshot a window of the warehouse", window=True)
+    add("validate", _cmd_validate, "run the expectation suite on the run's snapshot")
+    add("train", _cmd_train, "train and register a candidate")
+    add("evaluate", _cmd_evaluate, "score candidate and champion on the holdout")
+    add("gate", _cmd_gate, "apply the promotion policy")
+    approve = add("approve", _cmd_approve, "record a person's approval (or --reject)")
+    approve.add_argument("--reject", action="store_true")
+    approve.add_argument("--by", default="cli-user")
+    approve.add_argument("--comment", default="")
+    add("deploy", _cmd_deploy, "move champion to the approved candidate and smoke-test it")
+    run = add("run", _cmd_run, "all steps in order (approval by policy unless --approve)", window=True)
+    run.add_argument("--approve", action="store_true", help="record the approval as yours (--by)")
+    run.add_argument("--by", default="cli-user")
+    run.add_argument("--comment", default="")
+    rollback = add("rollback", _cmd_rollback, "move champion back to the previous champion")
+    rollback.add_argument("--to-version")
+    rollback.add_argument("--comment", default="")
+    propose = add("propose-suite", _cmd_propose_suite, "profile a window and write a suite to review", window=True,
+                  run=False)
+    propose.add_argument("--out")
+    add("champion", _cmd_champion, "show the current champion", run=False)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point; exit 1 with a one-line error for expected failures."""
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    try:
+        _print(args.func(args))
+    except PipelineError as exc:
+        log.error("%s: %s", type(exc).__name__, exc)
+        return 1
+    return 0

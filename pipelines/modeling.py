@@ -1,0 +1,72 @@
+"""The scikit-learn pipeline (preprocessing + estimator), built from a dataset config."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+from typing import Any
+
+from sklearn.base import ClassifierMixin
+from sklearn.compose import ColumnTransformer
+from sklearn.impute import SimpleImputer
+from sklearn.pipeline import Pipeline
+from sklearn.preprocessing import OneHotEncoder, StandardScaler
+
+from pipelines.config import DatasetConfig
+from pipelines.errors import ConfigError
+
+# Types the preprocessing stores that skops (MLflow's default sklearn format) must be told to trust; the
+# estimator's own types come from ``model.skops_trusted_types`` in the dataset config.
+PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype",)
+
+
+def trusted_types(config: DatasetConfig) -> list[str]:
+    """Every non-default type the saved pipeline may contain, for skops."""
+    return sorted({*PREPROCESSING_TRUSTED_TYPES, *config.model.skops_trusted_types})
+
+
+def estimator_class(path: str) -> type[ClassifierMixin]:
+    """Import the estimator class named by ``path`` (``sklearn.module.Class``) and check it classifies."""
+    module_name, _, class_name = path.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"model.estimator {path!r} cannot be imported: {exc}") from exc
+    if not (inspect.isclass(cls) and issubclass(cls, ClassifierMixin) and hasattr(cls, "predict_proba")):
+        raise ConfigError(f"model.estimator {path!r} is not a probabilistic scikit-learn classifier")
+    return cls  # type: ignore[no-any-return]
+
+
+def build_model(config: DatasetConfig) -> Pipeline:
+    """Preprocessing (one-hot categoricals, imputed numerics) followed by the configured estimator, seeded."""
+    categorical = [f.name for f in config.features if f.type == "categorical"]
+    numeric = [f.name for f in config.features if f.type == "numeric"]
+    numeric_steps: list[tuple[str, Any]] = [("impute", SimpleImputer(strategy="median", keep_empty_features=True))]
+    if config.model.scale_numeric:
+        numeric_steps.append(("scale", StandardScaler()))
+    preprocess = ColumnTransformer(
+        [
+            (
+                "categorical",
+                Pipeline([
+                    ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                    ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist",
+                                             min_frequency=config.model.one_hot_min_frequency,
+                                             sparse_output=False)),
+                ]),
+                categorical,
+            ),
+            ("numeric", Pipeline(numeric_steps), numeric),
+        ],
+        remainder="drop",
+        verbose_feature_names_out=False,
+    )
+    cls = estimator_class(config.model.estimator)
+    params = dict(config.model.params)
+    if "random_state" in inspect.signature(cls).parameters:
+        params.setdefault("random_state", config.model.seed)
+    try:
+        estimator = cls(**params)
+    except TypeError as exc:
+        raise ConfigError(f"model.params do not fit {config.model.estimator}: {exc}") from exc
+    return Pipeline([("preprocess", preprocess), ("model", estimator)])

@@ -1,0 +1,158 @@
+"""The pipeline's steps as one call each, shared by the Airflow tasks and the command line.
+
+Each step loads the dataset config (plus the run's validated overrides), does its work through the modules of
+this package, writes its small JSON result into the run's partition (so the next step can also run from a shell)
+and returns that result. Inputs and outputs are small dicts: paths, versions, ids, metrics; never data frames.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+from pipelines.config import DatasetConfig, load_dataset_config
+from pipelines.errors import NotFoundError
+from pipelines.runs import RunContext, Window
+from pipelines.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+Result = dict[str, Any]
+
+
+def dataset_config(dataset: str, overrides: dict[str, Any] | None = None) -> DatasetConfig:
+    """The dataset's config with the run's overrides applied and validated."""
+    return load_dataset_config(dataset, get_settings().datasets_dir).with_overrides(overrides)
+
+
+def _partition(settings: Settings, dataset: str, run: RunContext) -> Path:
+    return settings.data_dir / dataset / run.key
+
+
+def save_result(dataset: str, run: RunContext, step: str, result: Result) -> Result:
+    """Keep a step's result in the run's partition (``<step>.json``)."""
+    path = _partition(get_settings(), dataset, run) / f"{step}.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=2, default=str))
+    return result
+
+
+def load_result(dataset: str, run: RunContext, step: str) -> Result:
+    """A result saved by an earlier step of the same run."""
+    path = _partition(get_settings(), dataset, run) / f"{step}.json"
+    if not path.is_file():
+        raise NotFoundError(f"no {step} result for run {run.key!r} ({path}): run the {step} step first")
+    data: Result = json.loads(path.read_text())
+    return data
+
+
+def resolve_window(config: DatasetConfig, start: str | date | None, end: str | date | None) -> Window:
+    """The run's window: the given bounds, else the config's default window."""
+    return Window(
+        date.fromisoformat(str(start)) if start else config.window.start,
+        date.fromisoformat(str(end)) if end else config.window.end,
+    )
+
+
+def seed(dataset: str, start: str | date, end: str | date) -> Result:
+    """Load ``[start, end)`` of the dataset's source into its warehouse table."""
+    from dataclasses import asdict
+
+    from pipelines.seed import seed as seed_rows
+
+    config = dataset_config(dataset)
+    return asdict(seed_rows(config, get_settings(), resolve_window(config, start, end)))
+
+
+def extract(dataset: str, run: RunContext, start: str | None = None, end: str | None = None,
+            overrides: dict[str, Any] | None = None) -> Result:
+    """Snapshot the run's window of the warehouse to Parquet, with its data version."""
+    from pipelines.extract import extract as extract_window
+
+    config = dataset_config(dataset, overrides)
+    snapshot = extract_window(config, get_settings(), resolve_window(config, start, end), run)
+    return save_result(dataset, run, "extract", snapshot.to_dict())
+
+
+def validate(dataset: str, run: RunContext, snapshot: Result, overrides: dict[str, Any] | None = None) -> Result:
+    """Run the dataset's expectation suite on the snapshot; raises ``DataValidationError`` on failure."""
+    from pipelines.validation import validate_snapshot
+
+    config = dataset_config(dataset, overrides)
+    summary = validate_snapshot(config, get_settings(), snapshot["path"], run)
+    return save_result(dataset, run, "validate", summary.to_dict())
+
+
+def train(dataset: str, run: RunContext, snapshot: Result, validation: Result,
+          overrides: dict[str, Any] | None = None) -> Result:
+    """Train, log and register a candidate (reuses the run's version when rerun)."""
+    from pipelines.training import train as train_model
+
+    config = dataset_config(dataset, overrides)
+    result = train_model(config, get_settings(), snapshot, validation, run)
+    return save_result(dataset, run, "train", result.to_dict())
+
+
+def evaluate(dataset: str, run: RunContext, snapshot: Result, trained: Result,
+             overrides: dict[str, Any] | None = None) -> Result:
+    """Score candidate and champion on the holdout; log metrics and plots to the candidate's run."""
+    from pipelines.evaluation import evaluate as evaluate_model
+
+    config = dataset_config(dataset, overrides)
+    result = evaluate_model(config, get_settings(), snapshot, trained)
+    return save_result(dataset, run, "evaluate", result.to_dict())
+
+
+def gate(dataset: str, run: RunContext, trained: Result, evaluation: Result, validation: Result,
+         decided_at: datetime, overrides: dict[str, Any] | None = None) -> Result:
+    """Apply the gate policy; log the decision and reasons to the run and the model version.
+
+    The result carries the approval mode and the Markdown evidence for the approver.
+    """
+    from pipelines.approval import approval_body, record_gate
+    from pipelines.gate import decide
+
+    config = dataset_config(dataset, overrides)
+    decision = decide(config.gate, evaluation)
+    log.info(decision.summary())
+    for reason in decision.reasons:
+        log.info("  %s", reason)
+    record_gate(config, get_settings(), trained, decision.to_dict(), run, decided_at)
+    result = {**decision.to_dict(), "summary": decision.summary(), "approval_mode": config.approval.mode,
+              "approval_timeout_minutes": config.approval.timeout_minutes,
+              "mlflow_run_url": trained["mlflow_run_url"], "model_version_url": trained["model_version_url"]}
+    result["approval_body"] = approval_body(trained, evaluation, result, str(validation.get("data_docs_url", "")))
+    return save_result(dataset, run, "gate", result)
+
+
+def record_approval(dataset: str, run: RunContext, trained: Result, *, status: str, decided_by: str,
+                    decided_at: datetime, mode: str, comment: str = "",
+                    overrides: dict[str, Any] | None = None) -> Result:
+    """Record an approval decision (a person's, the policy's, or a timeout) on the version and in the audit."""
+    from pipelines.approval import record_approval as record
+
+    config = dataset_config(dataset, overrides)
+    rec = record(config, get_settings(), trained, run, status=status, decided_by=decided_by,
+                 decided_at=decided_at, mode=mode, comment=comment)
+    return save_result(dataset, run, "approve", {**rec.to_dict(), "model_version_url": trained["model_version_url"]})
+
+
+def deploy(dataset: str, run: RunContext, trained: Result, snapshot: Result, deployed_at: datetime,
+           overrides: dict[str, Any] | None = None) -> Result:
+    """Move ``champion`` to the approved version and smoke-test it."""
+    from pipelines.deploy import deploy as deploy_version
+
+    config = dataset_config(dataset, overrides)
+    result = deploy_version(config, get_settings(), trained, snapshot, run, deployed_at)
+    return save_result(dataset, run, "deploy", result.to_dict())
+
+
+def rollback(dataset: str, run: RunContext, at: datetime, to_version: str | None = None, reason: str = "") -> Result:
+    """Move ``champion`` back to the previous champion (or ``to_version``)."""
+    from pipelines.deploy import rollback as rollback_alias
+
+    config = dataset_config(dataset)
+    return rollback_alias(config, get_settings(), run, at, to_version, reason).to_dict()

@@ -1,0 +1,66 @@
+"""The warehouse: a SQL database reached through SQLAlchemy (SQLite by default, PostgreSQL by URL)."""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from functools import lru_cache
+
+import pandas as pd
+import sqlalchemy as sa
+
+log = logging.getLogger(__name__)
+
+
+@lru_cache(maxsize=8)
+def get_engine(url: str) -> sa.Engine:
+    """One engine per URL per process; SQLite files get their folder created."""
+    if url.startswith("sqlite:///"):
+        from pathlib import Path
+
+        Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    return sa.create_engine(url, pool_pre_ping=True)
+
+
+def table_exists(engine: sa.Engine, table: str) -> bool:
+    """Whether ``table`` exists in the warehouse."""
+    return sa.inspect(engine).has_table(table)
+
+
+def _reflect(engine: sa.Engine, table: str) -> sa.Table:
+    return sa.Table(table, sa.MetaData(), autoload_with=engine)
+
+
+def replace_window(
+    engine: sa.Engine, table: str, frame: pd.DataFrame, time_column: str, start: datetime, end: datetime
+) -> int:
+    """Replace the rows of ``[start, end)`` with ``frame`` in one transaction (idempotent per window)."""
+    with engine.begin() as conn:
+        if sa.inspect(conn).has_table(table):
+            tbl = _reflect(engine, table)
+            col = tbl.c[time_column]
+            deleted = conn.execute(sa.delete(tbl).where(col >= start, col < end)).rowcount
+            if deleted:
+                log.info("replaced %d existing rows of %s in [%s, %s)", deleted, table, start, end)
+        frame.to_sql(table, conn, if_exists="append", index=False, chunksize=2000)
+    return len(frame)
+
+
+def read_window(engine: sa.Engine, table: str, time_column: str, start: datetime, end: datetime) -> pd.DataFrame:
+    """Rows of ``table`` whose ``time_column`` falls in ``[start, end)``, ordered by it."""
+    tbl = _reflect(engine, table)
+    col = tbl.c[time_column]
+    query = sa.select(tbl).where(col >= start, col < end).order_by(col)
+    with engine.connect() as conn:
+        frame = pd.read_sql(query, conn)
+    frame[time_column] = pd.to_datetime(frame[time_column])
+    return frame
+
+
+def time_bounds(engine: sa.Engine, table: str, time_column: str) -> tuple[datetime | None, datetime | None, int]:
+    """Earliest and latest time and the row count of ``table``."""
+    tbl = _reflect(engine, table)
+    col = tbl.c[time_column]
+    with engine.connect() as conn:
+        lo, hi, count = conn.execute(sa.select(sa.func.min(col), sa.func.max(col), sa.func.count())).one()
+    return (pd.Timestamp(lo).to_pydatetime() if lo else None, pd.Timestamp(hi).to_pydatetime() if hi else None, count)
