@@ -16,6 +16,7 @@ from typing import Any
 
 from pipelines import steps
 from pipelines.errors import PipelineError
+from pipelines.logging_setup import configure
 from pipelines.runs import RunContext
 
 log = logging.getLogger("pipelines")
@@ -167,8 +168,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit 1 with a one-line error for expected failures."""
     args = build_parser().parse_args(argv)
-    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO,
-                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    configure(args.verbose)
     try:
         _print(args.func(args))
     except PipelineError as exc:

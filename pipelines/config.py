@@ -188,7 +188,7 @@ class DatasetConfig(_Strict):
         return [f.name for f in self.features]
 
     def with_overrides(self, overrides: dict[str, Any] | None) -> DatasetConfig:
-        """A new config with ``overrides`` deep-merged in, validated like the file itself."""
+        """A new config with ``overrides`` deep-merged in (``model.params`` replaced whole), validated."""
         if not overrides:
             return self
         merged = _deep_merge(self.model_dump(mode="json"), overrides)
@@ -198,11 +198,15 @@ class DatasetConfig(_Strict):
             raise ConfigError(f"invalid overrides for dataset {self.name!r}: {_describe(exc)}") from exc
 
 
-def _deep_merge(base: dict[str, Any], extra: dict[str, Any]) -> dict[str, Any]:
+# Mappings replaced whole by an override rather than merged key by key (params belong to one estimator).
+_REPLACED_WHOLE = {("model", "params")}
+
+
+def _deep_merge(base: dict[str, Any], extra: dict[str, Any], path: tuple[str, ...] = ()) -> dict[str, Any]:
     out = copy.deepcopy(base)
     for key, value in extra.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and (*path, key) not in _REPLACED_WHOLE:
+            out[key] = _deep_merge(out[key], value, (*path, key))
         else:
             out[key] = value
     return out

@@ -58,7 +58,9 @@ def _compact(slices: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[s
             for col, values in slices.items()}
 
 
-def evaluate(config: DatasetConfig, settings: Settings, snapshot: dict[str, Any], trained: dict[str, Any]) -> EvalResult:
+def evaluate(
+    config: DatasetConfig, settings: Settings, snapshot: dict[str, Any], trained: dict[str, Any]
+) -> EvalResult:
     """Score candidate and champion on the holdout and log metrics, plots and tables to the candidate's run."""
     import mlflow
 

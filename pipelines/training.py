@@ -96,7 +96,8 @@ def train(
         "validation.data_docs": str(validation.get("data_docs_url", "")),
     }
     mlflow.set_experiment(experiment_id=exp_id)
-    with mlflow.start_run(run_name=f"{run.dag_id}:{run.run_id}", tags={**lineage, **data_tags, STEP_TAG: "train"}) as active:
+    run_tags = {**lineage, **data_tags, STEP_TAG: "train"}
+    with mlflow.start_run(run_name=f"{run.dag_id}:{run.run_id}", tags=run_tags) as active:
         mlflow.log_params({
             "estimator": config.model.estimator,
             **{f"model.{k}": v for k, v in config.model.params.items()},
@@ -156,7 +157,9 @@ def _log_inputs(mlflow: Any, config: DatasetConfig, snapshot: dict[str, Any], fe
         mlflow.log_input(dataset, context=context)
 
 
-def _result(settings: Settings, name: str, exp_id: str, run_id: str, version: str, reused: bool = False) -> TrainResult:
+def _result(
+    settings: Settings, name: str, exp_id: str, run_id: str, version: str, reused: bool = False
+) -> TrainResult:
     return TrainResult(
         run_id=run_id,
         experiment_id=exp_id,

@@ -1,0 +1,190 @@
+"""``make demo``: start the stack, seed the warehouse, run ``train_<dataset>`` through Airflow, print a summary.
+
+The run is triggered through Airflow's REST API, so the real scheduler runs it. When the run reaches its
+approval, the demo answers it through the REST API on the user's behalf and says so (``DEMO_APPROVAL=ui``
+leaves it to a person in the Airflow UI instead).
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipelines.logging_setup import configure
+from pipelines.settings import REPO_ROOT
+from pipelines.stack import services
+from pipelines.stack.airflow_client import TERMINAL_RUN_STATES, AirflowApiError, AirflowClient
+from pipelines.stack.processes import StackError
+from pipelines.stack.settings import StackSettings
+
+log = logging.getLogger(__name__)
+
+APPROVAL_TASK = "approve"
+_SHOWN_METRICS = ("holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_f1")
+
+
+@dataclass
+class DemoResult:
+    """What one demo run did, for the summary and for tests."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    task_states: dict[str, str | None]
+    approved_by: str | None = None
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+
+
+def seed(stack: StackSettings, dataset: str, start: str, end: str) -> None:
+    """Load ``[start, end)`` into the warehouse with the pipeline's own ``seed`` command."""
+    log.info("seeding the warehouse with %s [%s, %s)", dataset, start, end)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines", "seed", "--dataset", dataset, "--start", start, "--end", end],
+        env=services.stack_env(stack), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+    if out.returncode != 0:
+        raise StackError(f"seed failed:\n{out.stderr[-3000:]}")
+
+
+def client(stack: StackSettings) -> AirflowClient:
+    """A REST client logged in as the stack's admin."""
+    return AirflowClient(stack.airflow_url, stack.airflow_admin_user, services.admin_password(stack))
+
+
+def wait_for_dag(api: AirflowClient, dag_id: str, timeout: float = 180.0) -> None:
+    """Wait until the dag-processor has parsed ``dag_id``; fail with the import errors if it cannot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        errors = api.import_errors()
+        if errors:
+            raise StackError("DAG files failed to import:\n" + "\n".join(
+                f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors))
+        try:
+            api.dag(dag_id)
+            return
+        except AirflowApiError:
+            time.sleep(2)
+    raise StackError(f"Airflow did not parse {dag_id} within {timeout:.0f} s")
+
+
+def _report(states: dict[str, str | None]) -> None:
+    log.info("tasks: %s", ", ".join(f"{task}={state or 'none'}" for task, state in states.items()))
+
+
+def run_training(stack: StackSettings, dataset: str, conf: dict[str, Any], *, approval: Literal["api", "ui"],
+                 approval_comment: str, timeout: float = 900.0) -> DemoResult:
+    """Trigger ``train_<dataset>``, answer (or wait for) its approval, and follow it to the end."""
+    dag_id = f"train_{dataset}"
+    api = client(stack)
+    try:
+        wait_for_dag(api, dag_id)
+        api.unpause(dag_id)
+        run_id = api.trigger(dag_id, conf, note=f"started by `make demo` ({conf.get('reason', 'demo')})")
+        log.info("triggered %s run %s: %s/dags/%s/runs/%s", dag_id, run_id, stack.airflow_url, dag_id, run_id)
+        state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report,
+                           stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input")
+        approved_by = None
+        if state not in TERMINAL_RUN_STATES:
+            approved_by = _approve(api, stack, dag_id, run_id, approval=approval, comment=approval_comment)
+            state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report)
+        result = DemoResult(dag_id=dag_id, run_id=run_id, state=state, task_states=api.task_states(dag_id, run_id),
+                            approved_by=approved_by)
+        if result.task_states.get("train") == "success":
+            result.training = api.xcom(dag_id, run_id, "train")
+        return result
+    finally:
+        api.close()
+
+
+def _approve(api: AirflowClient, stack: StackSettings, dag_id: str, run_id: str, *, approval: str,
+             comment: str) -> str | None:
+    detail = api.hitl_detail(dag_id, run_id, APPROVAL_TASK)
+    url = f"{stack.airflow_url}/dags/{dag_id}/runs/{run_id}/tasks/{APPROVAL_TASK}/required_actions"
+    log.info("approval requested: %s", detail.get("subject"))
+    if approval == "ui":
+        log.info("waiting for a person to answer in the Airflow UI: Browse > Required Actions, or %s "
+                 "(log in as %s)", url, stack.airflow_admin_user)
+        return None
+    log.info("approving on your behalf through the REST API, as user %r. To decide yourself next time, run "
+             "`DEMO_APPROVAL=ui make demo` and answer in the Airflow UI under Browse > Required Actions.",
+             stack.airflow_admin_user)
+    api.answer(dag_id, run_id, APPROVAL_TASK, "Approve", {"comment": comment})
+    return stack.airflow_admin_user
+
+
+def champion(stack: StackSettings, model_name: str) -> tuple[str | None, dict[str, float], dict[str, str]]:
+    """The version behind ``champion``, its holdout metrics and its tags."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlf = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    try:
+        version = mlf.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        return None, {}, {}
+    metrics = mlf.get_run(version.run_id).data.metrics if version.run_id else {}
+    return str(version.version), {k: metrics[k] for k in _SHOWN_METRICS if k in metrics}, dict(version.tags)
+
+
+def summary(stack: StackSettings, result: DemoResult, model_name: str, experiment: str) -> str:
+    """What a newcomer reads at the end of ``make demo``."""
+    version, metrics, tags = champion(stack, model_name)
+    result.champion_version, result.champion_metrics = version, metrics
+    lines = [
+        "",
+        "=" * 78,
+        f"{result.dag_id} run {result.run_id}: {result.state}",
+        "  tasks: " + ", ".join(f"{t}={s}" for t, s in result.task_states.items()),
+    ]
+    if result.training:
+        lines.append(f"  candidate: {model_name} v{result.training.get('model_version')}")
+    if version is None:
+        lines.append(f"  no champion for {model_name} yet")
+    else:
+        lines += [
+            f"  champion: {model_name} v{version} (approved by {tags.get('approval.by', '?')}, "
+            f"{tags.get('approval.mode', '?')}; gate {tags.get('gate.decision', '?')})",
+            "  holdout: " + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in metrics.items()),
+        ]
+    lines += [
+        "",
+        f"  Airflow  {stack.airflow_url}  (login: {stack.airflow_admin_user} / {services.admin_password(stack)})",
+        f"           this run: {stack.airflow_url}/dags/{result.dag_id}/runs/{result.run_id}",
+        f"  MLflow   {stack.mlflow_url}",
+        f"           experiment '{experiment}', registered model: {stack.mlflow_url}/#/models/{model_name}",
+        "",
+        "  `make demo` again adds a run; `make down` stops the services (state stays in "
+        f"{stack.home}).",
+        "=" * 78,
+    ]
+    return "\n".join(lines)
+
+
+def main() -> int:
+    """Entry point of ``make demo``."""
+    from pipelines.config import load_dataset_config
+
+    configure(fmt="%(asctime)s %(message)s")
+    stack = StackSettings()
+    dataset = "flights"
+    config = load_dataset_config(dataset)
+    try:
+        services.up(stack)
+        seed(stack, dataset, str(config.window.start), str(config.window.end))
+        result = run_training(stack, dataset, {"reason": "demo"}, approval=stack.demo_approval,
+                              approval_comment="approved by `make demo` on the user's behalf (REST API)")
+    except (StackError, TimeoutError) as exc:
+        log.error("demo failed: %s", exc)
+        log.error("service logs are in %s; `make down` stops what was started", stack.logs_dir)
+        return 1
+    sys.stdout.write(summary(stack, result, config.model.registered_name, config.model.experiment) + "\n")
+    return 0 if result.state == "success" else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,177 @@
+"""The stack's services: an MLflow tracking server and Airflow (api-server, scheduler, dag-processor, triggerer).
+
+Embedded default: MLflow on SQLite with artifacts served by the MLflow server from a local folder; Airflow on
+SQLite with the LocalExecutor. Every process gets the same environment (:func:`stack_env`), which also tells the
+pipeline's steps where MLflow, the warehouse and the runtime folder are.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import secrets
+import subprocess
+import sys
+from pathlib import Path
+
+import httpx
+
+from pipelines.settings import REPO_ROOT
+from pipelines.stack.processes import Service, StackError, wait_until
+from pipelines.stack.settings import StackSettings
+
+log = logging.getLogger(__name__)
+
+AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
+
+
+def _bin(name: str) -> str:
+    """An executable of the running virtual environment (``mlflow``, ``airflow``)."""
+    return str(Path(sys.executable).parent / name)
+
+
+def _secret(path: Path, nbytes: int = 16) -> str:
+    """A random secret kept in the runtime folder, created on first use."""
+    if not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(nbytes))
+        path.chmod(0o600)
+    return path.read_text().strip()
+
+
+def admin_password(stack: StackSettings) -> str:
+    """``AIRFLOW_ADMIN_PASSWORD`` when set, else the password generated on the first start."""
+    if stack.airflow_admin_password:
+        return stack.airflow_admin_password
+    return _secret(stack.airflow_home / "admin_password")
+
+
+def stack_env(stack: StackSettings) -> dict[str, str]:
+    """Environment of every process of the stack (and of the steps they run)."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AIRFLOW__", "MLOPS_"))}
+    env.pop("PYTHONDONTWRITEBYTECODE", None)  # Airflow re-imports a lot: let it use compiled bytecode
+    venv_bin = str(Path(sys.executable).parent)
+    env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
+    env["PYTHONPATH"] = str(REPO_ROOT)
+    env.update({
+        "MLOPS_HOME": str(stack.home),
+        "MLOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
+        "MLOPS_AIRFLOW_UI_URL": stack.airflow_url,
+        "MLFLOW_TRACKING_URI": stack.mlflow_url,
+        "AIRFLOW_HOME": str(stack.airflow_home),
+        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(stack.airflow_parallelism),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(stack.airflow_parallelism),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{stack.airflow_home / 'airflow.db'}",
+        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{stack.airflow_url}/execution/",
+        "AIRFLOW__API__BASE_URL": stack.airflow_url,
+        "AIRFLOW__API__HOST": stack.host,
+        "AIRFLOW__API__PORT": str(stack.airflow_port),
+        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(stack.airflow_home / "jwt_secret", nbytes=64),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{stack.airflow_admin_user}:admin",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(stack.airflow_home / "passwords.json"),
+        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(stack.airflow_home / "logs"),
+        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(stack.worker_log_port),
+        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(stack.trigger_log_port),
+        "OMP_NUM_THREADS": "1",
+    })
+    return env
+
+
+def _service(stack: StackSettings, name: str, command: list[str], port: int | None = None) -> Service:
+    return Service(name=name, command=command, env=stack_env(stack), pid_file=stack.pids_dir / f"{name}.pid",
+                   log_file=stack.logs_dir / f"{name}.log", port=port, cwd=REPO_ROOT)
+
+
+def mlflow_service(stack: StackSettings) -> Service:
+    """MLflow tracking server and registry: SQLite store, artifacts served from a local folder."""
+    store = stack.mlflow_dir
+    return _service(stack, "mlflow", [
+        _bin("mlflow"), "server",
+        "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
+        "--artifacts-destination", str(store / "artifacts"),
+        "--serve-artifacts",
+        "--host", stack.host, "--port", str(stack.mlflow_port),
+        "--workers", str(stack.mlflow_workers),
+    ], port=stack.mlflow_port)
+
+
+def airflow_services(stack: StackSettings) -> list[Service]:
+    """Airflow's components, each its own process, as in a real deployment."""
+    services = []
+    for component in AIRFLOW_COMPONENTS:
+        command = [_bin("airflow"), component]
+        if component == "api-server":
+            command += ["--port", str(stack.airflow_port), "--host", stack.host]
+        services.append(_service(stack, f"airflow-{component}", command,
+                                 port=stack.airflow_port if component == "api-server" else None))
+    return services
+
+
+def all_services(stack: StackSettings) -> list[Service]:
+    """Every service of the stack, in start order."""
+    return [mlflow_service(stack), *airflow_services(stack)]
+
+
+def _write_passwords(stack: StackSettings) -> None:
+    path = stack.airflow_home / "passwords.json"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps({stack.airflow_admin_user: admin_password(stack)}))
+    path.chmod(0o600)
+
+
+def _migrate_airflow(stack: StackSettings) -> None:
+    log.info("airflow db migrate (metadata database in %s)", stack.airflow_home)
+    out = subprocess.run([_bin("airflow"), "db", "migrate"], env=stack_env(stack), cwd=REPO_ROOT,
+                         capture_output=True, text=True, timeout=300, check=False)
+    if out.returncode != 0:
+        raise StackError(f"airflow db migrate failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+
+
+def mlflow_healthy(stack: StackSettings) -> bool:
+    """Whether the MLflow server answers its health check."""
+    return httpx.get(f"{stack.mlflow_url}/health", timeout=2).status_code == 200
+
+
+def airflow_healthy(stack: StackSettings) -> bool:
+    """Whether the api-server answers and reports a healthy scheduler, dag-processor and metadata database."""
+    response = httpx.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=3)
+    if response.status_code != 200:
+        return False
+    health = response.json()
+    return all(health.get(part, {}).get("status") == "healthy"
+               for part in ("metadatabase", "scheduler", "dag_processor"))
+
+
+def up(stack: StackSettings, timeout: float = 240.0) -> None:
+    """Start (or keep) every service and wait until all are healthy; idempotent."""
+    stack.home.mkdir(parents=True, exist_ok=True)
+    mlflow = mlflow_service(stack)
+    airflow = airflow_services(stack)
+    mlflow.start()
+    if all(s.pid() is None for s in airflow):
+        _write_passwords(stack)
+        _migrate_airflow(stack)
+    else:
+        _write_passwords(stack)
+    for service in airflow:
+        service.start()
+    wait_until(lambda: mlflow_healthy(stack), f"MLflow at {stack.mlflow_url}", timeout, [mlflow])
+    wait_until(lambda: airflow_healthy(stack), f"Airflow at {stack.airflow_url}", timeout, airflow)
+    log.info("stack up: MLflow %s, Airflow %s", stack.mlflow_url, stack.airflow_url)
+
+
+def down(stack: StackSettings) -> list[str]:
+    """Stop every service the stack started (Airflow first); returns the names of those that were running."""
+    stopped = [s.name for s in reversed(all_services(stack)) if s.stop()]
+    return stopped
+
+
+def status(stack: StackSettings) -> dict[str, str]:
+    """Each service's pid or ``stopped``."""
+    return {s.name: (f"running (pid {pid})" if (pid := s.pid()) else "stopped") for s in all_services(stack)}

@@ -1,0 +1,157 @@
+"""The real ``train_flights`` DAG, run by the real Airflow scheduler against a real MLflow server.
+
+One stack (MLflow server, Airflow api-server, scheduler, dag-processor, triggerer) is started for the module on
+free ports in a temporary folder. Runs are triggered and approvals answered through Airflow's REST API, as ops
+(and ``make demo``) do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from pipelines import audit, registry, steps
+from pipelines.settings import get_settings
+from pipelines.stack.airflow_client import AirflowClient
+from pipelines.stack.demo import APPROVAL_TASK, client, run_training, wait_for_dag
+from pipelines.stack.settings import StackSettings
+from tests.stack import running_stack
+
+pytestmark = pytest.mark.integration
+
+DAG = "train_flights"
+WINDOW = {"window_start": "2013-01-01", "window_end": "2013-01-22"}
+CRIPPLED = {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}}}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
+    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+        steps.seed("flights", "2013-01-01", "2013-02-01")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(stack: StackSettings) -> Iterator[AirflowClient]:
+    api = client(stack)
+    wait_for_dag(api, DAG)
+    api.unpause(DAG)
+    yield api
+    api.close()
+
+
+def _champion_version() -> str | None:
+    found = registry.alias_version(get_settings(), "flights-delay", registry.CHAMPION)
+    return str(found.version) if found else None
+
+
+def _version_tags(version: str) -> dict[str, str]:
+    return dict(registry.client(get_settings()).get_model_version("flights-delay", version).tags)
+
+
+def _run_until_approval(api: AirflowClient, conf: dict) -> tuple[str, dict[str, str | None]]:
+    run_id = api.trigger(DAG, conf)
+    api.follow(DAG, run_id, timeout=600, on_change=lambda _: None,
+               stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input")
+    return run_id, api.task_states(DAG, run_id)
+
+
+def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: StackSettings, api) -> None:
+    # given a warehouse holding January 2013 and no model yet
+    assert _champion_version() is None
+
+    # when train_flights runs through the scheduler and the approval is answered through the REST API
+    result = run_training(stack, "flights", {"reason": "integration test", **WINDOW}, approval="api",
+                          approval_comment="looks good", timeout=600)
+
+    # then the run succeeds through every step and version 1 is the champion
+    assert result.state == "success", result.task_states
+    for task in ("extract", "validate", "train", "evaluate", "gate", "route", "approve", "deploy"):
+        assert result.task_states[task] == "success", (task, result.task_states)
+    assert result.task_states["refuse"] == "skipped"
+    assert _champion_version() == "1"
+
+    # and its tags hold the lineage, the gate decision and the approver
+    tags = _version_tags("1")
+    assert tags["airflow.dag_id"] == DAG and tags["airflow.run_id"] == result.run_id
+    assert tags["run.reason"] == "integration test"
+    assert tags["data.window"] == "[2013-01-01, 2013-01-22)" and len(tags["data.version"]) == 16
+    assert tags["gate.decision"] == "passed"
+    assert tags["approval.status"] == "approved" and tags["approval.by"] == stack.airflow_admin_user
+    assert tags["approval.mode"] == "manual" and tags["approval.comment"] == "looks good"
+    assert tags["deploy.status"] == "champion"
+
+    # and the audit table says who approved it
+    events = audit.history(get_settings().warehouse_url, "flights-delay")
+    assert ("1", "approved", stack.airflow_admin_user) in [(e["model_version"], e["event"], e["actor"]) for e in events]
+
+
+def test_a_crippled_model_is_refused_by_the_gate_and_the_champion_stays(stack: StackSettings, api) -> None:
+    # given version 1 is the champion
+    before = _champion_version()
+    assert before is not None
+
+    # when a run trains a model that cannot rank flights (a constant prior)
+    run_id = api.trigger(DAG, {"reason": "crippled", "overrides": CRIPPLED, **WINDOW})
+    state = api.follow(DAG, run_id, timeout=600, on_change=lambda _: None)
+
+    # then the run ends cleanly on the refuse branch, without any approval or deployment
+    states = api.task_states(DAG, run_id)
+    assert state == "success", states
+    assert states["gate"] == "success" and states["refuse"] == "success"
+    assert states["approve"] == "skipped" and states["deploy"] == "skipped"
+    refused = api.xcom(DAG, run_id, "refuse")
+    assert refused["deployed"] is False and "roc_auc" in refused["summary"]
+
+    # and the refused version is tagged, and the champion has not moved
+    version = api.xcom(DAG, run_id, "train")["model_version"]
+    assert _version_tags(version)["gate.decision"] == "failed"
+    assert _champion_version() == before
+
+
+def test_a_rejected_candidate_is_tagged_and_never_deployed(stack: StackSettings, api) -> None:
+    before = _champion_version()
+    # given a good candidate waiting for approval
+    run_id, states = _run_until_approval(api, {"reason": "to reject", **WINDOW})
+    assert states[APPROVAL_TASK] == "awaiting_input", states
+    detail = api.hitl_detail(DAG, run_id, APPROVAL_TASK)
+    assert "Gate: passed" in detail["body"] and "MLflow run" in detail["body"]
+
+    # when ops reject it in Airflow with a comment
+    api.answer(DAG, run_id, APPROVAL_TASK, "Reject", {"comment": "not this week"})
+    state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
+
+    # then deploy is skipped, the version says who rejected it and why, and the champion stays
+    states = api.task_states(DAG, run_id)
+    assert state == "success" and states["deploy"] == "skipped", states
+    version = api.xcom(DAG, run_id, "train")["model_version"]
+    tags = _version_tags(version)
+    assert tags["approval.status"] == "rejected" and tags["approval.comment"] == "not this week"
+    assert tags["approval.by"] == stack.airflow_admin_user
+    assert "deploy.status" not in tags
+    assert _champion_version() == before
+
+
+def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_path: Path) -> None:
+    import sqlalchemy as sa
+
+    from pipelines.warehouse import get_engine
+
+    versions_before = len(registry.client(get_settings()).search_model_versions("name = 'flights-delay'"))
+    # given a week of the warehouse where distances became negative
+    engine = get_engine(get_settings().warehouse_url)
+    with engine.begin() as conn:
+        conn.execute(sa.text("UPDATE flights SET distance = -distance "
+                             "WHERE sched_dep >= '2013-01-22' AND sched_dep < '2013-01-29'"))
+
+    # when train_flights runs on that week
+    run_id = api.trigger(DAG, {"reason": "bad data", "window_start": "2013-01-22", "window_end": "2013-01-29"})
+    state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
+
+    # then validation fails, nothing downstream runs, and nothing is registered
+    states = api.task_states(DAG, run_id)
+    assert state == "failed" and states["validate"] == "failed", states
+    assert all(states[t] in ("upstream_failed", None) for t in ("train", "evaluate", "gate", "deploy")), states
+    assert len(registry.client(get_settings()).search_model_versions("name = 'flights-delay'")) == versions_before

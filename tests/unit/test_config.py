@@ -1,0 +1,90 @@
+"""Dataset config validation: the shipped config loads; broken files fail naming the file and the field."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from pipelines.config import DatasetConfig, load_config_file
+from pipelines.errors import ConfigError
+from tests.conftest import REPO_ROOT
+
+SHIPPED = REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml"
+
+
+def _write(tmp_path: Path, data: dict, name: str = "flights") -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _shipped() -> dict:
+    return yaml.safe_load(SHIPPED.read_text())
+
+
+def test_shipped_config_is_valid(flights_config: DatasetConfig) -> None:
+    # given the shipped file, when loaded, then it describes the flights problem
+    assert flights_config.model.registered_name == "flights-delay"
+    assert flights_config.target.source_column == "arr_delay"
+    assert {"carrier", "origin", "day_of_week"} <= set(flights_config.feature_names)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (lambda d: d.pop("target"), "target: Field required"),
+        (lambda d: d["model"].update(estimator="xgboost.XGBClassifier"), "model.estimator"),
+        (lambda d: d["features"].append({"name": "dep_delay", "type": "numeric"}), "dep_delay"),
+        (lambda d: d["features"].append({"name": "arr_delay", "type": "numeric"}), "arr_delay"),
+        (lambda d: d["features"][0].update(type="text"), "features.0.type"),
+        (lambda d: d["gate"]["floors"].update(accuracy=0.9), "unknown metric"),
+        (lambda d: d.update(unexpected_key=1), "unexpected_key: Extra inputs are not permitted"),
+        (lambda d: d["window"].update(end="2012-01-01"), "must be after start"),
+        (lambda d: d["split"].update(holdout_fraction=1.5), "split.holdout_fraction"),
+        (lambda d: d.update(slices=["tailnum"]), "slices ['tailnum'] are not features"),
+        (lambda d: d["approval"].update(mode="sometimes"), "approval.mode"),
+    ],
+)
+def test_invalid_config_is_refused_with_file_and_field(tmp_path: Path, mutate, expected: str) -> None:
+    # given a copy of the shipped config with one mistake
+    data = _shipped()
+    mutate(data)
+    path = _write(tmp_path, data)
+    # when loaded, then the error names the file and the field
+    with pytest.raises(ConfigError) as err:
+        load_config_file(path)
+    assert str(path) in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_name_must_match_file_name(tmp_path: Path) -> None:
+    path = _write(tmp_path, _shipped(), name="other")
+    with pytest.raises(ConfigError, match="must match the file name"):
+        load_config_file(path)
+
+
+def test_missing_and_malformed_files(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_config_file(tmp_path / "nope.yaml")
+    bad = tmp_path / "flights.yaml"
+    bad.write_text("name: [unclosed")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_config_file(bad)
+
+
+def test_overrides_are_merged_and_validated(flights_config: DatasetConfig) -> None:
+    # given overrides as a DAG run would pass them
+    crippled = flights_config.with_overrides(
+        {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}}}
+    )
+    # then the untouched fields survive and the new ones apply
+    assert crippled.model.estimator == "sklearn.dummy.DummyClassifier"
+    assert crippled.model.params == {"strategy": "prior"}
+    assert crippled.model.registered_name == "flights-delay"
+    # and invalid overrides are refused with the field named
+    with pytest.raises(ConfigError, match="approval.mode"):
+        flights_config.with_overrides({"approval": {"mode": "never"}})
+    with pytest.raises(ConfigError, match="forbidden"):
+        flights_config.with_overrides({"features": [{"name": "arr_time", "type": "numeric"}]})
