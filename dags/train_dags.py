@@ -68,7 +68,7 @@ class CandidateApprovalOperator(ApprovalOperator):
             decided_at = event.get("responded_at") or ti.start_date
         else:
             user = event["responded_by_user"]
-            by = user.get("name") or user.get("id") if isinstance(user, dict) else str(user)
+            by = str(user.get("name") or user.get("id")) if isinstance(user, dict) else str(user)
             status = "approved" if event["chosen_options"] == [self.APPROVE] else "rejected"
             comment = str((event.get("params_input") or {}).get("comment") or "")
             decided_at = event["responded_at"]

@@ -77,13 +77,13 @@ def should_promote(candidate: Scores, champion: Scores | None, policy: GatePolic
         floor = policy.slice_floor
         checked = 0
         for column, values in sorted(candidate.slices.items()):
-            for value, metrics in sorted(values.items()):
+            for slice_value, metrics in sorted(values.items()):
                 if metrics.get("rows", 0) < floor.min_rows:
                     continue
                 checked += 1
                 score = metrics.get(floor.metric, math.nan)
                 if not (math.isfinite(score) and score >= floor.min):
-                    reasons.append(f"FAIL slice {column}={value}: {floor.metric} {score:.4f} < {floor.min:.4f} "
+                    reasons.append(f"FAIL slice {column}={slice_value}: {floor.metric} {score:.4f} < {floor.min:.4f} "
                                    f"({int(metrics.get('rows', 0))} rows)")
         if checked == 0 and candidate.slices:
             reasons.append(f"PASS no slice has {floor.min_rows}+ rows to check")

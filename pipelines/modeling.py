@@ -34,7 +34,7 @@ def estimator_class(path: str) -> type[ClassifierMixin]:
         raise ConfigError(f"model.estimator {path!r} cannot be imported: {exc}") from exc
     if not (inspect.isclass(cls) and issubclass(cls, ClassifierMixin) and hasattr(cls, "predict_proba")):
         raise ConfigError(f"model.estimator {path!r} is not a probabilistic scikit-learn classifier")
-    return cls  # type: ignore[no-any-return]
+    return cls
 
 
 def build_model(config: DatasetConfig) -> Pipeline:

@@ -136,10 +136,10 @@ def train(
             tags={**lineage, **data_tags},
         )
         run_id = active.info.run_id
-    version = str(info.registered_model_version)
-    registry.set_version_tags(settings, name, version, {**lineage, **data_tags, "mlflow.run_id": run_id})
-    log.info("registered %s version %s from run %s", name, version, run_id)
-    return _result(settings, name, exp_id, run_id, version)
+    new_version = str(info.registered_model_version)
+    registry.set_version_tags(settings, name, new_version, {**lineage, **data_tags, "mlflow.run_id": run_id})
+    log.info("registered %s version %s from run %s", name, new_version, run_id)
+    return _result(settings, name, exp_id, run_id, new_version)
 
 
 def _log_inputs(mlflow: Any, config: DatasetConfig, snapshot: dict[str, Any], features: Any, target: Any,

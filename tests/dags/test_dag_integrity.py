@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import json
 import os
 import subprocess
@@ -50,7 +51,7 @@ def test_training_dag_shape(dagbag) -> None:
     assert dag.catchup is False
     assert set(dag.params.keys()) >= {"window_start", "window_end", "reason", "overrides"}
     order = ["extract", "validate", "train", "evaluate", "gate", "route"]
-    for upstream, downstream in zip(order, order[1:], strict=False):
+    for upstream, downstream in itertools.pairwise(order):
         assert downstream in dag.get_task(upstream).downstream_task_ids
     assert dag.get_task("route").downstream_task_ids == {"approve", "approve_by_policy", "refuse"}
     assert dag.get_task("deploy").upstream_task_ids == {"approve", "approve_by_policy"}
@@ -85,7 +86,8 @@ def test_parsing_touches_no_database_network_or_heavy_import(tmp_path: Path) -> 
     """)
     env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT),
            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/must-not-exist/airflow.db"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
+                         check=False)
     assert out.returncode == 0, out.stderr[-3000:]
     added = json.loads(out.stdout.strip().splitlines()[-1])
     assert not set(added) & set(HEAVY), f"DAG parsing imported heavy modules: {sorted(set(added) & set(HEAVY))}"

@@ -22,14 +22,15 @@ from tests.stack import running_stack
 pytestmark = pytest.mark.integration
 
 DAG = "train_flights"
-WINDOW = {"window_start": "2013-01-01", "window_end": "2013-01-22"}
+# Two months: the smallest window on which the shipped gate policy (slice floors included) passes.
+WINDOW = {"window_start": "2013-01-01", "window_end": "2013-03-01"}
 CRIPPLED = {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}}}
 
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
     with running_stack(tmp_path_factory.mktemp("stack")) as running:
-        steps.seed("flights", "2013-01-01", "2013-02-01")
+        steps.seed("flights", "2013-01-01", "2013-03-08")
         yield running
 
 
@@ -59,7 +60,7 @@ def _run_until_approval(api: AirflowClient, conf: dict) -> tuple[str, dict[str, 
 
 
 def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: StackSettings, api) -> None:
-    # given a warehouse holding January 2013 and no model yet
+    # given a warehouse holding January to early March 2013 and no model yet
     assert _champion_version() is None
 
     # when train_flights runs through the scheduler and the approval is answered through the REST API
@@ -77,7 +78,7 @@ def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: 
     tags = _version_tags("1")
     assert tags["airflow.dag_id"] == DAG and tags["airflow.run_id"] == result.run_id
     assert tags["run.reason"] == "integration test"
-    assert tags["data.window"] == "[2013-01-01, 2013-01-22)" and len(tags["data.version"]) == 16
+    assert tags["data.window"] == "[2013-01-01, 2013-03-01)" and len(tags["data.version"]) == 16
     assert tags["gate.decision"] == "passed"
     assert tags["approval.status"] == "approved" and tags["approval.by"] == stack.airflow_admin_user
     assert tags["approval.mode"] == "manual" and tags["approval.comment"] == "looks good"
@@ -144,10 +145,10 @@ def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_pat
     engine = get_engine(get_settings().warehouse_url)
     with engine.begin() as conn:
         conn.execute(sa.text("UPDATE flights SET distance = -distance "
-                             "WHERE sched_dep >= '2013-01-22' AND sched_dep < '2013-01-29'"))
+                             "WHERE sched_dep >= '2013-03-01' AND sched_dep < '2013-03-08'"))
 
     # when train_flights runs on that week
-    run_id = api.trigger(DAG, {"reason": "bad data", "window_start": "2013-01-22", "window_end": "2013-01-29"})
+    run_id = api.trigger(DAG, {"reason": "bad data", "window_start": "2013-03-01", "window_end": "2013-03-08"})
     state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
 
     # then validation fails, nothing downstream runs, and nothing is registered

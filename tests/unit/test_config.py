@@ -84,7 +84,7 @@ def test_overrides_are_merged_and_validated(flights_config: DatasetConfig) -> No
     assert crippled.model.params == {"strategy": "prior"}
     assert crippled.model.registered_name == "flights-delay"
     # and invalid overrides are refused with the field named
-    with pytest.raises(ConfigError, match="approval.mode"):
+    with pytest.raises(ConfigError, match=r"approval\.mode"):
         flights_config.with_overrides({"approval": {"mode": "never"}})
     with pytest.raises(ConfigError, match="forbidden"):
         flights_config.with_overrides({"features": [{"name": "arr_time", "type": "numeric"}]})
