@@ -12,10 +12,12 @@ from pipelines.stack.processes import free_port
 from pipelines.stack.settings import StackSettings
 
 
-def make_stack_settings(home: Path) -> StackSettings:
+def make_stack_settings(home: Path, datasets_dir: Path | None = None) -> StackSettings:
     """Stack settings on ports nothing else uses, with state under ``home``."""
-    return StackSettings(home=home, mlflow_port=free_port(), airflow_port=free_port(), worker_log_port=free_port(),
-                         trigger_log_port=free_port(), airflow_admin_password="test-password", mlflow_workers=1)
+    extra = {"datasets_dir": datasets_dir} if datasets_dir else {}
+    return StackSettings(home=home, **extra, mlflow_port=free_port(), airflow_port=free_port(),
+                         worker_log_port=free_port(), trigger_log_port=free_port(),
+                         airflow_admin_password="test-password", mlflow_workers=1)
 
 
 def env_for(stack: StackSettings) -> dict[str, str]:
@@ -29,11 +31,11 @@ def env_for(stack: StackSettings) -> dict[str, str]:
 
 
 @contextmanager
-def running_stack(home: Path) -> Iterator[StackSettings]:
+def running_stack(home: Path, datasets_dir: Path | None = None) -> Iterator[StackSettings]:
     """Start MLflow and Airflow for real, point this process's pipeline settings at them, stop them after."""
     from pipelines.settings import get_settings
 
-    stack = make_stack_settings(home)
+    stack = make_stack_settings(home, datasets_dir)
     saved = dict(os.environ)
     try:
         services.up(stack)

@@ -12,6 +12,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
+PARKED_SETTLE_SECONDS = 5.0
 
 
 class AirflowApiError(RuntimeError):
@@ -80,8 +81,16 @@ class AirflowClient:
                                                    "/hitlDetails")
         return result
 
-    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict[str, Any]) -> dict[str, Any]:
-        """Answer a human-in-the-loop task as the logged-in user (``Approve`` / ``Reject``)."""
+    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict[str, Any],
+               settle: float = PARKED_SETTLE_SECONDS) -> dict[str, Any]:
+        """Answer a human-in-the-loop task as the logged-in user (``Approve`` / ``Reject``).
+
+        Waits ``settle`` seconds first: in Airflow 3.3.2 an answer that lands before the scheduler has processed
+        the exit of the worker that parked the task makes the scheduler queue the resumed task, then read the old
+        worker's "success" as a state changed externally, and fail it. A person never answers that fast; a script
+        does (seen here with an answer 0.4 s after parking).
+        """
+        time.sleep(settle)
         result: dict[str, Any] = self._call(
             "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
             json={"chosen_options": [option], "params_input": params})

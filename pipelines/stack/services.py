@@ -56,6 +56,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
     env["PYTHONPATH"] = str(REPO_ROOT)
     env.update({
         "MLOPS_HOME": str(stack.home),
+        "MLOPS_DATASETS_DIR": str(stack.datasets_dir),
         "MLOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
         "MLOPS_AIRFLOW_UI_URL": stack.airflow_url,
         "MLFLOW_TRACKING_URI": stack.mlflow_url,

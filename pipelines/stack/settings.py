@@ -17,6 +17,8 @@ class StackSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
 
     home: Path = Field(REPO_ROOT / "runtime", validation_alias=AliasChoices("MLOPS_HOME", "home"))
+    datasets_dir: Path = Field(REPO_ROOT / "pipelines" / "conf" / "datasets",
+                               validation_alias=AliasChoices("MLOPS_DATASETS_DIR", "datasets_dir"))
     host: str = Field("127.0.0.1", validation_alias=AliasChoices("STACK_HOST", "host"))
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias=AliasChoices("MLFLOW_PORT", "mlflow_port"))
     airflow_port: int = Field(8080, ge=1, le=65535, validation_alias=AliasChoices("AIRFLOW_PORT", "airflow_port"))

@@ -7,16 +7,19 @@ free ports in a temporary folder. Runs are triggered and approvals answered thro
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines import audit, registry, steps
 from pipelines.settings import get_settings
 from pipelines.stack.airflow_client import AirflowClient
 from pipelines.stack.demo import APPROVAL_TASK, client, run_training, wait_for_dag
 from pipelines.stack.settings import StackSettings
+from tests.conftest import REPO_ROOT
 from tests.stack import running_stack
 
 pytestmark = pytest.mark.integration
@@ -27,9 +30,26 @@ WINDOW = {"window_start": "2013-01-01", "window_end": "2013-03-01"}
 CRIPPLED = {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}}}
 
 
+QUICK = "flights_quick"
+
+
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
-    with running_stack(tmp_path_factory.mktemp("stack")) as running:
+def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The shipped flights config, plus a second dataset made of config only: 1-minute approvals, its own model."""
+    folder = tmp_path_factory.mktemp("datasets")
+    shipped = REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml"
+    shutil.copy(shipped, folder / "flights.yaml")
+    quick = yaml.safe_load(shipped.read_text())
+    quick["name"] = QUICK
+    quick["model"].update(registered_name="flights-delay-quick", experiment=QUICK)
+    quick["approval"] = {"mode": "manual", "timeout_minutes": 1}
+    (folder / f"{QUICK}.yaml").write_text(yaml.safe_dump(quick))
+    return folder
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[StackSettings]:
+    with running_stack(tmp_path_factory.mktemp("stack"), datasets_dir) as running:
         steps.seed("flights", "2013-01-01", "2013-03-08")
         yield running
 
@@ -156,3 +176,26 @@ def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_pat
     assert state == "failed" and states["validate"] == "failed", states
     assert all(states[t] in ("upstream_failed", None) for t in ("train", "evaluate", "gate", "deploy")), states
     assert len(registry.client(get_settings()).search_model_versions("name = 'flights-delay'")) == versions_before
+
+
+def test_a_new_dataset_config_is_a_new_dag_and_an_unanswered_approval_times_out(stack: StackSettings, api) -> None:
+    # given a second dataset config and no code change, when Airflow parses the DAG folder
+    dag_id = f"train_{QUICK}"
+    wait_for_dag(api, dag_id)
+    api.unpause(dag_id)
+
+    # when its candidate waits for an approval that nobody gives within the 1-minute timeout
+    run_id = api.trigger(dag_id, {"reason": "nobody answers", **WINDOW})
+    api.follow(dag_id, run_id, timeout=600, on_change=lambda _: None,
+               stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input")
+    state = api.follow(dag_id, run_id, timeout=300, on_change=lambda _: None)
+
+    # then the scheduler applies the default (Reject): nothing is deployed and the version says it timed out
+    states = api.task_states(dag_id, run_id)
+    assert state == "success" and states[APPROVAL_TASK] == "success" and states["deploy"] == "skipped", states
+    version = api.xcom(dag_id, run_id, "train")["model_version"]
+    tags = dict(registry.client(get_settings()).get_model_version("flights-delay-quick", version).tags)
+    assert tags["approval.status"] == "timed_out" and tags["approval.by"] == "timeout"
+    assert registry.alias_version(get_settings(), "flights-delay-quick", registry.CHAMPION) is None
+    events = audit.history(get_settings().warehouse_url, "flights-delay-quick")
+    assert [(e["model_version"], e["event"]) for e in events] == [(str(version), "timed_out")]
