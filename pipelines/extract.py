@@ -47,14 +47,20 @@ def snapshot_dir(settings: Settings, config: DatasetConfig, run: RunContext) -> 
     return settings.data_dir / config.name / run.key
 
 
-def extract(config: DatasetConfig, settings: Settings, window: Window, run: RunContext) -> Snapshot:
-    """Read ``window`` from the warehouse into ``<partition>/snapshot.parquet`` and describe it."""
+def read_dataset_window(config: DatasetConfig, settings: Settings, window: Window) -> pd.DataFrame:
+    """The dataset's warehouse rows in ``window``; a clear error when the table or the rows are missing."""
     engine = get_engine(settings.warehouse_url)
     if not table_exists(engine, config.source.table):
         raise NotFoundError(f"warehouse table {config.source.table!r} does not exist: run `seed` first")
     frame = read_window(engine, config.source.table, config.source.time_column, window.start_dt, window.end_dt)
     if frame.empty:
         raise NotFoundError(f"no rows of {config.source.table!r} in {window}: seed that range first")
+    return frame
+
+
+def extract(config: DatasetConfig, settings: Settings, window: Window, run: RunContext) -> Snapshot:
+    """Read ``window`` from the warehouse into ``<partition>/snapshot.parquet`` and describe it."""
+    frame = read_dataset_window(config, settings, window)
     out = snapshot_dir(settings, config, run)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "snapshot.parquet"

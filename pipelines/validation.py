@@ -454,15 +454,9 @@ def propose_suite(config: DatasetConfig, settings: Settings, window: Window, out
     """Profile ``window`` of the dataset's table and write a proposed suite to ``out`` for a person to review."""
     from great_expectations import ExpectationSuite
 
-    from pipelines.errors import NotFoundError
-    from pipelines.warehouse import get_engine, read_window, table_exists
+    from pipelines.extract import read_dataset_window
 
-    engine = get_engine(settings.warehouse_url)
-    if not table_exists(engine, config.source.table):
-        raise NotFoundError(f"warehouse table {config.source.table!r} does not exist: run `seed` first")
-    frame = read_window(engine, config.source.table, config.source.time_column, window.start_dt, window.end_dt)
-    if frame.empty:
-        raise NotFoundError(f"no rows of {config.source.table!r} in {window}: seed that range first")
+    frame = read_dataset_window(config, settings, window)
     suite = ExpectationSuite(
         name=config.expectation_suite,
         expectations=build_expectations(profile_expectations(frame, config), f"proposal for {config.name}"),

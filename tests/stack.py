@@ -14,10 +14,14 @@ from pipelines.stack.settings import StackSettings
 
 def make_stack_settings(home: Path, datasets_dir: Path | None = None) -> StackSettings:
     """Stack settings on ports nothing else uses, with state under ``home``."""
-    extra = {"datasets_dir": datasets_dir} if datasets_dir else {}
-    return StackSettings(home=home, **extra, mlflow_port=free_port(), airflow_port=free_port(),
-                         worker_log_port=free_port(), trigger_log_port=free_port(),
-                         airflow_admin_password="test-password", mlflow_workers=1)
+    values: dict[str, object] = {
+        "MLOPS_HOME": home, "MLFLOW_PORT": free_port(), "AIRFLOW_PORT": free_port(),
+        "AIRFLOW_WORKER_LOG_PORT": free_port(), "AIRFLOW_TRIGGER_LOG_PORT": free_port(),
+        "AIRFLOW_ADMIN_PASSWORD": "test-password",
+    }
+    if datasets_dir is not None:
+        values["MLOPS_DATASETS_DIR"] = datasets_dir
+    return StackSettings(**values, mlflow_workers=1)  # type: ignore[arg-type]
 
 
 def env_for(stack: StackSettings) -> dict[str, str]:

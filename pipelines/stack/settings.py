@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-from pydantic import AliasChoices, Field
+from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines.settings import REPO_ROOT
@@ -14,27 +14,27 @@ from pipelines.settings import REPO_ROOT
 class StackSettings(BaseSettings):
     """Ports and folders of the services ``make demo`` starts (``MLFLOW_PORT``, ``AIRFLOW_PORT``, ...)."""
 
-    model_config = SettingsConfigDict(extra="ignore", frozen=True, populate_by_name=True)
+    # Only the documented upper-case names are read, from the environment or as keyword arguments. No
+    # populate_by_name: the lookup ignores case, so the field name ``home`` would read $HOME.
+    model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    home: Path = Field(REPO_ROOT / "runtime", validation_alias=AliasChoices("MLOPS_HOME", "home"))
+    home: Path = Field(REPO_ROOT / "runtime", validation_alias="MLOPS_HOME")
     datasets_dir: Path = Field(REPO_ROOT / "pipelines" / "conf" / "datasets",
-                               validation_alias=AliasChoices("MLOPS_DATASETS_DIR", "datasets_dir"))
-    host: str = Field("127.0.0.1", validation_alias=AliasChoices("STACK_HOST", "host"))
-    mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias=AliasChoices("MLFLOW_PORT", "mlflow_port"))
-    airflow_port: int = Field(8080, ge=1, le=65535, validation_alias=AliasChoices("AIRFLOW_PORT", "airflow_port"))
-    worker_log_port: int = Field(8793, ge=1, le=65535, validation_alias=AliasChoices("AIRFLOW_WORKER_LOG_PORT",
-                                                                                    "worker_log_port"))
-    trigger_log_port: int = Field(8794, ge=1, le=65535, validation_alias=AliasChoices("AIRFLOW_TRIGGER_LOG_PORT",
-                                                                                     "trigger_log_port"))
+                               validation_alias="MLOPS_DATASETS_DIR")
+    host: str = Field("127.0.0.1", validation_alias="STACK_HOST")
+    mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
+    airflow_port: int = Field(8080, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
+    worker_log_port: int = Field(8793, ge=1, le=65535, validation_alias="AIRFLOW_WORKER_LOG_PORT")
+    trigger_log_port: int = Field(8794, ge=1, le=65535, validation_alias="AIRFLOW_TRIGGER_LOG_PORT")
     airflow_admin_user: str = "admin"
     airflow_admin_password: str = Field(
-        "", validation_alias=AliasChoices("AIRFLOW_ADMIN_PASSWORD", "airflow_admin_password"),
+        "", validation_alias="AIRFLOW_ADMIN_PASSWORD",
         description="Empty: generate one on first start and keep it in the runtime folder.",
     )
     airflow_parallelism: int = Field(4, ge=1, description="Task slots: 2 cores here, tasks mostly wait on I/O.")
     mlflow_workers: int = Field(2, ge=1)
     demo_approval: Literal["api", "ui"] = Field(
-        "api", validation_alias=AliasChoices("DEMO_APPROVAL", "demo_approval"),
+        "api", validation_alias="DEMO_APPROVAL",
         description="api: the demo approves through the REST API on the user's behalf; ui: a person does.",
     )
 
