@@ -12,7 +12,7 @@ import httpx
 log = logging.getLogger(__name__)
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-PARKED_SETTLE_SECONDS = 5.0
+PARKED_SETTLE_SECONDS = 20.0  # under full CI load on 2 cores, 6 s was seen; people take longer anyway
 
 
 class AirflowApiError(RuntimeError):
@@ -88,7 +88,7 @@ class AirflowClient:
         Waits ``settle`` seconds first: in Airflow 3.3.2 an answer that lands before the scheduler has processed
         the exit of the worker that parked the task makes the scheduler queue the resumed task, then read the old
         worker's "success" as a state changed externally, and fail it. A person never answers that fast; a script
-        does (seen here with an answer 0.4 s after parking).
+        does (seen here 0.4 s after parking; and with a 5 s wait under CI load, where the exit took 6 s).
         """
         time.sleep(settle)
         result: dict[str, Any] = self._call(
