@@ -29,7 +29,8 @@ audit_table = sa.Table(
     sa.UniqueConstraint("model_name", "model_version", "event", "run_key", name="uq_model_audit_event"),
 )
 
-EVENTS = ("approved", "rejected", "timed_out", "gate_failed", "deployed", "smoke_test_failed", "rolled_back")
+EVENTS = ("approved", "rejected", "timed_out", "gate_failed", "deployed", "smoke_test_failed", "serving_switch_failed",
+          "rolled_back")
 
 
 @dataclass(frozen=True)

@@ -120,6 +120,18 @@ def _cmd_champion(args: argparse.Namespace) -> Any:
     return {"model": config.model.registered_name, "champion": version.version, "tags": version.tags}
 
 
+def _cmd_replay(args: argparse.Namespace) -> Any:
+    return steps.replay(args.dataset, _run(args), args.start, args.end, args.batch_size, args.concurrency)
+
+
+def _cmd_outcomes(args: argparse.Namespace) -> Any:
+    return steps.record_outcomes(args.dataset, args.start, args.end, datetime.now(UTC))
+
+
+def _cmd_live_performance(args: argparse.Namespace) -> Any:
+    return steps.live_performance(args.dataset, args.start, args.end)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlops`` / ``python -m pipelines`` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
@@ -162,6 +174,15 @@ def build_parser() -> argparse.ArgumentParser:
                   run=False)
     propose.add_argument("--out")
     add("champion", _cmd_champion, "show the current champion", run=False)
+    replay = add("replay", _cmd_replay, "play [start, end) day by day through the prediction service")
+    replay.add_argument("--start", required=True)
+    replay.add_argument("--end", required=True)
+    replay.add_argument("--batch-size", type=int, default=50, help="records per request at most (default 50)")
+    replay.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
+    outcomes = add("outcomes", _cmd_outcomes, "record the known outcomes of [start, end) as ground truth", run=False)
+    outcomes.add_argument("--start", required=True)
+    outcomes.add_argument("--end", required=True)
+    add("live-performance", _cmd_live_performance, "live performance per model version", window=True, run=False)
     return parser
 
 

@@ -133,6 +133,16 @@ class DeployPolicy(_Strict):
     max_latency_ms: float = Field(2000.0, gt=0)
 
 
+class ServingPolicy(_Strict):
+    """How the prediction service takes requests, and how long ``deploy`` waits for it to switch."""
+
+    max_records: int = Field(1000, ge=1, description="Records per request; more gets 413.")
+    max_body_bytes: int = Field(2_000_000, ge=1024, description="Request body size; more gets 413.")
+    alias_poll_seconds: float = Field(10.0, gt=0, description="How often the service checks the champion alias.")
+    deploy_wait_seconds: float = Field(180.0, gt=0, description="How long deploy waits for the new version.")
+    log_queue_records: int = Field(200_000, ge=100, description="Prediction-log records buffered in memory.")
+
+
 class WindowConfig(_Strict):
     """Default training window, ``[start, end)`` on the time column."""
 
@@ -164,6 +174,7 @@ class DatasetConfig(_Strict):
     gate: GatePolicy = GatePolicy()
     approval: ApprovalPolicy = ApprovalPolicy()
     deploy: DeployPolicy = DeployPolicy()
+    serving: ServingPolicy = ServingPolicy()
     window: WindowConfig
     schedule: str | None = None
     tags: list[str] = Field(default_factory=list)

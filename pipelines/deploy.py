@@ -112,21 +112,25 @@ def deploy(config: DatasetConfig, settings: Settings, trained: dict[str, Any], s
         previous = tags.get("deploy.previous_version") or None
         log.info("v%s is already the champion: alias not moved", version)
 
-    report = smoke_test(f"models:/{name}@{registry.CHAMPION}", _smoke_sample(config, snapshot),
-                        config.deploy.max_latency_ms)
-    if not report.ok:
+    try:
+        report = smoke_test(f"models:/{name}@{registry.CHAMPION}", _smoke_sample(config, snapshot),
+                            config.deploy.max_latency_ms)
+    except Exception as exc:  # a version that cannot even be loaded fails its smoke test: the alias goes back
+        report = SmokeReport(ok=False, problems=[f"could not load or score: {type(exc).__name__}: {exc}"],
+                             batch_latency_ms=math.nan, single_p50_ms=math.nan)
+    problems, failure = list(report.problems), "smoke_test_failed"
+    if not problems:
+        problems, failure = _switch_service(config, settings, name, version), "serving_switch_failed"
+    if problems:
         if changed:
-            if previous is not None:
-                mlf.set_registered_model_alias(name, registry.CHAMPION, previous)
-            else:
-                mlf.delete_registered_model_alias(name, registry.CHAMPION)
-        registry.set_version_tags(settings, name, version, {"deploy.status": "smoke_test_failed",
-                                                            "deploy.problems": "; ".join(report.problems)})
+            _restore_alias(settings, name, previous)
+        registry.set_version_tags(settings, name, version, {"deploy.status": failure,
+                                                            "deploy.problems": "; ".join(problems)})
         audit.record(settings.warehouse_url, audit.AuditEvent(
             event_at=deployed_at, dataset=config.name, model_name=name, model_version=version,
-            event="smoke_test_failed", actor="deploy", mode="policy", comment="; ".join(report.problems),
+            event=failure, actor="deploy", mode="policy", comment="; ".join(problems),
             run_key=run.key))
-        raise SmokeTestError(f"smoke test of {name} v{version} failed ({'; '.join(report.problems)}); "
+        raise SmokeTestError(f"deploying {name} v{version} failed ({'; '.join(problems)}); "
                              f"champion restored to {('v' + previous) if previous else 'none'}")
 
     if changed:
@@ -152,6 +156,55 @@ def deploy(config: DatasetConfig, settings: Settings, trained: dict[str, Any], s
     )
 
 
+def _restore_alias(settings: Settings, name: str, previous: str | None) -> None:
+    """Point ``champion`` back at ``previous`` (or remove it) and tell the service, if one runs."""
+    mlf = registry.client(settings)
+    if previous is not None:
+        mlf.set_registered_model_alias(name, registry.CHAMPION, previous)
+    else:
+        mlf.delete_registered_model_alias(name, registry.CHAMPION)
+    notify_service(settings)
+
+
+def _switch_service(config: DatasetConfig, settings: Settings, name: str, version: str) -> list[str]:
+    """Make the prediction service load the new champion and wait until it answers with it (problems, if any)."""
+    from pipelines.serving.client import ServingClient, ServingError
+
+    if not settings.serving_url:
+        log.info("no prediction service configured (MLOPS_SERVING_URL): nothing to switch")
+        return []
+    with ServingClient(settings.serving_url, settings.serving_admin_token) as service:
+        try:
+            status = service.model()
+        except Exception as exc:
+            return [f"prediction service at {settings.serving_url} unreachable: {type(exc).__name__}: {exc}"]
+        if status.get("name") != name:
+            log.info("the service at %s serves %s, not %s: nothing to switch", settings.serving_url,
+                     status.get("name"), name)
+            return []
+        try:
+            answered = service.wait_for_version(name, version, config.serving.deploy_wait_seconds)
+        except ServingError as exc:
+            return [str(exc)]
+    log.info("the prediction service at %s answers with %s v%s since %s", settings.serving_url, name, version,
+             answered.get("since"))
+    return []
+
+
+def notify_service(settings: Settings) -> None:
+    """Ask the prediction service to check the alias now (best effort: it also polls the alias)."""
+    from pipelines.serving.client import ServingClient
+
+    if not settings.serving_url:
+        return
+    try:
+        with ServingClient(settings.serving_url, settings.serving_admin_token, timeout=10) as service:
+            service.reload()
+    except Exception as exc:
+        log.warning("could not reach the prediction service at %s (%s): it will notice the alias within its "
+                    "polling interval", settings.serving_url, exc)
+
+
 def rollback(config: DatasetConfig, settings: Settings, run: RunContext, at: datetime,
              to_version: str | None = None, reason: str = "") -> DeployResult:
     """Move ``champion`` back to ``to_version`` (default: ``previous-champion``); the replaced one becomes previous."""
@@ -174,6 +227,7 @@ def rollback(config: DatasetConfig, settings: Settings, run: RunContext, at: dat
             registry.set_version_tags(settings, name, old, {"deploy.status": "rolled_back", "deploy.rolled_back_at":
                                                             at.isoformat()})
         registry.set_version_tags(settings, name, to_version, {"deploy.status": "champion"})
+        notify_service(settings)
         audit.record(settings.warehouse_url, audit.AuditEvent(
             event_at=at, dataset=config.name, model_name=name, model_version=to_version, event="rolled_back",
             actor=run.dag_id, mode="manual", comment=reason or f"rolled back from v{old}", run_key=run.key))

@@ -156,3 +156,32 @@ def rollback(dataset: str, run: RunContext, at: datetime, to_version: str | None
 
     config = dataset_config(dataset)
     return rollback_alias(config, get_settings(), run, at, to_version, reason).to_dict()
+
+
+def replay(dataset: str, run: RunContext, start: str | date, end: str | date, batch_size: int = 50,
+           concurrency: int = 4) -> Result:
+    """Replay ``[start, end)`` day by day through the prediction service, then record the outcomes."""
+    from pipelines.replay import replay as replay_days
+
+    config = dataset_config(dataset)
+    return replay_days(config, get_settings(), resolve_window(config, start, end), run.key, batch_size=batch_size,
+                       concurrency=concurrency).to_dict()
+
+
+def record_outcomes(dataset: str, start: str | date, end: str | date, observed_at: datetime) -> Result:
+    """Record the known outcomes of ``[start, end)`` as ground truth for the logged predictions."""
+    from pipelines.outcomes import record_outcomes as record
+
+    config = dataset_config(dataset)
+    return record(config, get_settings(), resolve_window(config, start, end), observed_at).to_dict()
+
+
+def live_performance(dataset: str, start: str | date | None = None, end: str | date | None = None) -> Result:
+    """Live performance per model version: logged predictions joined to ground truth (event time in the range)."""
+    from pipelines.outcomes import live_performance as performance
+
+    config = dataset_config(dataset)
+    lo = datetime.combine(date.fromisoformat(str(start)), datetime.min.time()) if start else None
+    hi = datetime.combine(date.fromisoformat(str(end)), datetime.min.time()) if end else None
+    return {"dataset": dataset, "start": str(start) if start else None, "end": str(end) if end else None,
+            "versions": [p.to_dict() for p in performance(config, get_settings(), lo, hi)]}

@@ -47,6 +47,15 @@ class TrainResult:
         return asdict(self)
 
 
+def serving_metadata(config: DatasetConfig, settings: Settings) -> dict[str, Any]:
+    """What the prediction service needs besides the model: its input contract and decision threshold."""
+    from pipelines.serving.contract import METADATA_KEY, contract_from_config, load_suite
+    from pipelines.serving.model_store import THRESHOLD_KEY
+
+    contract = contract_from_config(config, load_suite(settings.expectations_dir, config.expectation_suite))
+    return {METADATA_KEY: contract.to_dict(), THRESHOLD_KEY: config.model.threshold}
+
+
 def pip_requirements() -> list[str]:
     """Pinned serving requirements, read from the environment that trained the model."""
     return [f"{name}=={importlib.metadata.version(name)}" for name in _SERVING_PACKAGES]
@@ -134,6 +143,7 @@ def train(
             skops_trusted_types=trusted_types(config),
             registered_model_name=name,
             tags={**lineage, **data_tags},
+            metadata=serving_metadata(config, settings),
         )
         run_id = active.info.run_id
     new_version = str(info.registered_model_version)

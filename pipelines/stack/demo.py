@@ -12,8 +12,10 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Literal
 
+from pipelines.config import load_dataset_config
 from pipelines.logging_setup import configure
 from pipelines.settings import REPO_ROOT
 from pipelines.stack import services
@@ -39,6 +41,8 @@ class DemoResult:
     champion_version: str | None = None
     champion_metrics: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
+    replay: dict[str, Any] = field(default_factory=dict)
+    replay_run_id: str | None = None
 
 
 def seed(stack: StackSettings, dataset: str, start: str, end: str) -> None:
@@ -101,6 +105,25 @@ def run_training(stack: StackSettings, dataset: str, conf: dict[str, Any], *, ap
         api.close()
 
 
+def run_replay(stack: StackSettings, dataset: str, start: str, end: str, timeout: float = 900.0) -> tuple[str, dict[
+        str, Any]]:
+    """Trigger ``replay_<dataset>`` for ``[start, end)`` and follow it; returns its run id and the task's result."""
+    dag_id = f"replay_{dataset}"
+    api = client(stack)
+    try:
+        wait_for_dag(api, dag_id)
+        api.unpause(dag_id)
+        run_id = api.trigger(dag_id, {"start": start, "end": end}, note="started by `make demo`")
+        log.info("replaying %s [%s, %s) through the prediction service: %s/dags/%s/runs/%s", dataset, start, end,
+                 stack.airflow_url, dag_id, run_id)
+        state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report)
+        if state != "success":
+            raise StackError(f"{dag_id} run {run_id} ended {state}: see its task log in the Airflow UI")
+        return run_id, dict(api.xcom(dag_id, run_id, "replay"))
+    finally:
+        api.close()
+
+
 def _approve(api: AirflowClient, stack: StackSettings, dag_id: str, run_id: str, *, approval: str,
              comment: str) -> str | None:
     detail = api.hitl_detail(dag_id, run_id, APPROVAL_TASK)
@@ -151,6 +174,7 @@ def summary(stack: StackSettings, result: DemoResult, model_name: str, experimen
             f"{tags.get('approval.mode', '?')}; gate {tags.get('gate.decision', '?')})",
             "  holdout: " + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in metrics.items()),
         ]
+    lines += _serving_lines(stack, result)
     lines += [
         "",
         f"  Airflow  {stack.airflow_url}  (login: {stack.airflow_admin_user} / {services.admin_password(stack)})",
@@ -165,10 +189,47 @@ def summary(stack: StackSettings, result: DemoResult, model_name: str, experimen
     return "\n".join(lines)
 
 
+def _serving_lines(stack: StackSettings, result: DemoResult) -> list[str]:
+    """What the prediction service answered during the replay, and how well, where outcomes are known."""
+    import httpx
+
+    from pipelines.outcomes import live_performance
+    from pipelines.serving.prediction_log import served_by_version
+
+    lines = [""]
+    try:
+        model = httpx.get(f"{stack.serving_url}/model", timeout=5).json()
+        lines.append(f"  prediction service {stack.serving_url} serves {model.get('name')} v{model.get('version')} "
+                     f"({model.get('predictor')} predictor; API docs {stack.serving_url}/docs)")
+    except httpx.HTTPError as exc:
+        lines.append(f"  prediction service {stack.serving_url} not answering: {exc}")
+    if not result.replay:
+        return lines
+    rep = result.replay
+    settings = services.pipeline_settings(stack)
+    config = load_dataset_config(rep["dataset"], settings.datasets_dir)
+    start, end = (datetime.fromisoformat(d.strip(" [)")) for d in rep["window"].split(","))
+    served = served_by_version(settings.warehouse_url, rep["dataset"], start, end)
+    lines += [
+        f"  replay {rep['window']}: {rep['days_replayed']} days replayed ({rep['days_skipped']} done before), "
+        f"{rep['requests']} requests, {rep['answered']} records answered, {rep['rejected']} rejected",
+        "  predictions logged for that window, by version: " + (", ".join(
+            f"v{v} {n}" for v, n in served.items()) or "none"),
+    ]
+    for perf in live_performance(config, settings, start, end):
+        if perf.labelled:
+            lines.append(f"  live performance of v{perf.model_version} ({perf.labelled} outcomes known): roc_auc "
+                         f"{_fmt(perf.roc_auc)}, log_loss {_fmt(perf.log_loss)}, precision {_fmt(perf.precision)}, "
+                         f"recall {_fmt(perf.recall)}")
+    return lines
+
+
+def _fmt(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.4f}"
+
+
 def main() -> int:
     """Entry point of ``make demo``."""
-    from pipelines.config import load_dataset_config
-
     configure(fmt="%(asctime)s %(message)s")
     stack = StackSettings()
     dataset = "flights"
@@ -178,6 +239,10 @@ def main() -> int:
         seed(stack, dataset, str(config.window.start), str(config.window.end))
         result = run_training(stack, dataset, {"reason": "demo"}, approval=stack.demo_approval,
                               approval_comment="approved by `make demo` on the user's behalf (REST API)")
+        if result.state == "success" and stack.demo_replay_days > 0:
+            start = config.window.end
+            result.replay_run_id, result.replay = run_replay(
+                stack, dataset, str(start), str(start + timedelta(days=stack.demo_replay_days)))
     except (StackError, TimeoutError) as exc:
         log.error("demo failed: %s", exc)
         log.error("service logs are in %s; `make down` stops what was started", stack.logs_dir)

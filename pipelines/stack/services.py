@@ -17,7 +17,7 @@ from pathlib import Path
 
 import httpx
 
-from pipelines.settings import REPO_ROOT
+from pipelines.settings import REPO_ROOT, Settings
 from pipelines.stack.processes import Service, StackError, wait_until
 from pipelines.stack.settings import StackSettings
 
@@ -59,6 +59,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
         "MLOPS_DATASETS_DIR": str(stack.datasets_dir),
         "MLOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
         "MLOPS_AIRFLOW_UI_URL": stack.airflow_url,
+        "MLOPS_SERVING_URL": stack.serving_url,
         "MLFLOW_TRACKING_URI": stack.mlflow_url,
         "AIRFLOW_HOME": str(stack.airflow_home),
         "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
@@ -82,6 +83,13 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
         "OMP_NUM_THREADS": "1",
     })
     return env
+
+
+def pipeline_settings(stack: StackSettings) -> Settings:
+    """The pipeline settings the stack's processes get (same warehouse, registry and service)."""
+    return Settings(home=stack.home, datasets_dir=stack.datasets_dir, warehouse_url="",
+                    mlflow_tracking_uri=stack.mlflow_url, airflow_ui_url=stack.airflow_url,
+                    serving_url=stack.serving_url)
 
 
 def _service(stack: StackSettings, name: str, command: list[str], port: int | None = None) -> Service:
@@ -114,9 +122,16 @@ def airflow_services(stack: StackSettings) -> list[Service]:
     return services
 
 
+def serving_service(stack: StackSettings, dataset: str = "flights") -> Service:
+    """The prediction service of ``dataset``: answers with the registry's champion."""
+    return _service(stack, "serving", [sys.executable, "-m", "pipelines.serving", "--dataset", dataset,
+                                       "--host", stack.host, "--port", str(stack.serving_port)],
+                    port=stack.serving_port)
+
+
 def all_services(stack: StackSettings) -> list[Service]:
     """Every service of the stack, in start order."""
-    return [mlflow_service(stack), *airflow_services(stack)]
+    return [mlflow_service(stack), serving_service(stack), *airflow_services(stack)]
 
 
 def _write_passwords(stack: StackSettings) -> None:
@@ -139,6 +154,11 @@ def mlflow_healthy(stack: StackSettings) -> bool:
     return httpx.get(f"{stack.mlflow_url}/health", timeout=2).status_code == 200
 
 
+def serving_healthy(stack: StackSettings) -> bool:
+    """Whether the prediction service answers (it may have no champion to serve yet)."""
+    return httpx.get(f"{stack.serving_url}/health", timeout=2).status_code == 200
+
+
 def airflow_healthy(stack: StackSettings) -> bool:
     """Whether the api-server answers and reports a healthy scheduler, dag-processor and metadata database."""
     response = httpx.get(f"{stack.airflow_url}/api/v2/monitor/health", timeout=3)
@@ -153,8 +173,10 @@ def up(stack: StackSettings, timeout: float = 240.0) -> None:
     """Start (or keep) every service and wait until all are healthy; idempotent."""
     stack.home.mkdir(parents=True, exist_ok=True)
     mlflow = mlflow_service(stack)
+    serving = serving_service(stack)
     airflow = airflow_services(stack)
     mlflow.start()
+    serving.start()  # it waits for the registry on its own
     if all(s.pid() is None for s in airflow):
         _write_passwords(stack)
         _migrate_airflow(stack)
@@ -163,8 +185,10 @@ def up(stack: StackSettings, timeout: float = 240.0) -> None:
     for service in airflow:
         service.start()
     wait_until(lambda: mlflow_healthy(stack), f"MLflow at {stack.mlflow_url}", timeout, [mlflow])
+    wait_until(lambda: serving_healthy(stack), f"the prediction service at {stack.serving_url}", timeout, [serving])
     wait_until(lambda: airflow_healthy(stack), f"Airflow at {stack.airflow_url}", timeout, airflow)
-    log.info("stack up: MLflow %s, Airflow %s", stack.mlflow_url, stack.airflow_url)
+    log.info("stack up: MLflow %s, Airflow %s, prediction service %s", stack.mlflow_url, stack.airflow_url,
+             stack.serving_url)
 
 
 def down(stack: StackSettings) -> list[str]:

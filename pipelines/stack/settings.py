@@ -24,6 +24,7 @@ class StackSettings(BaseSettings):
     host: str = Field("127.0.0.1", validation_alias="STACK_HOST")
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
     airflow_port: int = Field(8080, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
+    serving_port: int = Field(8000, ge=1, le=65535, validation_alias="SERVING_PORT")
     worker_log_port: int = Field(8793, ge=1, le=65535, validation_alias="AIRFLOW_WORKER_LOG_PORT")
     trigger_log_port: int = Field(8794, ge=1, le=65535, validation_alias="AIRFLOW_TRIGGER_LOG_PORT")
     airflow_admin_user: str = "admin"
@@ -38,6 +39,9 @@ class StackSettings(BaseSettings):
         description="api: the demo approves through the REST API on the user's behalf; ui: a person does.",
     )
 
+    demo_replay_days: int = Field(28, ge=0, validation_alias="DEMO_REPLAY_DAYS",
+                                  description="Days replayed through the service after the first deployment.")
+
     @property
     def mlflow_url(self) -> str:
         return f"http://{self.host}:{self.mlflow_port}"
@@ -45,6 +49,10 @@ class StackSettings(BaseSettings):
     @property
     def airflow_url(self) -> str:
         return f"http://{self.host}:{self.airflow_port}"
+
+    @property
+    def serving_url(self) -> str:
+        return f"http://{self.host}:{self.serving_port}"
 
     @property
     def logs_dir(self) -> Path:

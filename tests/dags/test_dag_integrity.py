@@ -92,3 +92,12 @@ def test_parsing_touches_no_database_network_or_heavy_import(tmp_path: Path) -> 
     added = json.loads(out.stdout.strip().splitlines()[-1])
     assert not set(added) & set(HEAVY), f"DAG parsing imported heavy modules: {sorted(set(added) & set(HEAVY))}"
     assert not (tmp_path / "must-not-exist").exists()
+
+
+def test_one_replay_dag_per_dataset_config_with_its_params(dagbag) -> None:
+    configs = sorted(p.stem for p in (REPO_ROOT / "pipelines" / "conf" / "datasets").glob("*.yaml"))
+    assert sorted(d for d in dagbag.dag_ids if d.startswith("replay_")) == [f"replay_{c}" for c in configs]
+    dag = dagbag.dags["replay_flights"]
+    assert dag.max_active_runs == 1 and dag.catchup is False and dag.schedule is None
+    assert set(dag.params.keys()) == {"start", "end", "batch_size", "concurrency"}
+    assert [t.task_id for t in dag.tasks] == ["replay"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -29,6 +30,14 @@ def test_demo_trains_approves_and_deploys_through_airflow_then_down_stops_everyt
         assert stack.airflow_url in out.stdout and stack.mlflow_url in out.stdout
         assert f"login: admin / {stack.airflow_admin_password}" in out.stdout
         assert "holdout: roc_auc 0." in out.stdout
+        # and after the deployment it replayed four weeks through the prediction service, which answered with v1
+        assert f"prediction service {stack.serving_url} serves flights-delay v1 (compiled predictor" in out.stdout
+        assert "replay [2013-04-01, 2013-04-29): 28 days replayed (0 done before)" in out.stdout
+        assert "0 rejected" in out.stdout
+        logged = re.search(r"predictions logged for that window, by version: v1 (\d+)", out.stdout)
+        answered = re.search(r"requests, (\d+) records answered", out.stdout)
+        assert logged and answered and int(logged.group(1)) == int(answered.group(1)) > 20_000, out.stdout
+        assert re.search(r"live performance of v1 \(\d+ outcomes known\): roc_auc 0\.[6-9]", out.stdout), out.stdout
     finally:
         # when `make down` runs, then every service is stopped
         down = subprocess.run([sys.executable, "-m", "pipelines.stack", "down"], cwd=REPO_ROOT, env=env,

@@ -1,0 +1,70 @@
+"""Replay DAGs, one per dataset config: ``replay_<dataset>`` plays a date range as live traffic.
+
+One task, one call into ``pipelines.steps.replay``: day by day, the day's events go to the prediction service in
+hourly batches, then the day's rows and outcomes land in the warehouse. Days already replayed are skipped, so a
+failed run is simply run again. Parsing this file reads the YAML configs and nothing else.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+from typing import Any
+
+from airflow.sdk import Param, dag, get_current_context, task
+
+from pipelines.config import DatasetConfig, dataset_config_paths, load_config_file
+from pipelines.settings import get_settings
+
+DEFAULT_ARGS: dict[str, Any] = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30)}
+
+
+def build_replay_dag(config: DatasetConfig) -> Any:
+    """The replay DAG of one dataset."""
+    dataset = config.name
+
+    @dag(
+        dag_id=f"replay_{dataset}",
+        dag_display_name=f"Replay {dataset} as live traffic",
+        description=f"Send a date range of {dataset} to the prediction service day by day, then record outcomes",
+        doc_md="Params: `start` and `end` (ISO dates, `[start, end)`), `batch_size` (records per request at most), "
+               "`concurrency` (requests in flight). Days already replayed are skipped.",
+        schedule=None,
+        start_date=datetime(2024, 1, 1),
+        catchup=False,
+        max_active_runs=1,
+        default_args=DEFAULT_ARGS,
+        tags=["replay", "serving", dataset],
+        params={
+            "start": Param(str(config.window.end), type="string", format="date", description="First day"),
+            "end": Param(str(config.window.end + timedelta(days=28)), type="string", format="date",
+                         description="Day after the last"),
+            "batch_size": Param(50, type="integer", minimum=1, maximum=config.serving.max_records),
+            "concurrency": Param(4, type="integer", minimum=1, maximum=32),
+        },
+    )
+    def replaying() -> None:
+        @task
+        def replay() -> dict[str, Any]:
+            from pipelines import steps
+            from pipelines.errors import ConfigError
+            from pipelines.runs import RunContext
+
+            ctx = get_current_context()
+            params = ctx["params"]
+            run = RunContext(dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], reason="replay")
+            try:
+                return steps.replay(dataset, run, params["start"], params["end"], int(params["batch_size"]),
+                                    int(params["concurrency"]))
+            except ConfigError as exc:  # a bad config will not fix itself: no retry (an unreachable service may)
+                from airflow.sdk.exceptions import AirflowFailException
+
+                raise AirflowFailException(f"{type(exc).__name__}: {exc}") from exc
+
+        replay()
+
+    return replaying()
+
+
+for _path in dataset_config_paths(get_settings().datasets_dir):
+    _config = load_config_file(_path)
+    globals()[f"replay_{_config.name}"] = build_replay_dag(_config)

@@ -1,0 +1,38 @@
+"""``python -m pipelines.serving``: run the prediction service of one dataset on uvicorn."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Serve the champion of ``--dataset`` on ``--host:--port`` (one process; see docs/serving.md)."""
+    parser = argparse.ArgumentParser(prog="python -m pipelines.serving", description=__doc__)
+    parser.add_argument("--dataset", default="flights")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=8000)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    # One thread for the trees: several OpenMP threads per prediction on 2 shared cores cost far more than they save.
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
+
+    import uvicorn
+
+    from pipelines.config import load_dataset_config
+    from pipelines.logging_setup import configure
+    from pipelines.serving.app import create_app
+    from pipelines.settings import get_settings
+
+    configure()
+    settings = get_settings()
+    app = create_app(load_dataset_config(args.dataset, settings.datasets_dir), settings)
+    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, loop="uvloop",
+                http="httptools", timeout_graceful_shutdown=30, log_config=None)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""A small HTTP client of the prediction service, used by ``deploy``, ``rollback`` and ``replay``."""
+
+from __future__ import annotations
+
+import logging
+import time
+from datetime import datetime
+from typing import Any
+
+import httpx
+
+log = logging.getLogger(__name__)
+
+
+class ServingError(RuntimeError):
+    """The prediction service is unreachable, or did not switch to the version asked for."""
+
+
+class ServingClient:
+    """Calls to one prediction service."""
+
+    def __init__(self, base_url: str, admin_token: str = "", timeout: float = 30.0) -> None:
+        headers = {"Authorization": f"Bearer {admin_token}"} if admin_token else {}
+        self.base_url = base_url.rstrip("/")
+        self._http = httpx.Client(base_url=self.base_url, timeout=timeout, headers=headers)
+
+    def __enter__(self) -> ServingClient:
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._http.close()
+
+    def model(self) -> dict[str, Any]:
+        """``GET /model``: the version served, what is loading, the last refused version."""
+        response = self._http.get("/model")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def reload(self) -> dict[str, Any]:
+        """``POST /admin/reload``: make the service check the champion alias now."""
+        response = self._http.post("/admin/reload")
+        response.raise_for_status()
+        result: dict[str, Any] = response.json()
+        return result
+
+    def predict(self, records: list[dict[str, Any]], *, ids: list[str] | None = None,
+                event_times: list[datetime | None] | None = None, request_id: str | None = None) -> httpx.Response:
+        """``POST /predict``; returns the raw response (the caller decides what a 4xx means to it)."""
+        body: dict[str, Any] = {"records": records}
+        if ids is not None:
+            body["ids"] = ids
+        if event_times is not None:
+            body["event_times"] = [t.isoformat() if t is not None else None for t in event_times]
+        if request_id is not None:
+            body["request_id"] = request_id
+        return self._http.post("/predict", json=body)
+
+    def wait_for_version(self, model_name: str, version: str, timeout: float, interval: float = 1.0) -> dict[str, Any]:
+        """Ask the service to reload and wait until it answers with ``version``; raise ServingError otherwise."""
+        deadline = time.monotonic() + timeout
+        last: dict[str, Any] = {}
+        asked = False
+        while time.monotonic() < deadline:
+            try:
+                if not asked:
+                    self.reload()
+                    asked = True
+                last = self.model()
+            except httpx.HTTPError as exc:
+                last = {"error": f"{type(exc).__name__}: {exc}"}
+                time.sleep(interval)
+                continue
+            if last.get("name") != model_name:
+                raise ServingError(f"the service at {self.base_url} serves {last.get('name')!r}, not {model_name!r}")
+            if str(last.get("version")) == version:
+                return last
+            error = last.get("last_error") or {}
+            if str(error.get("version")) == version and not last.get("loading"):
+                raise ServingError(f"the service at {self.base_url} refused v{version}: {error.get('error')}")
+            time.sleep(interval)
+        raise ServingError(f"the service at {self.base_url} did not answer with v{version} within {timeout:.0f} s "
+                           f"(last seen: {last})")

@@ -1,0 +1,283 @@
+"""The input contract of a served model, and the parsing of request batches against it.
+
+A contract lists each input field in model order: its kind (categorical strings or numbers), whether it may be
+null, and its bounds. It is written into the model's MLmodel metadata at training time (from the dataset config
+and the reviewed expectation suite), so a model carries its own contract; a model without one gets a contract
+from its MLflow signature (names and types, no bounds).
+
+Parsing is hand-written rather than a pydantic model per request: it runs on every request, costs a few
+microseconds per field, and reports every problem with its location (``records[3].temp``).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from pipelines.config import DatasetConfig
+
+METADATA_KEY = "mlops.input_contract"
+MAX_STRING_LENGTH = 200
+
+# Bounds of the features derived from the time column (pandas' .dt accessors).
+DERIVED_BOUNDS: dict[str, tuple[float, float]] = {
+    "hour": (0, 23),
+    "dayofweek": (0, 6),
+    "month": (1, 12),
+    "dayofyear": (1, 366),
+}
+
+
+@dataclass(frozen=True)
+class FieldSpec:
+    """One input field of the model."""
+
+    name: str
+    kind: Literal["categorical", "numeric"]
+    nullable: bool = True
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+@dataclass(frozen=True)
+class InputContract:
+    """The fields a model takes, in model order."""
+
+    fields: tuple[FieldSpec, ...]
+    source: str = "config"
+
+    @property
+    def names(self) -> list[str]:
+        return [f.name for f in self.fields]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"source": self.source, "fields": [asdict(f) for f in self.fields]}
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> InputContract:
+        return cls(fields=tuple(FieldSpec(**f) for f in data["fields"]), source=str(data.get("source", "config")))
+
+    def json_schema(self) -> dict[str, Any]:
+        """JSON schema of one record (for the OpenAPI page)."""
+        props: dict[str, Any] = {}
+        for spec in self.fields:
+            base: dict[str, Any] = {"type": "string", "maxLength": MAX_STRING_LENGTH} if spec.kind == "categorical" \
+                else {"type": "number"}
+            if spec.minimum is not None:
+                base["minimum"] = spec.minimum
+            if spec.maximum is not None:
+                base["maximum"] = spec.maximum
+            props[spec.name] = {"anyOf": [base, {"type": "null"}]} if spec.nullable else base
+        return {"type": "object", "properties": props, "required": self.names, "additionalProperties": False}
+
+
+def contract_from_config(config: DatasetConfig, suite: dict[str, Any] | None) -> InputContract:
+    """The contract of a model trained on ``config``: types from the config, bounds and nullability from the suite.
+
+    A suite's ``expect_column_values_to_be_between`` on a feature gives its bounds; ``..._to_not_be_null`` without
+    ``mostly`` makes it required. Features derived from the time column get their calendar bounds and are required.
+    """
+    bounds: dict[str, tuple[float | None, float | None]] = {}
+    required: set[str] = set()
+    for exp in (suite or {}).get("expectations", []):
+        kwargs = exp.get("kwargs", {})
+        column = kwargs.get("column")
+        if exp.get("type") == "expect_column_values_to_be_between":
+            bounds[column] = (kwargs.get("min_value"), kwargs.get("max_value"))
+        elif exp.get("type") == "expect_column_values_to_not_be_null" and kwargs.get("mostly", 1.0) >= 1.0:
+            required.add(column)
+    fields = []
+    for feature in config.features:
+        if feature.derive is not None:
+            lo, hi = DERIVED_BOUNDS[feature.derive]
+            fields.append(FieldSpec(feature.name, feature.type, nullable=False, minimum=lo, maximum=hi))
+            continue
+        lo_b, hi_b = bounds.get(feature.name, (None, None)) if feature.type == "numeric" else (None, None)
+        fields.append(FieldSpec(feature.name, feature.type, nullable=feature.name not in required,
+                                minimum=None if lo_b is None else float(lo_b),
+                                maximum=None if hi_b is None else float(hi_b)))
+    return InputContract(tuple(fields), source=f"config:{config.name}+suite:{config.expectation_suite}")
+
+
+def load_suite(expectations_dir: Path, suite_name: str) -> dict[str, Any] | None:
+    """The reviewed suite ``expectations/<name>.json``, or None when there is none."""
+    path = expectations_dir / f"{suite_name}.json"
+    if not path.is_file():
+        return None
+    data: dict[str, Any] = json.loads(path.read_text())
+    return data
+
+
+_NUMERIC_TYPES = {"double", "float", "long", "integer"}
+
+
+def contract_from_signature(inputs: list[dict[str, Any]]) -> InputContract:
+    """A contract from an MLflow signature's column specs (``[{"name", "type"}]``): no bounds, nulls allowed."""
+    fields = []
+    for col in inputs:
+        kind: Literal["categorical", "numeric"] = "numeric" if col.get("type") in _NUMERIC_TYPES else "categorical"
+        fields.append(FieldSpec(str(col["name"]), kind, nullable=True))
+    return InputContract(tuple(fields), source="signature")
+
+
+@dataclass
+class Batch:
+    """A validated request: columns in model order, plus the per-record ids and event times."""
+
+    size: int
+    categorical: dict[str, list[str | None]]
+    numeric: dict[str, np.ndarray]
+    records: list[dict[str, Any]]
+    ids: list[str | None]
+    event_times: list[datetime | None]
+    request_id: str | None
+
+
+@dataclass
+class InputError(Exception):
+    """A request that does not fit the contract; ``errors`` name the place and the rule broken."""
+
+    status: int
+    errors: list[dict[str, Any]] = field(default_factory=list)
+
+    def body(self) -> dict[str, Any]:
+        return {"detail": self.errors}
+
+
+_MAX_ERRORS = 20
+_TOP_LEVEL = frozenset({"records", "ids", "event_times", "request_id"})
+
+
+def _err(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
+    return {"loc": loc, "msg": msg, "type": kind}
+
+
+def parse_batch(payload: Any, contract: InputContract, max_records: int) -> Batch:
+    """Check a decoded request body against ``contract``; raise :class:`InputError` naming every problem."""
+    if not isinstance(payload, dict):
+        raise InputError(422, [_err([], "the body must be a JSON object with a 'records' list", "type_error")])
+    errors: list[dict[str, Any]] = [_err([key], f"unknown top-level field {key!r}; allowed: {sorted(_TOP_LEVEL)}",
+                                         "extra_forbidden") for key in payload if key not in _TOP_LEVEL]
+    records = payload.get("records")
+    if not isinstance(records, list) or not records:
+        errors.append(_err(["records"], "'records' must be a non-empty list of objects", "missing"))
+        raise InputError(422, errors)
+    if len(records) > max_records:
+        raise InputError(413, [_err(["records"], f"{len(records)} records exceed the limit of {max_records} per "
+                                                 "request", "too_many_records")])
+    n = len(records)
+    ids = _optional_list(payload, "ids", n, errors, _as_id)
+    times = _optional_list(payload, "event_times", n, errors, _as_time)
+    request_id = payload.get("request_id")
+    if request_id is not None and (not isinstance(request_id, str) or not 0 < len(request_id) <= 128):
+        errors.append(_err(["request_id"], "request_id must be a string of 1 to 128 characters", "type_error"))
+        request_id = None
+
+    categorical, numeric = _parse_records(records, contract, errors)
+    if errors:
+        raise InputError(422, errors[:_MAX_ERRORS])
+    return Batch(size=n, categorical=categorical, numeric=numeric, records=records, ids=ids, event_times=times,
+                 request_id=request_id)
+
+
+def _parse_records(records: list[Any], contract: InputContract, errors: list[dict[str, Any]]
+                   ) -> tuple[dict[str, list[str | None]], dict[str, np.ndarray]]:
+    """The records as columns in contract order; every problem is appended to ``errors``."""
+    n = len(records)
+    categorical: dict[str, list[str | None]] = {}
+    numeric: dict[str, np.ndarray] = {}
+    names = set(contract.names)
+    for spec in contract.fields:
+        if spec.kind == "categorical":
+            categorical[spec.name] = [None] * n
+        else:
+            numeric[spec.name] = np.empty(n, dtype=np.float64)
+    for i, record in enumerate(records):
+        if len(errors) >= _MAX_ERRORS:
+            break
+        if not isinstance(record, dict):
+            errors.append(_err(["records", i], "each record must be an object of feature values", "type_error"))
+            continue
+        errors.extend(_err(["records", i, key], f"unknown field {key!r}: the model takes {contract.names}",
+                           "extra_forbidden") for key in record if key not in names)
+        for spec in contract.fields:
+            if spec.name not in record:
+                errors.append(_err(["records", i, spec.name], f"field {spec.name!r} is missing", "missing"))
+                continue
+            problem = _check(spec, record[spec.name], i, categorical, numeric)
+            if problem is not None:
+                errors.append(_err(["records", i, spec.name], problem[0], problem[1]))
+    return categorical, numeric
+
+
+def _check(spec: FieldSpec, value: Any, i: int, categorical: dict[str, list[str | None]],
+           numeric: dict[str, np.ndarray]) -> tuple[str, str] | None:
+    """Store ``value`` in its column; the message and type of the problem when it breaks the contract."""
+    if value is None:
+        if not spec.nullable:
+            return f"field {spec.name!r} may not be null", "null_forbidden"
+        if spec.kind == "categorical":
+            categorical[spec.name][i] = None
+        else:
+            numeric[spec.name][i] = math.nan
+        return None
+    if spec.kind == "categorical":
+        if type(value) is not str:
+            return f"field {spec.name!r} must be a string, got {type(value).__name__}", "type_error"
+        if len(value) > MAX_STRING_LENGTH:
+            return f"field {spec.name!r} is longer than {MAX_STRING_LENGTH} characters", "too_long"
+        categorical[spec.name][i] = value
+        return None
+    if type(value) not in (int, float):
+        return f"field {spec.name!r} must be a number, got {type(value).__name__}", "type_error"
+    number = float(value)
+    if not math.isfinite(number):
+        return f"field {spec.name!r} must be finite", "not_finite"
+    if (spec.minimum is not None and number < spec.minimum) or (spec.maximum is not None and number > spec.maximum):
+        return (f"field {spec.name!r} = {value} is outside its bounds [{spec.minimum}, {spec.maximum}]",
+                "out_of_bounds")
+    numeric[spec.name][i] = number
+    return None
+
+
+def _as_id(value: Any) -> str | None:
+    if value is None or (isinstance(value, str) and 0 < len(value) <= MAX_STRING_LENGTH):
+        return value
+    if type(value) is int:
+        return str(value)
+    raise ValueError(f"must be a string of at most {MAX_STRING_LENGTH} characters or null")
+
+
+def _as_time(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if not isinstance(value, str):
+        raise ValueError("must be an ISO 8601 date-time string or null")
+    try:
+        return datetime.fromisoformat(value)
+    except ValueError:
+        raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
+
+
+def _optional_list(payload: dict[str, Any], key: str, n: int, errors: list[dict[str, Any]],
+                   convert: Any) -> list[Any]:
+    values = payload.get(key)
+    if values is None:
+        return [None] * n
+    if not isinstance(values, list) or len(values) != n:
+        errors.append(_err([key], f"{key!r} must be a list with one entry per record ({n})", "length_mismatch"))
+        return [None] * n
+    out = []
+    for i, value in enumerate(values):
+        try:
+            out.append(convert(value))
+        except ValueError as exc:
+            errors.append(_err([key, i], f"{key}[{i}] {exc}", "type_error"))
+            out.append(None)
+    return out

@@ -1,0 +1,241 @@
+"""The model the service answers with: the registry's ``champion``, loaded and swapped without a restart.
+
+A background thread watches the alias (every ``alias_poll_seconds``, or at once when asked through
+``POST /admin/reload``). When the alias points at another version, that version is downloaded, compiled (see
+:mod:`pipelines.serving.predictors`) and smoke-tested while the current one keeps answering; only then does one
+reference assignment switch every later request to it. A version that fails to load is reported (``/model``,
+``/metrics``, the log) and not retried until asked again or the alias moves; the old version keeps serving.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import numpy as np
+
+from pipelines.serving.contract import METADATA_KEY, Batch, InputContract, contract_from_signature, parse_batch
+from pipelines.serving.predictors import Predictor, PyfuncPredictor, best_predictor
+
+log = logging.getLogger(__name__)
+
+THRESHOLD_KEY = "mlops.threshold"
+ALIAS = "champion"
+
+
+class ModelLoadError(RuntimeError):
+    """A model version could not be loaded or failed its smoke test."""
+
+
+@dataclass(frozen=True)
+class LoadedModel:
+    """One servable version and what the service needs to answer with it."""
+
+    name: str
+    version: str
+    run_id: str | None
+    since: datetime
+    predictor: Predictor
+    contract: InputContract
+    threshold: float
+    load_seconds: float
+
+    def describe(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version, "run_id": self.run_id, "since": self.since.isoformat(),
+                "predictor": self.predictor.kind, "threshold": self.threshold, "contract": self.contract.source,
+                "load_seconds": round(self.load_seconds, 2)}
+
+
+def load_model_version(name: str, version: str, tracking_uri: str, fallback_contract: InputContract,
+                       fallback_threshold: float) -> LoadedModel:
+    """Download ``models:/<name>/<version>``, build its predictor and smoke-test it; raise ModelLoadError."""
+    import time
+
+    import mlflow
+    from mlflow.models import Model
+
+    started = time.perf_counter()
+    mlflow.set_tracking_uri(tracking_uri)
+    uri = f"models:/{name}/{version}"
+    try:
+        with tempfile.TemporaryDirectory(prefix="serving-") as tmp:
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            meta = Model.load(local)
+            contract = _contract(meta, fallback_contract)
+            threshold = float((meta.metadata or {}).get(THRESHOLD_KEY, fallback_threshold))
+            example = _example(meta, local, contract)
+            predictor: Predictor
+            if "sklearn" in meta.flavors:
+                predictor = best_predictor(mlflow.sklearn.load_model(local), contract, example)
+            else:
+                predictor = PyfuncPredictor(mlflow.pyfunc.load_model(local), contract)
+    except ModelLoadError:
+        raise
+    except Exception as exc:  # any failure to fetch or deserialize is a refused version, never a crash
+        raise ModelLoadError(f"{uri} could not be loaded: {type(exc).__name__}: {exc}") from exc
+    smoke_test(predictor, contract, example, uri)
+    return LoadedModel(name=name, version=str(version), run_id=meta.run_id, since=datetime.now(UTC),
+                       predictor=predictor, contract=contract, threshold=threshold,
+                       load_seconds=time.perf_counter() - started)
+
+
+def _contract(meta: Any, fallback: InputContract) -> InputContract:
+    """The contract written with the model; else the config's, if the signature agrees; else the signature's."""
+    stored = (meta.metadata or {}).get(METADATA_KEY)
+    signature_names = [c["name"] for c in meta.signature.inputs.to_dict()] if meta.signature else None
+    if stored:
+        contract = InputContract.from_dict(stored)
+    elif signature_names is None or signature_names == fallback.names:
+        contract = fallback
+    else:
+        contract = contract_from_signature(meta.signature.inputs.to_dict())
+    if signature_names is not None and signature_names != contract.names:
+        raise ModelLoadError(f"the model's signature takes {signature_names}, its contract {contract.names}")
+    return contract
+
+
+def _example(meta: Any, local: str, contract: InputContract) -> Batch | None:
+    """The model's saved input example as a batch (None when it has none)."""
+    try:
+        frame = meta.load_input_example(local)
+    except Exception:  # an example is a nicety; its absence is not an error
+        return None
+    if frame is None or not hasattr(frame, "to_dict"):
+        return None
+    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+               for r in frame.to_dict(orient="records")]
+    return parse_batch({"records": records}, contract, max_records=len(records) or 1)
+
+
+def smoke_test(predictor: Predictor, contract: InputContract, example: Batch | None, uri: str) -> None:
+    """Refuse a predictor whose probabilities on the example (or probe records) are not valid."""
+    from pipelines.serving.predictors import probe_batch
+
+    batch = example if example is not None else probe_batch(contract, {}, 20)
+    try:
+        proba = np.asarray(predictor.predict(batch), dtype=float)
+    except Exception as exc:
+        raise ModelLoadError(f"{uri} failed its smoke test: {type(exc).__name__}: {exc}") from exc
+    if proba.shape != (batch.size,) or not np.isfinite(proba).all() or (proba < 0).any() or (proba > 1).any():
+        raise ModelLoadError(f"{uri} failed its smoke test: probabilities of shape {proba.shape} not all in [0, 1]")
+
+
+class ModelStore:
+    """Holds the version being served and keeps it in step with the registry alias."""
+
+    def __init__(self, model_name: str, tracking_uri: str, fallback_contract: InputContract,
+                 fallback_threshold: float, poll_seconds: float,
+                 on_change: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
+                 on_failure: Callable[[str, str], None] | None = None) -> None:
+        self.model_name = model_name
+        self.tracking_uri = tracking_uri
+        self.fallback_contract = fallback_contract
+        self.fallback_threshold = fallback_threshold
+        self.poll_seconds = poll_seconds
+        self._on_change = on_change
+        self._on_failure = on_failure
+        self._current: LoadedModel | None = None
+        self._loading: dict[str, str] | None = None
+        self._last_error: dict[str, str] | None = None
+        self._failed_version: str | None = None
+        self._wake = threading.Event()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def current(self) -> LoadedModel | None:
+        """The version answering requests now (one atomic read)."""
+        return self._current
+
+    def start(self) -> None:
+        """Start the watcher thread; it loads the champion at once."""
+        self._thread = threading.Thread(target=self._watch, name="model-watcher", daemon=True)
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._wake.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    def request_reload(self) -> dict[str, Any]:
+        """Check the alias now (a version that failed before is tried again)."""
+        with self._lock:
+            self._failed_version = None
+        self._wake.set()
+        return self.status()
+
+    def status(self) -> dict[str, Any]:
+        current = self._current
+        return {
+            "name": self.model_name,
+            "alias": ALIAS,
+            "ready": current is not None,
+            **({"version": None} if current is None else current.describe()),
+            "loading": self._loading,
+            "last_error": self._last_error,
+        }
+
+    def _watch(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self.sync()
+            except Exception as exc:  # the watcher must outlive any registry hiccup
+                log.warning("checking the %s alias of %s failed (retrying in %.0f s): %s: %s", ALIAS, self.model_name,
+                            self.poll_seconds, type(exc).__name__, str(exc)[:300])
+            self._wake.wait(self.poll_seconds)
+            self._wake.clear()
+
+    def alias_version(self) -> str | None:
+        """The version behind the alias, or None when there is none yet."""
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        try:
+            mv = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri) \
+                .get_model_version_by_alias(self.model_name, ALIAS)
+        except MlflowException as exc:
+            if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
+                return None
+            raise
+        return str(mv.version)
+
+    def sync(self) -> LoadedModel | None:
+        """Load the alias's version if it is not the one being served; returns the version serving after."""
+        wanted = self.alias_version()
+        current = self._current
+        with self._lock:
+            if wanted is None or (current is not None and current.version == wanted) or wanted == self._failed_version:
+                return current
+            self._loading = {"version": wanted, "started_at": datetime.now(UTC).isoformat()}
+        log.info("loading %s v%s (serving %s)", self.model_name, wanted, f"v{current.version}" if current else "none")
+        try:
+            loaded = load_model_version(self.model_name, wanted, self.tracking_uri, self.fallback_contract,
+                                        self.fallback_threshold)
+        except ModelLoadError as exc:
+            with self._lock:
+                self._loading = None
+                self._failed_version = wanted
+                self._last_error = {"version": wanted, "error": str(exc), "at": datetime.now(UTC).isoformat()}
+            log.error("refused %s v%s, still serving %s: %s", self.model_name, wanted,
+                      f"v{current.version}" if current else "nothing", exc)
+            if self._on_failure is not None:
+                self._on_failure(wanted, str(exc))
+            return current
+        with self._lock:
+            self._current = loaded
+            self._loading = None
+            if self._last_error and self._last_error.get("version") == wanted:
+                self._last_error = None
+        log.info("now serving %s v%s (%s predictor, loaded in %.1f s)", self.model_name, loaded.version,
+                 loaded.predictor.kind, loaded.load_seconds)
+        if self._on_change is not None:
+            self._on_change(current, loaded)
+        return loaded
+
