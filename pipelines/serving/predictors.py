@@ -4,8 +4,8 @@ Profiling one single-record request through MLflow's pyfunc showed where the tim
 DataFrame and running it through the fitted ColumnTransformer costs about three times what the trees themselves
 cost. :class:`CompiledPredictor` removes that: it turns the fitted preprocessing (imputers, one-hot encoders,
 scalers) into dictionary lookups and numpy arithmetic that fill the estimator's input matrix directly, then calls
-the fitted estimator itself; for gradient-boosted trees and a few records at a time, it also walks all the trees
-at once (:class:`FlatTrees`), since per-tree call overhead is then most of the cost. It is built only for
+the fitted estimator itself; gradient-boosted trees are walked by compiled code (:mod:`pipelines.serving.trees`),
+since scikit-learn's per-tree call overhead is otherwise most of what remains. It is built only for
 preprocessing it fully understands and is checked, before it serves anything, to give the same probabilities as
 the fitted pipeline on a few hundred probe records (the model's input example plus random in-contract records with
 nulls and unseen categories). Anything else, or any difference, falls back to :class:`FramePredictor`, the
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 UNSEEN = "\x00unseen-category\x00"
 VERIFY_ROWS = 300
 VERIFY_TOLERANCE = 1e-12
-FLAT_TREES_MAX_BATCH = 32
 
 
 class Predictor(Protocol):
@@ -109,74 +108,34 @@ class _NumericColumn:
     scale: float | None
 
 
-class FlatTrees:
-    """A binary HistGradientBoosting ensemble walked for all trees at once with numpy.
-
-    scikit-learn walks the trees one by one, and for a single record the Python overhead of each of the ~150 calls
-    is most of the cost. Here every tree's nodes live in one set of arrays and each step down the trees is a handful
-    of numpy operations over all trees together; leaf values are summed in the same order as scikit-learn sums them
-    (a sequential cumulative sum), and the estimator's own link function makes the probabilities.
-    """
-
-    def __init__(self, estimator: Any) -> None:
-        predictors = estimator._predictors
-        if estimator.n_trees_per_iteration_ != 1 or not predictors:
-            raise CompileError("not a binary gradient boosting ensemble")
-        nodes = [p[0].nodes for p in predictors]
-        if any(n["is_categorical"].any() for n in nodes):
-            raise CompileError("native categorical splits")
-        sizes = np.array([len(n) for n in nodes])
-        offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
-        flat = np.concatenate(nodes)
-        shift = np.repeat(offsets, sizes)
-        self.roots = offsets.astype(np.intp)
-        self.feature = flat["feature_idx"].astype(np.intp)
-        self.threshold = flat["num_threshold"].astype(float)
-        self.missing_left = flat["missing_go_to_left"].astype(bool)
-        self.left = (flat["left"] + shift).astype(np.intp)
-        self.right = (flat["right"] + shift).astype(np.intp)
-        self.is_leaf = flat["is_leaf"].astype(bool)
-        self.value = flat["value"].astype(float)
-        self.depth = int(flat["depth"].max()) + 1
-        self.baseline = float(np.asarray(estimator._baseline_prediction).ravel()[0])
-        self.loss = estimator._loss
-        self.classes_ = estimator.classes_
-
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        n = x.shape[0]
-        idx = np.broadcast_to(self.roots, (n, len(self.roots))).copy()
-        rows = np.arange(n)[:, None]
-        for _ in range(self.depth):
-            leaf = self.is_leaf[idx]
-            if leaf.all():
-                break
-            values = x[rows, self.feature[idx]]
-            go_left = np.where(np.isnan(values), self.missing_left[idx], values <= self.threshold[idx])
-            idx = np.where(leaf, idx, np.where(go_left, self.left[idx], self.right[idx]))
-        terms = np.concatenate([np.full((n, 1), self.baseline), self.value[idx]], axis=1)
-        raw = np.cumsum(terms, axis=1)[:, -1:]
-        return np.asarray(self.loss.predict_proba(raw))
-
-
 class CompiledPredictor:
     """The fitted preprocessing as lookups and arithmetic, feeding the fitted estimator directly."""
 
     kind = "compiled"
 
-    def __init__(self, width: int, base_row: np.ndarray, categorical: list[_CategoricalColumn],
-                 numeric: list[_NumericColumn], estimator: Any) -> None:
+    def __init__(
+        self,
+        width: int,
+        base_row: np.ndarray,
+        categorical: list[_CategoricalColumn],
+        numeric: list[_NumericColumn],
+        estimator: Any,
+    ) -> None:
         self.width = width
         self.base_row = base_row
         self.categorical = categorical
         self.numeric = numeric
         self.estimator = estimator
         self.positive = positive_column(estimator.classes_)
-        self.flat_trees: FlatTrees | None = None
+        self.trees = None
         if type(estimator).__name__ == "HistGradientBoostingClassifier":
             try:
-                self.flat_trees = FlatTrees(estimator)
-            except (CompileError, AttributeError, KeyError, ValueError) as exc:
-                log.info("trees walked by scikit-learn (%s)", exc)
+                from pipelines.serving.trees import CompiledTrees
+
+                self.trees = CompiledTrees(estimator)
+                self.estimator = self.trees
+            except Exception as exc:  # numba missing or an ensemble it does not reproduce: scikit-learn walks them
+                log.info("trees walked by scikit-learn (%s: %s)", type(exc).__name__, exc)
 
     def matrix(self, batch: Batch) -> np.ndarray:
         """The estimator's input matrix for ``batch``."""
@@ -196,10 +155,7 @@ class CompiledPredictor:
         return x
 
     def predict(self, batch: Batch) -> np.ndarray:
-        # Walking all trees at once wins for a few records; beyond, scikit-learn's compiled loop per record wins.
-        model = self.flat_trees if self.flat_trees is not None and batch.size <= FLAT_TREES_MAX_BATCH \
-            else self.estimator
-        return np.asarray(model.predict_proba(self.matrix(batch)), dtype=float)[:, self.positive]
+        return np.asarray(self.estimator.predict_proba(self.matrix(batch)), dtype=float)[:, self.positive]
 
 
 class CompileError(ValueError):
@@ -211,8 +167,7 @@ def compile_pipeline(model: Any, contract: InputContract) -> CompiledPredictor:
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
-    if not isinstance(model, Pipeline) or len(model.steps) != 2 or not isinstance(model.steps[0][1],
-                                                                                  ColumnTransformer):
+    if not isinstance(model, Pipeline) or len(model.steps) != 2 or not isinstance(model.steps[0][1], ColumnTransformer):
         raise CompileError("not a Pipeline([ColumnTransformer, estimator])")
     pre, estimator = model.steps[0][1], model.steps[1][1]
     if hasattr(estimator, "feature_names_in_"):
@@ -255,9 +210,16 @@ def _compile_categorical(transformer: Any, encoder: Any, cols: list[str], offset
         frame[c] = pd.Series(values, dtype=object)
         probe = np.asarray(transformer.transform(frame), dtype=float)
         varying = np.flatnonzero((probe != probe[0]).any(axis=0))
-        out.append(_CategoricalColumn(
-            name=c, out_columns=varying + offset, table=probe[:, varying],
-            index={v: i for i, v in enumerate(known[c])}, unseen_row=len(known[c]), null_row=len(known[c]) + 1))
+        out.append(
+            _CategoricalColumn(
+                name=c,
+                out_columns=varying + offset,
+                table=probe[:, varying],
+                index={v: i for i, v in enumerate(known[c])},
+                unseen_row=len(known[c]),
+                null_row=len(known[c]) + 1,
+            )
+        )
     return out
 
 
@@ -277,9 +239,16 @@ def _compile_numeric(steps: list[Any], cols: list[str], offset: int) -> list[_Nu
         else:
             means = np.asarray(step.mean_, dtype=float) if step.with_mean else None
             scales = np.asarray(step.scale_, dtype=float) if step.with_std else None
-    return [_NumericColumn(name=c, out_column=offset + i, fill=float(fills[i]),
-                           mean=None if means is None else float(means[i]),
-                           scale=None if scales is None else float(scales[i])) for i, c in enumerate(cols)]
+    return [
+        _NumericColumn(
+            name=c,
+            out_column=offset + i,
+            fill=float(fills[i]),
+            mean=None if means is None else float(means[i]),
+            scale=None if scales is None else float(scales[i]),
+        )
+        for i, c in enumerate(cols)
+    ]
 
 
 def probe_batch(contract: InputContract, categories: dict[str, list[str]], rows: int, seed: int = 0) -> Batch:
@@ -301,8 +270,15 @@ def probe_batch(contract: InputContract, categories: dict[str, list[str]], rows:
             if spec.nullable:
                 values[rng.random(rows) < 0.1] = np.nan
             numeric[spec.name] = values
-    return Batch(size=rows, categorical=categorical, numeric=numeric, records=[], ids=[None] * rows,
-                 event_times=[None] * rows, request_id=None)
+    return Batch(
+        size=rows,
+        categorical=categorical,
+        numeric=numeric,
+        records=[],
+        ids=[None] * rows,
+        event_times=[None] * rows,
+        request_id=None,
+    )
 
 
 def concat_batches(first: Batch, second: Batch) -> Batch:
@@ -311,8 +287,11 @@ def concat_batches(first: Batch, second: Batch) -> Batch:
         size=first.size + second.size,
         categorical={k: v + second.categorical[k] for k, v in first.categorical.items()},
         numeric={k: np.concatenate([v, second.numeric[k]]) for k, v in first.numeric.items()},
-        records=[], ids=first.ids + second.ids, event_times=first.event_times + second.event_times,
-        request_id=None)
+        records=[],
+        ids=first.ids + second.ids,
+        event_times=first.event_times + second.event_times,
+        request_id=None,
+    )
 
 
 def split_batch(batch: Batch, size: int) -> list[Batch]:
@@ -320,12 +299,17 @@ def split_batch(batch: Batch, size: int) -> list[Batch]:
     parts = []
     for start in range(0, batch.size, size):
         stop = min(start + size, batch.size)
-        parts.append(Batch(
-            size=stop - start,
-            categorical={k: v[start:stop] for k, v in batch.categorical.items()},
-            numeric={k: v[start:stop] for k, v in batch.numeric.items()},
-            records=batch.records[start:stop], ids=batch.ids[start:stop],
-            event_times=batch.event_times[start:stop], request_id=None))
+        parts.append(
+            Batch(
+                size=stop - start,
+                categorical={k: v[start:stop] for k, v in batch.categorical.items()},
+                numeric={k: v[start:stop] for k, v in batch.numeric.items()},
+                records=batch.records[start:stop],
+                ids=batch.ids[start:stop],
+                event_times=batch.event_times[start:stop],
+                request_id=None,
+            )
+        )
     return parts
 
 
@@ -354,13 +338,18 @@ def best_predictor(model: Any, contract: InputContract, example: Batch | None = 
     probe = probe_batch(contract, known_categories(model), VERIFY_ROWS)
     if example is not None:
         probe = concat_batches(example, probe)
-    expected = reference.predict(probe)
-    small = np.concatenate([compiled.predict(part) for part in split_batch(probe, 8)])  # the small-batch path too
-    diff = float(max(np.max(np.abs(compiled.predict(probe) - expected)), np.max(np.abs(small - expected))))
+    diff = float(np.max(np.abs(compiled.predict(probe) - reference.predict(probe))))
     if not diff <= VERIFY_TOLERANCE:
-        log.warning("compiled predictor differs from the fitted pipeline by %.3g on probe records: serving the "
-                    "fitted pipeline instead", diff)
+        log.warning(
+            "compiled predictor differs from the fitted pipeline by %.3g on probe records: serving the "
+            "fitted pipeline instead",
+            diff,
+        )
         return reference
-    log.info("compiled predictor matches the fitted pipeline on %d probe records (max difference %.1g)",
-             probe.size, diff)
+    log.info(
+        "compiled predictor (trees by %s) matches the fitted pipeline on %d probe records (max difference %.1g)",
+        "numba" if compiled.trees is not None else "the estimator",
+        probe.size,
+        diff,
+    )
     return compiled

@@ -22,8 +22,11 @@ from tests.conftest import REPO_ROOT
 
 def _training_frame(rng: np.random.Generator, contract: InputContract, rows: int = 3000) -> pd.DataFrame:
     """Synthetic flights-shaped data: frequent and rare categories, missing weather, a target tied to both."""
-    cats = {"carrier": ["UA", "DL", "AA", "B6", "OO"], "origin": ["EWR", "JFK", "LGA"],
-            "dest": [f"D{i:02d}" for i in range(40)]}
+    cats = {
+        "carrier": ["UA", "DL", "AA", "B6", "OO"],
+        "origin": ["EWR", "JFK", "LGA"],
+        "dest": [f"D{i:02d}" for i in range(40)],
+    }
     data: dict[str, object] = {}
     for spec in contract.fields:
         if spec.kind == "categorical":
@@ -42,12 +45,22 @@ def _training_frame(rng: np.random.Generator, contract: InputContract, rows: int
     return frame
 
 
-@pytest.mark.parametrize("overrides", [
-    {"model": {"one_hot_min_frequency": 20}},
-    {"model": {"one_hot_min_frequency": 20, "scale_numeric": True}},
-    {"model": {"one_hot_min_frequency": 20, "estimator": "sklearn.linear_model.LogisticRegression",
-               "params": {"max_iter": 300}, "scale_numeric": True}},
-], ids=["hist-gradient-boosting", "scaled", "logistic-regression"])
+@pytest.mark.parametrize(
+    "overrides",
+    [
+        {"model": {"one_hot_min_frequency": 20}},
+        {"model": {"one_hot_min_frequency": 20, "scale_numeric": True}},
+        {
+            "model": {
+                "one_hot_min_frequency": 20,
+                "estimator": "sklearn.linear_model.LogisticRegression",
+                "params": {"max_iter": 300},
+                "scale_numeric": True,
+            }
+        },
+    ],
+    ids=["hist-gradient-boosting", "scaled", "logistic-regression"],
+)
 def test_compiled_predictor_reproduces_the_pipeline_exactly(flights_config, overrides: dict) -> None:
     # given a pipeline built as training builds it, fitted on data with nulls and rare categories
     config = flights_config.with_overrides(overrides)
@@ -63,13 +76,14 @@ def test_compiled_predictor_reproduces_the_pipeline_exactly(flights_config, over
     probe = probe_batch(contract, known_categories(model), 500, seed=7)
     expected = model.predict_proba(batch_frame(probe, contract))[:, 1]
     np.testing.assert_array_equal(predictor.predict(probe), expected)
-    # and so does the path taken for a few records at a time (all trees walked at once, for gradient boosting)
+    # and record by record
     # (compared record by record: a linear model's matrix product may differ in the last bit from one batch size
     # to another, in scikit-learn as in here)
     reference = FramePredictor(model, contract)
     for part in split_batch(probe, 1)[:80]:
         np.testing.assert_array_equal(predictor.predict(part), reference.predict(part))
-    assert (predictor.flat_trees is not None) == ("HistGradientBoosting" in config.model.estimator)
+    # and gradient-boosted trees are walked by the compiled walker
+    assert (predictor.trees is not None) == ("HistGradientBoosting" in config.model.estimator)
 
 
 def test_preprocessing_the_compiler_does_not_know_is_served_as_fitted(flights_config) -> None:
@@ -78,14 +92,31 @@ def test_preprocessing_the_compiler_does_not_know_is_served_as_fitted(flights_co
     from sklearn.pipeline import Pipeline
     from sklearn.preprocessing import KBinsDiscretizer
 
-    contract = InputContract((FieldSpec("temp", "numeric", nullable=False, minimum=-20, maximum=120),
-                              FieldSpec("humid", "numeric", nullable=False, minimum=0, maximum=100)))
+    contract = InputContract(
+        (
+            FieldSpec("temp", "numeric", nullable=False, minimum=-20, maximum=120),
+            FieldSpec("humid", "numeric", nullable=False, minimum=0, maximum=100),
+        )
+    )
     rng = np.random.default_rng(2)
     frame = pd.DataFrame({"temp": rng.uniform(-20, 120, 500), "humid": rng.uniform(0, 100, 500)})
-    model = Pipeline([("pre", ColumnTransformer([("bins", KBinsDiscretizer(n_bins=4, encode="ordinal",
-                                                                           quantile_method="averaged_inverted_cdf"),
-                                                  ["temp", "humid"])])),
-                      ("model", LogisticRegression())]).fit(frame, (frame.temp > 50).astype(int))
+    model = Pipeline(
+        [
+            (
+                "pre",
+                ColumnTransformer(
+                    [
+                        (
+                            "bins",
+                            KBinsDiscretizer(n_bins=4, encode="ordinal", quantile_method="averaged_inverted_cdf"),
+                            ["temp", "humid"],
+                        )
+                    ]
+                ),
+            ),
+            ("model", LogisticRegression()),
+        ]
+    ).fit(frame, (frame.temp > 50).astype(int))
     # then the fitted pipeline serves, unchanged
     predictor = best_predictor(model, contract)
     assert isinstance(predictor, FramePredictor)
@@ -96,7 +127,8 @@ def test_a_compiled_predictor_that_disagrees_is_not_used(flights_config, monkeyp
     rng = np.random.default_rng(3)
     frame = _training_frame(rng, contract, rows=1500)
     model = build_model(flights_config.with_overrides({"model": {"one_hot_min_frequency": 20}})).fit(
-        frame, (frame["temp"].fillna(50) > 60).astype(int))
+        frame, (frame["temp"].fillna(50) > 60).astype(int)
+    )
     # given a compiler that gets one numeric column wrong
     original = CompiledPredictor.matrix
 
