@@ -27,7 +27,7 @@ def build_replay_dag(config: DatasetConfig) -> Any:
         dag_display_name=f"Replay {dataset} as live traffic",
         description=f"Send a date range of {dataset} to the prediction service day by day, then record outcomes",
         doc_md="Params: `start` and `end` (ISO dates, `[start, end)`), `batch_size` (records per request at most), "
-               "`concurrency` (requests in flight). Days already replayed are skipped.",
+        "`concurrency` (requests in flight). Days already replayed are skipped.",
         schedule=None,
         start_date=datetime(2024, 1, 1),
         catchup=False,
@@ -36,8 +36,12 @@ def build_replay_dag(config: DatasetConfig) -> Any:
         tags=["replay", "serving", dataset],
         params={
             "start": Param(str(config.window.end), type="string", format="date", description="First day"),
-            "end": Param(str(config.window.end + timedelta(days=28)), type="string", format="date",
-                         description="Day after the last"),
+            "end": Param(
+                str(config.window.end + timedelta(days=28)),
+                type="string",
+                format="date",
+                description="Day after the last",
+            ),
             "batch_size": Param(50, type="integer", minimum=1, maximum=config.serving.max_records),
             "concurrency": Param(4, type="integer", minimum=1, maximum=32),
         },
@@ -53,8 +57,9 @@ def build_replay_dag(config: DatasetConfig) -> Any:
             params = ctx["params"]
             run = RunContext(dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], reason="replay")
             try:
-                return steps.replay(dataset, run, params["start"], params["end"], int(params["batch_size"]),
-                                    int(params["concurrency"]))
+                return steps.replay(
+                    dataset, run, params["start"], params["end"], int(params["batch_size"]), int(params["concurrency"])
+                )
             except ConfigError as exc:  # a bad config will not fix itself: no retry (an unreachable service may)
                 from airflow.sdk.exceptions import AirflowFailException
 

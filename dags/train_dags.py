@@ -72,8 +72,17 @@ class CandidateApprovalOperator(ApprovalOperator):
             status = "approved" if event["chosen_options"] == [self.APPROVE] else "rejected"
             comment = str((event.get("params_input") or {}).get("comment") or "")
             decided_at = event["responded_at"]
-        steps.record_approval(self.dataset, _run_context(), trained, status=status, decided_by=str(by),
-                              decided_at=decided_at, mode="manual", comment=comment, overrides=_overrides())
+        steps.record_approval(
+            self.dataset,
+            _run_context(),
+            trained,
+            status=status,
+            decided_by=str(by),
+            decided_at=decided_at,
+            mode="manual",
+            comment=comment,
+            overrides=_overrides(),
+        )
         return super().execute_complete(context, event)
 
 
@@ -86,8 +95,8 @@ def build_training_dag(config: DatasetConfig) -> Any:
         dag_display_name=f"Train {dataset}",
         description=f"Validate, train, evaluate, gate, approve and deploy {config.model.registered_name}",
         doc_md=f"**{config.model.registered_name}**: {config.description}\n\n"
-               "Params: `window_start`/`window_end` (ISO dates, default the config's window), `reason`, and "
-               "`overrides` (a partial dataset config, validated).",
+        "Params: `window_start`/`window_end` (ISO dates, default the config's window), `reason`, and "
+        "`overrides` (a partial dataset config, validated).",
         schedule=config.schedule,
         start_date=datetime(2024, 1, 1),
         catchup=False,
@@ -95,10 +104,18 @@ def build_training_dag(config: DatasetConfig) -> Any:
         default_args=DEFAULT_ARGS,
         tags=["training", dataset, *config.tags],
         params={
-            "window_start": Param(None, type=["null", "string"], format="date",
-                                  description=f"First day of the training window (default {config.window.start})"),
-            "window_end": Param(None, type=["null", "string"], format="date",
-                                description=f"Day after the window (default {config.window.end})"),
+            "window_start": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description=f"First day of the training window (default {config.window.start})",
+            ),
+            "window_end": Param(
+                None,
+                type=["null", "string"],
+                format="date",
+                description=f"Day after the window (default {config.window.end})",
+            ),
             "reason": Param("manual", type="string", description="Why this run (manual, schedule, drift...)"),
             "overrides": Param({}, type="object", description="Partial dataset config merged over the YAML"),
         },
@@ -111,8 +128,9 @@ def build_training_dag(config: DatasetConfig) -> Any:
 
             params = get_current_context()["params"]
             try:
-                return steps.extract(dataset, _run_context(), params.get("window_start"), params.get("window_end"),
-                                     _overrides())
+                return steps.extract(
+                    dataset, _run_context(), params.get("window_start"), params.get("window_end"), _overrides()
+                )
             except PipelineError as exc:
                 raise _fail_without_retry(exc) from exc
 
@@ -155,22 +173,34 @@ def build_training_dag(config: DatasetConfig) -> Any:
             log.warning("candidate refused by the gate, not deployed: %s", decision["summary"])
             for reason in decision["reasons"]:
                 log.warning("  %s", reason)
-            return {"deployed": False, "summary": decision["summary"],
-                    "model_version_url": decision["model_version_url"], "mlflow_run_url": decision["mlflow_run_url"]}
+            return {
+                "deployed": False,
+                "summary": decision["summary"],
+                "model_version_url": decision["model_version_url"],
+                "mlflow_run_url": decision["mlflow_run_url"],
+            }
 
         @task(retries=1)
         def approve_by_policy(trained: dict[str, Any]) -> dict[str, Any]:
             from pipelines import steps
 
-            return steps.record_approval(dataset, _run_context(), trained, status="approved", decided_by="policy",
-                                         decided_at=_started_at(), mode="auto",
-                                         comment="gate passed; approval.mode is auto", overrides=_overrides())
+            return steps.record_approval(
+                dataset,
+                _run_context(),
+                trained,
+                status="approved",
+                decided_by="policy",
+                decided_at=_started_at(),
+                mode="auto",
+                comment="gate passed; approval.mode is auto",
+                overrides=_overrides(),
+            )
 
         approve = CandidateApprovalOperator(
             task_id="approve",
             dataset=dataset,
             subject=f"Promote {config.model.registered_name} v{{{{ ti.xcom_pull(task_ids='train')['model_version'] }}}}"
-                    " to champion?",
+            " to champion?",
             body="{{ ti.xcom_pull(task_ids='gate')['approval_body'] }}",
             params={"comment": Param("", type="string", description="Why you approve or reject (audit trail)")},
             defaults="Reject",

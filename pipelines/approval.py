@@ -37,13 +37,15 @@ class ApprovalRecord:
         return asdict(self)
 
 
-def approval_body(trained: dict[str, Any], evaluation: dict[str, Any], decision: dict[str, Any],
-                  data_docs_url: str) -> str:
+def approval_body(
+    trained: dict[str, Any], evaluation: dict[str, Any], decision: dict[str, Any], data_docs_url: str
+) -> str:
     """Markdown shown in Airflow's Required Actions: metrics against the champion, gate reasons, links."""
     champion = evaluation.get("champion") or {}
     rows = "\n".join(
         f"| {m} | {evaluation['candidate'].get(m, float('nan')):.4f} | "
-        + (f"{champion[m]:.4f}" if m in champion else "–") + " |"
+        + (f"{champion[m]:.4f}" if m in champion else "–")
+        + " |"
         for m in _SHOWN
     )
     champ = f"v{evaluation['champion_version']}" if evaluation.get("champion_version") else "none yet"
@@ -61,34 +63,77 @@ def approval_body(trained: dict[str, Any], evaluation: dict[str, Any], decision:
     )
 
 
-def record_approval(config: DatasetConfig, settings: Settings, trained: dict[str, Any], run: RunContext, *,
-                    status: str, decided_by: str, decided_at: datetime, mode: str, comment: str = "") -> ApprovalRecord:
+def record_approval(
+    config: DatasetConfig,
+    settings: Settings,
+    trained: dict[str, Any],
+    run: RunContext,
+    *,
+    status: str,
+    decided_by: str,
+    decided_at: datetime,
+    mode: str,
+    comment: str = "",
+) -> ApprovalRecord:
     """Write the decision on the model version's tags and in the audit table (idempotent per run)."""
     if status not in ("approved", "rejected", "timed_out"):
         raise ValueError(f"approval status must be approved, rejected or timed_out, got {status!r}")
     rec = ApprovalRecord(
-        model_name=trained["model_name"], model_version=str(trained["model_version"]), status=status,
-        decided_by=decided_by, decided_at=decided_at.isoformat(), mode=mode, comment=comment,
+        model_name=trained["model_name"],
+        model_version=str(trained["model_version"]),
+        status=status,
+        decided_by=decided_by,
+        decided_at=decided_at.isoformat(),
+        mode=mode,
+        comment=comment,
     )
-    registry.set_version_tags(settings, rec.model_name, rec.model_version, {
-        "approval.status": rec.status,
-        "approval.by": rec.decided_by,
-        "approval.at": rec.decided_at,
-        "approval.mode": rec.mode,
-        "approval.comment": rec.comment or "-",
-        "approval.run_key": run.key,
-    })
-    audit.record(settings.warehouse_url, audit.AuditEvent(
-        event_at=decided_at, dataset=config.name, model_name=rec.model_name, model_version=rec.model_version,
-        event=status, actor=decided_by, mode=mode, comment=comment, run_key=run.key,
-    ))
-    log.info("%s v%s %s by %s (%s)%s", rec.model_name, rec.model_version, status, decided_by, mode,
-             f": {comment}" if comment else "")
+    registry.set_version_tags(
+        settings,
+        rec.model_name,
+        rec.model_version,
+        {
+            "approval.status": rec.status,
+            "approval.by": rec.decided_by,
+            "approval.at": rec.decided_at,
+            "approval.mode": rec.mode,
+            "approval.comment": rec.comment or "-",
+            "approval.run_key": run.key,
+        },
+    )
+    audit.record(
+        settings.warehouse_url,
+        audit.AuditEvent(
+            event_at=decided_at,
+            dataset=config.name,
+            model_name=rec.model_name,
+            model_version=rec.model_version,
+            event=status,
+            actor=decided_by,
+            mode=mode,
+            comment=comment,
+            run_key=run.key,
+        ),
+    )
+    log.info(
+        "%s v%s %s by %s (%s)%s",
+        rec.model_name,
+        rec.model_version,
+        status,
+        decided_by,
+        mode,
+        f": {comment}" if comment else "",
+    )
     return rec
 
 
-def record_gate(config: DatasetConfig, settings: Settings, trained: dict[str, Any], decision: dict[str, Any],
-                run: RunContext, decided_at: datetime) -> None:
+def record_gate(
+    config: DatasetConfig,
+    settings: Settings,
+    trained: dict[str, Any],
+    decision: dict[str, Any],
+    run: RunContext,
+    decided_at: datetime,
+) -> None:
     """Log the gate decision and its reasons to the MLflow run and as tags on the model version."""
     import mlflow
 
@@ -97,13 +142,27 @@ def record_gate(config: DatasetConfig, settings: Settings, trained: dict[str, An
     with mlflow.start_run(run_id=trained["run_id"]):
         mlflow.set_tags({"gate.decision": verdict, "gate.reasons": " | ".join(decision["reasons"])[:5000]})
         mlflow.log_dict(decision, "gate/decision.json")
-    registry.set_version_tags(settings, trained["model_name"], str(trained["model_version"]), {
-        "gate.decision": verdict,
-        "gate.reasons": " | ".join(decision["reasons"])[:5000],
-    })
+    registry.set_version_tags(
+        settings,
+        trained["model_name"],
+        str(trained["model_version"]),
+        {
+            "gate.decision": verdict,
+            "gate.reasons": " | ".join(decision["reasons"])[:5000],
+        },
+    )
     if not decision["passed"]:
-        audit.record(settings.warehouse_url, audit.AuditEvent(
-            event_at=decided_at, dataset=config.name, model_name=trained["model_name"],
-            model_version=str(trained["model_version"]), event="gate_failed", actor="gate", mode="policy",
-            comment="; ".join(r for r in decision["reasons"] if r.startswith("FAIL"))[:2000], run_key=run.key,
-        ))
+        audit.record(
+            settings.warehouse_url,
+            audit.AuditEvent(
+                event_at=decided_at,
+                dataset=config.name,
+                model_name=trained["model_name"],
+                model_version=str(trained["model_version"]),
+                event="gate_failed",
+                actor="gate",
+                mode="policy",
+                comment="; ".join(r for r in decision["reasons"] if r.startswith("FAIL"))[:2000],
+                run_key=run.key,
+            ),
+        )

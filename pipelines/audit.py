@@ -29,8 +29,16 @@ audit_table = sa.Table(
     sa.UniqueConstraint("model_name", "model_version", "event", "run_key", name="uq_model_audit_event"),
 )
 
-EVENTS = ("approved", "rejected", "timed_out", "gate_failed", "deployed", "smoke_test_failed", "serving_switch_failed",
-          "rolled_back")
+EVENTS = (
+    "approved",
+    "rejected",
+    "timed_out",
+    "gate_failed",
+    "deployed",
+    "smoke_test_failed",
+    "serving_switch_failed",
+    "rolled_back",
+)
 
 
 @dataclass(frozen=True)
@@ -55,15 +63,16 @@ def record(warehouse_url: str, event: AuditEvent) -> None:
     engine = get_engine(warehouse_url)
     _metadata.create_all(engine, tables=[audit_table])
     with engine.begin() as conn:
-        conn.execute(sa.delete(audit_table).where(
-            audit_table.c.model_name == event.model_name,
-            audit_table.c.model_version == event.model_version,
-            audit_table.c.event == event.event,
-            audit_table.c.run_key == event.run_key,
-        ))
+        conn.execute(
+            sa.delete(audit_table).where(
+                audit_table.c.model_name == event.model_name,
+                audit_table.c.model_version == event.model_version,
+                audit_table.c.event == event.event,
+                audit_table.c.run_key == event.run_key,
+            )
+        )
         conn.execute(sa.insert(audit_table).values(**asdict(event)))
-    log.info("audit: %s v%s %s by %s (%s)", event.model_name, event.model_version, event.event, event.actor,
-             event.mode)
+    log.info("audit: %s v%s %s by %s (%s)", event.model_name, event.model_version, event.event, event.actor, event.mode)
 
 
 def history(warehouse_url: str, model_name: str) -> list[dict[str, object]]:
@@ -71,6 +80,11 @@ def history(warehouse_url: str, model_name: str) -> list[dict[str, object]]:
     engine = get_engine(warehouse_url)
     _metadata.create_all(engine, tables=[audit_table])
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(audit_table).where(audit_table.c.model_name == model_name)
-                            .order_by(audit_table.c.id)).mappings().all()
+        rows = (
+            conn.execute(
+                sa.select(audit_table).where(audit_table.c.model_name == model_name).order_by(audit_table.c.id)
+            )
+            .mappings()
+            .all()
+        )
     return [dict(r) for r in rows]

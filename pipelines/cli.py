@@ -45,21 +45,34 @@ def _cmd_validate(args: argparse.Namespace) -> Any:
 
 def _cmd_train(args: argparse.Namespace) -> Any:
     run = _run(args)
-    return steps.train(args.dataset, run, steps.load_result(args.dataset, run, "extract"),
-                       steps.load_result(args.dataset, run, "validate"))
+    return steps.train(
+        args.dataset,
+        run,
+        steps.load_result(args.dataset, run, "extract"),
+        steps.load_result(args.dataset, run, "validate"),
+    )
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> Any:
     run = _run(args)
-    return steps.evaluate(args.dataset, run, steps.load_result(args.dataset, run, "extract"),
-                          steps.load_result(args.dataset, run, "train"))
+    return steps.evaluate(
+        args.dataset,
+        run,
+        steps.load_result(args.dataset, run, "extract"),
+        steps.load_result(args.dataset, run, "train"),
+    )
 
 
 def _cmd_gate(args: argparse.Namespace) -> Any:
     run = _run(args)
-    result = steps.gate(args.dataset, run, steps.load_result(args.dataset, run, "train"),
-                        steps.load_result(args.dataset, run, "evaluate"),
-                        steps.load_result(args.dataset, run, "validate"), datetime.now(UTC))
+    result = steps.gate(
+        args.dataset,
+        run,
+        steps.load_result(args.dataset, run, "train"),
+        steps.load_result(args.dataset, run, "evaluate"),
+        steps.load_result(args.dataset, run, "validate"),
+        datetime.now(UTC),
+    )
     return {k: v for k, v in result.items() if k != "approval_body"}
 
 
@@ -68,15 +81,27 @@ def _cmd_approve(args: argparse.Namespace) -> Any:
     gate = steps.load_result(args.dataset, run, "gate")
     if not gate["passed"]:
         raise PipelineError(f"the gate refused this candidate, it cannot be approved: {gate['summary']}")
-    return steps.record_approval(args.dataset, run, steps.load_result(args.dataset, run, "train"),
-                                 status="rejected" if args.reject else "approved", decided_by=args.by,
-                                 decided_at=datetime.now(UTC), mode="manual", comment=args.comment)
+    return steps.record_approval(
+        args.dataset,
+        run,
+        steps.load_result(args.dataset, run, "train"),
+        status="rejected" if args.reject else "approved",
+        decided_by=args.by,
+        decided_at=datetime.now(UTC),
+        mode="manual",
+        comment=args.comment,
+    )
 
 
 def _cmd_deploy(args: argparse.Namespace) -> Any:
     run = _run(args)
-    return steps.deploy(args.dataset, run, steps.load_result(args.dataset, run, "train"),
-                        steps.load_result(args.dataset, run, "extract"), datetime.now(UTC))
+    return steps.deploy(
+        args.dataset,
+        run,
+        steps.load_result(args.dataset, run, "train"),
+        steps.load_result(args.dataset, run, "extract"),
+        datetime.now(UTC),
+    )
 
 
 def _cmd_run(args: argparse.Namespace) -> Any:
@@ -90,8 +115,16 @@ def _cmd_run(args: argparse.Namespace) -> Any:
     if not decision["passed"]:
         return {"deployed": False, "gate": decision["summary"], "model_version": trained["model_version"]}
     mode = "manual" if args.approve else "auto"
-    steps.record_approval(args.dataset, run, trained, status="approved", decided_by=args.by if args.approve
-                          else "policy", decided_at=datetime.now(UTC), mode=mode, comment=args.comment)
+    steps.record_approval(
+        args.dataset,
+        run,
+        trained,
+        status="approved",
+        decided_by=args.by if args.approve else "policy",
+        decided_at=datetime.now(UTC),
+        mode=mode,
+        comment=args.comment,
+    )
     return {"deployed": True, **steps.deploy(args.dataset, run, trained, snapshot, datetime.now(UTC))}
 
 
@@ -170,8 +203,9 @@ def build_parser() -> argparse.ArgumentParser:
     rollback = add("rollback", _cmd_rollback, "move champion back to the previous champion")
     rollback.add_argument("--to-version")
     rollback.add_argument("--comment", default="")
-    propose = add("propose-suite", _cmd_propose_suite, "profile a window and write a suite to review", window=True,
-                  run=False)
+    propose = add(
+        "propose-suite", _cmd_propose_suite, "profile a window and write a suite to review", window=True, run=False
+    )
     propose.add_argument("--out")
     add("champion", _cmd_champion, "show the current champion", run=False)
     replay = add("replay", _cmd_replay, "play [start, end) day by day through the prediction service")

@@ -224,9 +224,7 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any], path: tuple[str, ..
 
 
 def _describe(exc: ValidationError) -> str:
-    return "; ".join(
-        f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors()
-    )
+    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())
 
 
 def load_config_file(path: Path) -> DatasetConfig:

@@ -93,15 +93,22 @@ def _smoke_sample(config: DatasetConfig, snapshot: dict[str, Any]) -> Any:
     return build_features(frame.tail(config.deploy.smoke_rows), config).reset_index(drop=True)
 
 
-def deploy(config: DatasetConfig, settings: Settings, trained: dict[str, Any], snapshot: dict[str, Any],
-           run: RunContext, deployed_at: datetime) -> DeployResult:
+def deploy(
+    config: DatasetConfig,
+    settings: Settings,
+    trained: dict[str, Any],
+    snapshot: dict[str, Any],
+    run: RunContext,
+    deployed_at: datetime,
+) -> DeployResult:
     """Point ``champion`` at the approved version and smoke-test it; on failure restore the alias and raise."""
     name, version = trained["model_name"], str(trained["model_version"])
     mlf = registry.client(settings)
     tags = mlf.get_model_version(name, version).tags
     if tags.get("approval.status") != "approved":
-        raise SmokeTestError(f"{name} v{version} is not approved (approval.status={tags.get('approval.status')!r})"
-                             ": refusing to deploy")
+        raise SmokeTestError(
+            f"{name} v{version} is not approved (approval.status={tags.get('approval.status')!r}): refusing to deploy"
+        )
     current = registry.alias_version(settings, name, registry.CHAMPION)
     previous = str(current.version) if current is not None else None
     changed = previous != version
@@ -113,44 +120,81 @@ def deploy(config: DatasetConfig, settings: Settings, trained: dict[str, Any], s
         log.info("v%s is already the champion: alias not moved", version)
 
     try:
-        report = smoke_test(f"models:/{name}@{registry.CHAMPION}", _smoke_sample(config, snapshot),
-                            config.deploy.max_latency_ms)
+        report = smoke_test(
+            f"models:/{name}@{registry.CHAMPION}", _smoke_sample(config, snapshot), config.deploy.max_latency_ms
+        )
     except Exception as exc:  # a version that cannot even be loaded fails its smoke test: the alias goes back
-        report = SmokeReport(ok=False, problems=[f"could not load or score: {type(exc).__name__}: {exc}"],
-                             batch_latency_ms=math.nan, single_p50_ms=math.nan)
+        report = SmokeReport(
+            ok=False,
+            problems=[f"could not load or score: {type(exc).__name__}: {exc}"],
+            batch_latency_ms=math.nan,
+            single_p50_ms=math.nan,
+        )
     problems, failure = list(report.problems), "smoke_test_failed"
     if not problems:
         problems, failure = _switch_service(config, settings, name, version), "serving_switch_failed"
     if problems:
         if changed:
             _restore_alias(settings, name, previous)
-        registry.set_version_tags(settings, name, version, {"deploy.status": failure,
-                                                            "deploy.problems": "; ".join(problems)})
-        audit.record(settings.warehouse_url, audit.AuditEvent(
-            event_at=deployed_at, dataset=config.name, model_name=name, model_version=version,
-            event=failure, actor="deploy", mode="policy", comment="; ".join(problems),
-            run_key=run.key))
-        raise SmokeTestError(f"deploying {name} v{version} failed ({'; '.join(problems)}); "
-                             f"champion restored to {('v' + previous) if previous else 'none'}")
+        registry.set_version_tags(
+            settings, name, version, {"deploy.status": failure, "deploy.problems": "; ".join(problems)}
+        )
+        audit.record(
+            settings.warehouse_url,
+            audit.AuditEvent(
+                event_at=deployed_at,
+                dataset=config.name,
+                model_name=name,
+                model_version=version,
+                event=failure,
+                actor="deploy",
+                mode="policy",
+                comment="; ".join(problems),
+                run_key=run.key,
+            ),
+        )
+        raise SmokeTestError(
+            f"deploying {name} v{version} failed ({'; '.join(problems)}); "
+            f"champion restored to {('v' + previous) if previous else 'none'}"
+        )
 
     if changed:
         if previous is not None:
             mlf.set_registered_model_alias(name, registry.PREVIOUS, previous)
-        registry.set_version_tags(settings, name, version, {
-            "deploy.status": "champion",
-            "deploy.at": deployed_at.isoformat(),
-            "deploy.previous_version": previous or "none",
-            "deploy.run_key": run.key,
-            "deploy.smoke_batch_latency_ms": f"{report.batch_latency_ms:.1f}",
-            "deploy.smoke_single_p50_ms": f"{report.single_p50_ms:.2f}",
-        })
-        audit.record(settings.warehouse_url, audit.AuditEvent(
-            event_at=deployed_at, dataset=config.name, model_name=name, model_version=version, event="deployed",
-            actor=run.dag_id, mode="policy", comment=f"replaced {('v' + previous) if previous else 'none'}",
-            run_key=run.key))
+        registry.set_version_tags(
+            settings,
+            name,
+            version,
+            {
+                "deploy.status": "champion",
+                "deploy.at": deployed_at.isoformat(),
+                "deploy.previous_version": previous or "none",
+                "deploy.run_key": run.key,
+                "deploy.smoke_batch_latency_ms": f"{report.batch_latency_ms:.1f}",
+                "deploy.smoke_single_p50_ms": f"{report.single_p50_ms:.2f}",
+            },
+        )
+        audit.record(
+            settings.warehouse_url,
+            audit.AuditEvent(
+                event_at=deployed_at,
+                dataset=config.name,
+                model_name=name,
+                model_version=version,
+                event="deployed",
+                actor=run.dag_id,
+                mode="policy",
+                comment=f"replaced {('v' + previous) if previous else 'none'}",
+                run_key=run.key,
+            ),
+        )
     return DeployResult(
-        model_name=name, champion_version=version, previous_version=previous, changed=changed,
-        smoke_rows=config.deploy.smoke_rows, smoke_batch_latency_ms=round(report.batch_latency_ms, 2),
+        model_name=name,
+        champion_version=version,
+        previous_version=previous,
+        changed=changed,
+        smoke_rows=config.deploy.smoke_rows,
+        smoke_batch_latency_ms=round(report.batch_latency_ms, 2),
         smoke_single_p50_ms=round(report.single_p50_ms, 3),
         model_version_url=registry.version_url(settings, name, version),
     )
@@ -179,15 +223,21 @@ def _switch_service(config: DatasetConfig, settings: Settings, name: str, versio
         except Exception as exc:
             return [f"prediction service at {settings.serving_url} unreachable: {type(exc).__name__}: {exc}"]
         if status.get("name") != name:
-            log.info("the service at %s serves %s, not %s: nothing to switch", settings.serving_url,
-                     status.get("name"), name)
+            log.info(
+                "the service at %s serves %s, not %s: nothing to switch", settings.serving_url, status.get("name"), name
+            )
             return []
         try:
             answered = service.wait_for_version(name, version, config.serving.deploy_wait_seconds)
         except ServingError as exc:
             return [str(exc)]
-    log.info("the prediction service at %s answers with %s v%s since %s", settings.serving_url, name, version,
-             answered.get("since"))
+    log.info(
+        "the prediction service at %s answers with %s v%s since %s",
+        settings.serving_url,
+        name,
+        version,
+        answered.get("since"),
+    )
     return []
 
 
@@ -201,12 +251,21 @@ def notify_service(settings: Settings) -> None:
         with ServingClient(settings.serving_url, settings.serving_admin_token, timeout=10) as service:
             service.reload()
     except Exception as exc:
-        log.warning("could not reach the prediction service at %s (%s): it will notice the alias within its "
-                    "polling interval", settings.serving_url, exc)
+        log.warning(
+            "could not reach the prediction service at %s (%s): it will notice the alias within its polling interval",
+            settings.serving_url,
+            exc,
+        )
 
 
-def rollback(config: DatasetConfig, settings: Settings, run: RunContext, at: datetime,
-             to_version: str | None = None, reason: str = "") -> DeployResult:
+def rollback(
+    config: DatasetConfig,
+    settings: Settings,
+    run: RunContext,
+    at: datetime,
+    to_version: str | None = None,
+    reason: str = "",
+) -> DeployResult:
     """Move ``champion`` back to ``to_version`` (default: ``previous-champion``); the replaced one becomes previous."""
     name = config.model.registered_name
     mlf = registry.client(settings)
@@ -224,14 +283,33 @@ def rollback(config: DatasetConfig, settings: Settings, run: RunContext, at: dat
         mlf.set_registered_model_alias(name, registry.CHAMPION, to_version)
         if old is not None:
             mlf.set_registered_model_alias(name, registry.PREVIOUS, old)
-            registry.set_version_tags(settings, name, old, {"deploy.status": "rolled_back", "deploy.rolled_back_at":
-                                                            at.isoformat()})
+            registry.set_version_tags(
+                settings, name, old, {"deploy.status": "rolled_back", "deploy.rolled_back_at": at.isoformat()}
+            )
         registry.set_version_tags(settings, name, to_version, {"deploy.status": "champion"})
         notify_service(settings)
-        audit.record(settings.warehouse_url, audit.AuditEvent(
-            event_at=at, dataset=config.name, model_name=name, model_version=to_version, event="rolled_back",
-            actor=run.dag_id, mode="manual", comment=reason or f"rolled back from v{old}", run_key=run.key))
+        audit.record(
+            settings.warehouse_url,
+            audit.AuditEvent(
+                event_at=at,
+                dataset=config.name,
+                model_name=name,
+                model_version=to_version,
+                event="rolled_back",
+                actor=run.dag_id,
+                mode="manual",
+                comment=reason or f"rolled back from v{old}",
+                run_key=run.key,
+            ),
+        )
         log.info("rolled back %s: champion v%s -> v%s", name, old, to_version)
-    return DeployResult(model_name=name, champion_version=to_version, previous_version=old, changed=old != to_version,
-                        smoke_rows=0, smoke_batch_latency_ms=0.0, smoke_single_p50_ms=0.0,
-                        model_version_url=registry.version_url(settings, name, to_version))
+    return DeployResult(
+        model_name=name,
+        champion_version=to_version,
+        previous_version=old,
+        changed=old != to_version,
+        smoke_rows=0,
+        smoke_batch_latency_ms=0.0,
+        smoke_single_p50_ms=0.0,
+        model_version_url=registry.version_url(settings, name, to_version),
+    )

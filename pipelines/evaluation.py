@@ -54,8 +54,10 @@ def comparison_table(candidate: dict[str, float], champion: dict[str, float] | N
 
 
 def _compact(slices: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
-    return {col: {val: finite({k: m[k] for k in _SLICE_KEYS}) for val, m in values.items()}
-            for col, values in slices.items()}
+    return {
+        col: {val: finite({k: m[k] for k in _SLICE_KEYS}) for val, m in values.items()}
+        for col, values in slices.items()
+    }
 
 
 def evaluate(
@@ -88,7 +90,8 @@ def evaluate(
     else:
         try:
             champion_model = mlflow.sklearn.load_model(
-                f"models:/{config.model.registered_name}/{champion_version.version}")
+                f"models:/{config.model.registered_name}/{champion_version.version}"
+            )
             champion_proba = champion_model.predict_proba(x)[:, 1]
             champion = finite(classification_metrics(y, champion_proba, threshold))
             scores[f"champion v{champion_version.version}"] = champion_proba
@@ -106,16 +109,33 @@ def evaluate(
         champion_error=champion_error,
         notes=notes,
     )
-    _log(result, trained["run_id"], y, scores, candidate_proba, threshold, slice_metrics(
-        x, y, candidate_proba, config.slices, threshold))
-    log.info("holdout (%d rows): candidate %s; champion %s", len(y),
-             {k: round(v, 4) for k, v in candidate.items()},
-             {k: round(v, 4) for k, v in champion.items()} if champion else champion_error or "none")
+    _log(
+        result,
+        trained["run_id"],
+        y,
+        scores,
+        candidate_proba,
+        threshold,
+        slice_metrics(x, y, candidate_proba, config.slices, threshold),
+    )
+    log.info(
+        "holdout (%d rows): candidate %s; champion %s",
+        len(y),
+        {k: round(v, 4) for k, v in candidate.items()},
+        {k: round(v, 4) for k, v in champion.items()} if champion else champion_error or "none",
+    )
     return result
 
 
-def _log(result: EvalResult, run_id: str, y: np.ndarray, scores: dict[str, np.ndarray],
-         candidate_proba: np.ndarray, threshold: float, full_slices: dict[str, dict[str, dict[str, float]]]) -> None:
+def _log(
+    result: EvalResult,
+    run_id: str,
+    y: np.ndarray,
+    scores: dict[str, np.ndarray],
+    candidate_proba: np.ndarray,
+    threshold: float,
+    full_slices: dict[str, dict[str, dict[str, float]]],
+) -> None:
     import matplotlib.pyplot as plt
     import mlflow
 
@@ -125,13 +145,20 @@ def _log(result: EvalResult, run_id: str, y: np.ndarray, scores: dict[str, np.nd
         mlflow.log_metrics({f"holdout_{k}": v for k, v in result.candidate.items()})
         if result.champion:
             mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in result.champion.items()})
-        mlflow.set_tags({
-            "evaluation.champion_version": result.champion_version or "none",
-            "evaluation.notes": "; ".join(result.notes + ([result.champion_error] if result.champion_error else [])),
-        })
+        mlflow.set_tags(
+            {
+                "evaluation.champion_version": result.champion_version or "none",
+                "evaluation.notes": "; ".join(
+                    result.notes + ([result.champion_error] if result.champion_error else [])
+                ),
+            }
+        )
         mlflow.log_table(comparison_table(result.candidate, result.champion), "evaluation/comparison.json")
-        slice_rows = [{"slice": col, "value": val, **finite(m)} for col, values in full_slices.items()
-                      for val, m in values.items()]
+        slice_rows = [
+            {"slice": col, "value": val, **finite(m)}
+            for col, values in full_slices.items()
+            for val, m in values.items()
+        ]
         mlflow.log_table(pd.DataFrame(slice_rows), "evaluation/slices.json")
         for name, fig in (
             ("roc", plots.roc_plot(y, scores)),

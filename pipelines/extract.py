@@ -76,8 +76,14 @@ def extract(config: DatasetConfig, settings: Settings, window: Window, run: RunC
         window_end=str(window.end),
     )
     (out / "snapshot.json").write_text(json.dumps(snapshot.to_dict(), indent=2))
-    log.info("extracted %d rows of %s (%d without outcome), data version %s -> %s",
-             snapshot.rows, window, snapshot.rows_without_outcome, snapshot.data_version, path)
+    log.info(
+        "extracted %d rows of %s (%d without outcome), data version %s -> %s",
+        snapshot.rows,
+        window,
+        snapshot.rows_without_outcome,
+        snapshot.data_version,
+        path,
+    )
     return snapshot
 
 

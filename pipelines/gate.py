@@ -83,8 +83,10 @@ def should_promote(candidate: Scores, champion: Scores | None, policy: GatePolic
                 checked += 1
                 score = metrics.get(floor.metric, math.nan)
                 if not (math.isfinite(score) and score >= floor.min):
-                    reasons.append(f"FAIL slice {column}={slice_value}: {floor.metric} {score:.4f} < {floor.min:.4f} "
-                                   f"({int(metrics.get('rows', 0))} rows)")
+                    reasons.append(
+                        f"FAIL slice {column}={slice_value}: {floor.metric} {score:.4f} < {floor.min:.4f} "
+                        f"({int(metrics.get('rows', 0))} rows)"
+                    )
         if checked == 0 and candidate.slices:
             reasons.append(f"PASS no slice has {floor.min_rows}+ rows to check")
         elif not any(r.startswith("FAIL slice") for r in reasons):

@@ -48,12 +48,19 @@ def build_model(config: DatasetConfig) -> Pipeline:
         [
             (
                 "categorical",
-                Pipeline([
-                    ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
-                    ("onehot", OneHotEncoder(handle_unknown="infrequent_if_exist",
-                                             min_frequency=config.model.one_hot_min_frequency,
-                                             sparse_output=False)),
-                ]),
+                Pipeline(
+                    [
+                        ("impute", SimpleImputer(strategy="constant", fill_value="__missing__")),
+                        (
+                            "onehot",
+                            OneHotEncoder(
+                                handle_unknown="infrequent_if_exist",
+                                min_frequency=config.model.one_hot_min_frequency,
+                                sparse_output=False,
+                            ),
+                        ),
+                    ]
+                ),
                 categorical,
             ),
             ("numeric", Pipeline(numeric_steps), numeric),

@@ -70,8 +70,9 @@ def confusion_plot(y: np.ndarray, proba: np.ndarray, threshold: float, label: st
     from sklearn.metrics import ConfusionMatrixDisplay
 
     fig, ax = _figure()
-    ConfusionMatrixDisplay.from_predictions(y, (proba >= threshold).astype(int), ax=ax, colorbar=False,
-                                            display_labels=["on time", "delayed"])
+    ConfusionMatrixDisplay.from_predictions(
+        y, (proba >= threshold).astype(int), ax=ax, colorbar=False, display_labels=["on time", "delayed"]
+    )
     ax.set_title(f"{label} at threshold {threshold:g}")  # type: ignore[attr-defined]
     fig.tight_layout()
     return fig

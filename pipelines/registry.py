@@ -48,8 +48,9 @@ def find_run_id(settings: Settings, experiment: str, tags: dict[str, str]) -> st
     if exp is None:
         return None
     query = " and ".join(f"tags.`{k}` = '{v}'" for k, v in tags.items())
-    runs = mlf.search_runs([exp.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"],
-                           max_results=1)
+    runs = mlf.search_runs(
+        [exp.experiment_id], filter_string=query, order_by=["attributes.start_time DESC"], max_results=1
+    )
     return runs[0].info.run_id if runs else None
 
 

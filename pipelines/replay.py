@@ -97,11 +97,13 @@ def day_batches(frame: pd.DataFrame, config: DatasetConfig, day: date, batch_siz
     for hour in np.unique(hours):
         rows = np.flatnonzero(hours == hour)
         for part, start in enumerate(range(0, len(rows), batch_size)):
-            chunk = rows[start:start + batch_size]
+            chunk = rows[start : start + batch_size]
             yield RequestBatch(
                 request_id=f"replay:{config.name}:{day.isoformat()}T{int(hour):02d}:{part}",
-                records=[records[i] for i in chunk], ids=[keys[i] for i in chunk],
-                event_times=[event_times[i] for i in chunk])
+                records=[records[i] for i in chunk],
+                ids=[keys[i] for i in chunk],
+                event_times=[event_times[i] for i in chunk],
+            )
 
 
 def done_days(settings: Settings, dataset: str, window: Window) -> set[date]:
@@ -109,13 +111,24 @@ def done_days(settings: Settings, dataset: str, window: Window) -> set[date]:
     engine = get_engine(settings.warehouse_url)
     _metadata.create_all(engine, tables=[replay_days])
     with engine.connect() as conn:
-        rows = conn.execute(sa.select(replay_days.c.day).where(
-            replay_days.c.dataset == dataset, replay_days.c.day >= window.start, replay_days.c.day < window.end))
+        rows = conn.execute(
+            sa.select(replay_days.c.day).where(
+                replay_days.c.dataset == dataset, replay_days.c.day >= window.start, replay_days.c.day < window.end
+            )
+        )
         return {r[0] for r in rows}
 
 
-def replay(config: DatasetConfig, settings: Settings, window: Window, run_key: str, *, batch_size: int = 50,
-           concurrency: int = 4, source: pd.DataFrame | None = None) -> ReplayResult:
+def replay(
+    config: DatasetConfig,
+    settings: Settings,
+    window: Window,
+    run_key: str,
+    *,
+    batch_size: int = 50,
+    concurrency: int = 4,
+    source: pd.DataFrame | None = None,
+) -> ReplayResult:
     """Replay every day of ``window`` not replayed before through the service at ``settings.serving_url``."""
     from pipelines.outcomes import record_outcomes
     from pipelines.serving.client import ServingClient
@@ -135,8 +148,10 @@ def replay(config: DatasetConfig, settings: Settings, window: Window, run_key: s
     frame = load_source(config) if source is None else source
     time_col = config.source.time_column
     engine = get_engine(settings.warehouse_url)
-    with ServingClient(settings.serving_url, settings.serving_admin_token) as service, \
-            ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool:
+    with (
+        ServingClient(settings.serving_url, settings.serving_admin_token) as service,
+        ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool,
+    ):
         for day in todo:
             start, end = datetime.combine(day, dtime.min), datetime.combine(day + timedelta(days=1), dtime.min)
             rows = frame[(frame[time_col] >= start) & (frame[time_col] < end)]
@@ -151,22 +166,37 @@ def replay(config: DatasetConfig, settings: Settings, window: Window, run_key: s
                     result.rejections.append(a["reason"])
             # The day is over: its rows, outcomes included, land in the warehouse, and become ground truth.
             replace_window(engine, config.source.table, rows, time_col, start, end)
-            outcomes = record_outcomes(config, settings, Window(day, day + timedelta(days=1)),
-                                       observed_at=end.replace(tzinfo=UTC))
-            _mark_done(engine, config.name, day, len(batches), len(rows), answered, rejected, outcomes.labelled,
-                       run_key)
+            outcomes = record_outcomes(
+                config, settings, Window(day, day + timedelta(days=1)), observed_at=end.replace(tzinfo=UTC)
+            )
+            _mark_done(
+                engine, config.name, day, len(batches), len(rows), answered, rejected, outcomes.labelled, run_key
+            )
             result.days_replayed += 1
             result.requests += len(batches)
             result.records += len(rows)
             result.answered += answered
             result.rejected += rejected
             result.outcomes += outcomes.labelled
-            log.info("replayed %s: %d requests, %d records answered, %d rejected, %d outcomes", day, len(batches),
-                     answered, rejected, outcomes.labelled)
+            log.info(
+                "replayed %s: %d requests, %d records answered, %d rejected, %d outcomes",
+                day,
+                len(batches),
+                answered,
+                rejected,
+                outcomes.labelled,
+            )
     result.seconds = round(time.perf_counter() - started, 1)
-    log.info("replay of %s: %d days (%d skipped), %d records answered by %s, %d rejected, in %.1f s", window,
-             result.days_replayed, result.days_skipped, result.answered, result.by_version, result.rejected,
-             result.seconds)
+    log.info(
+        "replay of %s: %d days (%d skipped), %d records answered by %s, %d rejected, in %.1f s",
+        window,
+        result.days_replayed,
+        result.days_skipped,
+        result.answered,
+        result.by_version,
+        result.rejected,
+        result.seconds,
+    )
     return result
 
 
@@ -177,26 +207,53 @@ def _send(service: Any, batch: RequestBatch, attempts: int = 4) -> dict[str, Any
     problem = ""
     for attempt in range(attempts):
         try:
-            response = service.predict(batch.records, ids=batch.ids, event_times=batch.event_times,
-                                       request_id=batch.request_id)
+            response = service.predict(
+                batch.records, ids=batch.ids, event_times=batch.event_times, request_id=batch.request_id
+            )
         except httpx.HTTPError as exc:
             problem = f"{type(exc).__name__}: {exc}"
         else:
             if response.status_code == 200:
-                return {"answered": len(batch.records), "rejected": 0, "version": response.json()["model_version"],
-                        "reason": ""}
+                return {
+                    "answered": len(batch.records),
+                    "rejected": 0,
+                    "version": response.json()["model_version"],
+                    "reason": "",
+                }
             if 400 <= response.status_code < 500 and response.status_code != 429:
-                return {"answered": 0, "rejected": len(batch.records), "version": None,
-                        "reason": f"{batch.request_id}: {response.status_code} {response.text[:300]}"}
+                return {
+                    "answered": 0,
+                    "rejected": len(batch.records),
+                    "version": None,
+                    "reason": f"{batch.request_id}: {response.status_code} {response.text[:300]}",
+                }
             problem = f"{response.status_code} {response.text[:300]}"
         time.sleep(0.5 * 2**attempt)
     raise ReplayError(f"request {batch.request_id} failed {attempts} times, last: {problem}")
 
 
-def _mark_done(engine: sa.Engine, dataset: str, day: date, requests: int, records: int, answered: int,
-               rejected: int, outcomes: int, run_key: str) -> None:
+def _mark_done(
+    engine: sa.Engine,
+    dataset: str,
+    day: date,
+    requests: int,
+    records: int,
+    answered: int,
+    rejected: int,
+    outcomes: int,
+    run_key: str,
+) -> None:
     with engine.begin() as conn:
         conn.execute(sa.delete(replay_days).where(replay_days.c.dataset == dataset, replay_days.c.day == day))
-        conn.execute(sa.insert(replay_days).values(dataset=dataset, day=day, requests=requests, records=records,
-                                                   answered=answered, rejected=rejected, outcomes=outcomes,
-                                                   run_key=run_key))
+        conn.execute(
+            sa.insert(replay_days).values(
+                dataset=dataset,
+                day=day,
+                requests=requests,
+                records=records,
+                answered=answered,
+                rejected=rejected,
+                outcomes=outcomes,
+                run_key=run_key,
+            )
+        )

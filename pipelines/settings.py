@@ -26,8 +26,9 @@ class Settings(BaseSettings):
     mlflow_ui_url: str = Field("", description="Public MLflow URL for links; default the tracking URI.")
     airflow_ui_url: str = "http://127.0.0.1:8080"
     serving_url: str = Field("", description="Prediction service that deploy tells to switch; empty: none runs.")
-    serving_admin_token: str = Field("", description="Bearer token for the service's /admin endpoints; empty: "
-                                                     "no token (loopback only).")
+    serving_admin_token: str = Field(
+        "", description="Bearer token for the service's /admin endpoints; empty: no token (loopback only)."
+    )
     datasets_dir: Path = REPO_ROOT / "pipelines" / "conf" / "datasets"
     expectations_dir: Path = REPO_ROOT / "expectations"
 

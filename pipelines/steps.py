@@ -67,8 +67,13 @@ def seed(dataset: str, start: str | date, end: str | date) -> Result:
     return asdict(seed_rows(config, get_settings(), resolve_window(config, start, end)))
 
 
-def extract(dataset: str, run: RunContext, start: str | None = None, end: str | None = None,
-            overrides: dict[str, Any] | None = None) -> Result:
+def extract(
+    dataset: str,
+    run: RunContext,
+    start: str | None = None,
+    end: str | None = None,
+    overrides: dict[str, Any] | None = None,
+) -> Result:
     """Snapshot the run's window of the warehouse to Parquet, with its data version."""
     from pipelines.extract import extract as extract_window
 
@@ -86,8 +91,9 @@ def validate(dataset: str, run: RunContext, snapshot: Result, overrides: dict[st
     return save_result(dataset, run, "validate", summary.to_dict())
 
 
-def train(dataset: str, run: RunContext, snapshot: Result, validation: Result,
-          overrides: dict[str, Any] | None = None) -> Result:
+def train(
+    dataset: str, run: RunContext, snapshot: Result, validation: Result, overrides: dict[str, Any] | None = None
+) -> Result:
     """Train, log and register a candidate (reuses the run's version when rerun)."""
     from pipelines.training import train as train_model
 
@@ -96,8 +102,9 @@ def train(dataset: str, run: RunContext, snapshot: Result, validation: Result,
     return save_result(dataset, run, "train", result.to_dict())
 
 
-def evaluate(dataset: str, run: RunContext, snapshot: Result, trained: Result,
-             overrides: dict[str, Any] | None = None) -> Result:
+def evaluate(
+    dataset: str, run: RunContext, snapshot: Result, trained: Result, overrides: dict[str, Any] | None = None
+) -> Result:
     """Score candidate and champion on the holdout; log metrics and plots to the candidate's run."""
     from pipelines.evaluation import evaluate as evaluate_model
 
@@ -106,8 +113,15 @@ def evaluate(dataset: str, run: RunContext, snapshot: Result, trained: Result,
     return save_result(dataset, run, "evaluate", result.to_dict())
 
 
-def gate(dataset: str, run: RunContext, trained: Result, evaluation: Result, validation: Result,
-         decided_at: datetime, overrides: dict[str, Any] | None = None) -> Result:
+def gate(
+    dataset: str,
+    run: RunContext,
+    trained: Result,
+    evaluation: Result,
+    validation: Result,
+    decided_at: datetime,
+    overrides: dict[str, Any] | None = None,
+) -> Result:
     """Apply the gate policy; log the decision and reasons to the run and the model version.
 
     The result carries the approval mode and the Markdown evidence for the approver.
@@ -121,27 +135,56 @@ def gate(dataset: str, run: RunContext, trained: Result, evaluation: Result, val
     for reason in decision.reasons:
         log.info("  %s", reason)
     record_gate(config, get_settings(), trained, decision.to_dict(), run, decided_at)
-    result = {**decision.to_dict(), "summary": decision.summary(), "approval_mode": config.approval.mode,
-              "approval_timeout_minutes": config.approval.timeout_minutes,
-              "mlflow_run_url": trained["mlflow_run_url"], "model_version_url": trained["model_version_url"]}
+    result = {
+        **decision.to_dict(),
+        "summary": decision.summary(),
+        "approval_mode": config.approval.mode,
+        "approval_timeout_minutes": config.approval.timeout_minutes,
+        "mlflow_run_url": trained["mlflow_run_url"],
+        "model_version_url": trained["model_version_url"],
+    }
     result["approval_body"] = approval_body(trained, evaluation, result, str(validation.get("data_docs_url", "")))
     return save_result(dataset, run, "gate", result)
 
 
-def record_approval(dataset: str, run: RunContext, trained: Result, *, status: str, decided_by: str,
-                    decided_at: datetime, mode: str, comment: str = "",
-                    overrides: dict[str, Any] | None = None) -> Result:
+def record_approval(
+    dataset: str,
+    run: RunContext,
+    trained: Result,
+    *,
+    status: str,
+    decided_by: str,
+    decided_at: datetime,
+    mode: str,
+    comment: str = "",
+    overrides: dict[str, Any] | None = None,
+) -> Result:
     """Record an approval decision (a person's, the policy's, or a timeout) on the version and in the audit."""
     from pipelines.approval import record_approval as record
 
     config = dataset_config(dataset, overrides)
-    rec = record(config, get_settings(), trained, run, status=status, decided_by=decided_by,
-                 decided_at=decided_at, mode=mode, comment=comment)
+    rec = record(
+        config,
+        get_settings(),
+        trained,
+        run,
+        status=status,
+        decided_by=decided_by,
+        decided_at=decided_at,
+        mode=mode,
+        comment=comment,
+    )
     return save_result(dataset, run, "approve", {**rec.to_dict(), "model_version_url": trained["model_version_url"]})
 
 
-def deploy(dataset: str, run: RunContext, trained: Result, snapshot: Result, deployed_at: datetime,
-           overrides: dict[str, Any] | None = None) -> Result:
+def deploy(
+    dataset: str,
+    run: RunContext,
+    trained: Result,
+    snapshot: Result,
+    deployed_at: datetime,
+    overrides: dict[str, Any] | None = None,
+) -> Result:
     """Move ``champion`` to the approved version and smoke-test it."""
     from pipelines.deploy import deploy as deploy_version
 
@@ -158,14 +201,21 @@ def rollback(dataset: str, run: RunContext, at: datetime, to_version: str | None
     return rollback_alias(config, get_settings(), run, at, to_version, reason).to_dict()
 
 
-def replay(dataset: str, run: RunContext, start: str | date, end: str | date, batch_size: int = 50,
-           concurrency: int = 4) -> Result:
+def replay(
+    dataset: str, run: RunContext, start: str | date, end: str | date, batch_size: int = 50, concurrency: int = 4
+) -> Result:
     """Replay ``[start, end)`` day by day through the prediction service, then record the outcomes."""
     from pipelines.replay import replay as replay_days
 
     config = dataset_config(dataset)
-    return replay_days(config, get_settings(), resolve_window(config, start, end), run.key, batch_size=batch_size,
-                       concurrency=concurrency).to_dict()
+    return replay_days(
+        config,
+        get_settings(),
+        resolve_window(config, start, end),
+        run.key,
+        batch_size=batch_size,
+        concurrency=concurrency,
+    ).to_dict()
 
 
 def record_outcomes(dataset: str, start: str | date, end: str | date, observed_at: datetime) -> Result:
@@ -183,5 +233,9 @@ def live_performance(dataset: str, start: str | date | None = None, end: str | d
     config = dataset_config(dataset)
     lo = datetime.combine(date.fromisoformat(str(start)), datetime.min.time()) if start else None
     hi = datetime.combine(date.fromisoformat(str(end)), datetime.min.time()) if end else None
-    return {"dataset": dataset, "start": str(start) if start else None, "end": str(end) if end else None,
-            "versions": [p.to_dict() for p in performance(config, get_settings(), lo, hi)]}
+    return {
+        "dataset": dataset,
+        "start": str(start) if start else None,
+        "end": str(end) if end else None,
+        "versions": [p.to_dict() for p in performance(config, get_settings(), lo, hi)],
+    }

@@ -90,8 +90,14 @@ def train(
     train_mask, holdout_mask = time_split(data, config.split.holdout_fraction)
     x_train, y_train = data.features[train_mask], data.target[train_mask]
     model = build_model(config)
-    log.info("training %s on %d rows (%d held out, %d excluded: %s)", config.model.estimator,
-             len(x_train), int(holdout_mask.sum()), data.excluded, data.excluded_reason)
+    log.info(
+        "training %s on %d rows (%d held out, %d excluded: %s)",
+        config.model.estimator,
+        len(x_train),
+        int(holdout_mask.sum()),
+        data.excluded,
+        data.excluded_reason,
+    )
     model.fit(x_train, y_train)
     proba_train = model.predict_proba(x_train)[:, 1]
 
@@ -107,25 +113,29 @@ def train(
     mlflow.set_experiment(experiment_id=exp_id)
     run_tags = {**lineage, **data_tags, STEP_TAG: "train"}
     with mlflow.start_run(run_name=f"{run.dag_id}:{run.run_id}", tags=run_tags) as active:
-        mlflow.log_params({
-            "estimator": config.model.estimator,
-            **{f"model.{k}": v for k, v in config.model.params.items()},
-            "seed": config.model.seed,
-            "threshold": config.model.threshold,
-            "features": ",".join(config.feature_names),
-            "window_start": snapshot["window_start"],
-            "window_end": snapshot["window_end"],
-            "holdout_fraction": config.split.holdout_fraction,
-        })
-        mlflow.log_metrics({
-            "rows_snapshot": float(len(frame)),
-            "rows_excluded": float(data.excluded),
-            "rows_train": float(len(x_train)),
-            "rows_holdout": float(holdout_mask.sum()),
-            "train_positive_rate": float(y_train.mean()),
-            "train_roc_auc": float(roc_auc_score(y_train, proba_train)),
-            "train_log_loss": float(log_loss(y_train, proba_train)),
-        })
+        mlflow.log_params(
+            {
+                "estimator": config.model.estimator,
+                **{f"model.{k}": v for k, v in config.model.params.items()},
+                "seed": config.model.seed,
+                "threshold": config.model.threshold,
+                "features": ",".join(config.feature_names),
+                "window_start": snapshot["window_start"],
+                "window_end": snapshot["window_end"],
+                "holdout_fraction": config.split.holdout_fraction,
+            }
+        )
+        mlflow.log_metrics(
+            {
+                "rows_snapshot": float(len(frame)),
+                "rows_excluded": float(data.excluded),
+                "rows_train": float(len(x_train)),
+                "rows_holdout": float(holdout_mask.sum()),
+                "train_positive_rate": float(y_train.mean()),
+                "train_roc_auc": float(roc_auc_score(y_train, proba_train)),
+                "train_log_loss": float(log_loss(y_train, proba_train)),
+            }
+        )
         _log_inputs(mlflow, config, snapshot, data.features, data.target, train_mask, holdout_mask)
         with tempfile.TemporaryDirectory() as tmp:
             cfg_path = Path(tmp) / "dataset_config.yaml"
@@ -152,8 +162,15 @@ def train(
     return _result(settings, name, exp_id, run_id, new_version)
 
 
-def _log_inputs(mlflow: Any, config: DatasetConfig, snapshot: dict[str, Any], features: Any, target: Any,
-                train_mask: Any, holdout_mask: Any) -> None:
+def _log_inputs(
+    mlflow: Any,
+    config: DatasetConfig,
+    snapshot: dict[str, Any],
+    features: Any,
+    target: Any,
+    train_mask: Any,
+    holdout_mask: Any,
+) -> None:
     """Log the training and holdout parts as MLflow dataset inputs named by the data version."""
     frame = features.assign(**{config.target.name: target.to_numpy()})
     for context, mask in (("training", train_mask), ("evaluation", holdout_mask)):
@@ -167,9 +184,7 @@ def _log_inputs(mlflow: Any, config: DatasetConfig, snapshot: dict[str, Any], fe
         mlflow.log_input(dataset, context=context)
 
 
-def _result(
-    settings: Settings, name: str, exp_id: str, run_id: str, version: str, reused: bool = False
-) -> TrainResult:
+def _result(settings: Settings, name: str, exp_id: str, run_id: str, version: str, reused: bool = False) -> TrainResult:
     return TrainResult(
         run_id=run_id,
         experiment_id=exp_id,

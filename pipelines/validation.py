@@ -73,9 +73,15 @@ class ValidationSummary:
 
     def to_dict(self) -> dict[str, Any]:
         return {
-            "success": self.success, "suite": self.suite, "run_key": self.run_key, "snapshot": self.snapshot,
-            "evaluated": self.evaluated, "failed": self.failed, "data_docs_url": self.data_docs_url,
-            "data_docs_path": self.data_docs_path, "failures": [dict(f) for f in self.failures],
+            "success": self.success,
+            "suite": self.suite,
+            "run_key": self.run_key,
+            "snapshot": self.snapshot,
+            "evaluated": self.evaluated,
+            "failed": self.failed,
+            "data_docs_url": self.data_docs_url,
+            "data_docs_path": self.data_docs_path,
+            "failures": [dict(f) for f in self.failures],
         }
 
 
@@ -110,8 +116,9 @@ def suite_path(settings: Settings, name: str) -> Path:
 def read_suite_file(path: Path) -> dict[str, Any]:
     """The suite file's JSON; errors name the file."""
     if not path.is_file():
-        raise ConfigError(f"expectation suite {path} does not exist: propose one with `propose-suite`, review it, "
-                          "and commit it there")
+        raise ConfigError(
+            f"expectation suite {path} does not exist: propose one with `propose-suite`, review it, and commit it there"
+        )
     try:
         data = json.loads(path.read_text())
     except json.JSONDecodeError as exc:
@@ -204,15 +211,18 @@ def get_context(settings: Settings) -> FileDataContext:
 
 def _forget_run(settings: Settings, suite: str, run_key: str) -> None:
     """Remove an earlier result (and its page) of the same run, so a rerun replaces rather than adds."""
-    for folder in (gx_context_dir(settings) / "uncommitted" / "validations" / suite / run_key,
-                   data_docs_site_dir(settings) / "validations" / suite / run_key):
+    for folder in (
+        gx_context_dir(settings) / "uncommitted" / "validations" / suite / run_key,
+        data_docs_site_dir(settings) / "validations" / suite / run_key,
+    ):
         if folder.is_dir():
             shutil.rmtree(folder)
             log.info("replacing the earlier validation of run %s (%s)", run_key, folder)
 
 
-def _run_checkpoint(context: FileDataContext, suite: ExpectationSuite, asset_name: str, frame: pd.DataFrame,
-                    run_key: str) -> CheckpointResult:
+def _run_checkpoint(
+    context: FileDataContext, suite: ExpectationSuite, asset_name: str, frame: pd.DataFrame, run_key: str
+) -> CheckpointResult:
     import great_expectations as gx
     from great_expectations.checkpoint.actions import UpdateDataDocsAction
     from great_expectations.core.run_identifier import RunIdentifier
@@ -223,13 +233,19 @@ def _run_checkpoint(context: FileDataContext, suite: ExpectationSuite, asset_nam
     batch = next((b for b in asset.batch_definitions if b.name == BATCH_DEFINITION), None)
     batch = batch or asset.add_batch_definition_whole_dataframe(BATCH_DEFINITION)
     definition = context.validation_definitions.add_or_update(
-        gx.ValidationDefinition(name=f"{asset_name}-{suite.name}", data=batch, suite=suite))
-    checkpoint = context.checkpoints.add_or_update(gx.Checkpoint(
-        name=f"{asset_name}-{suite.name}", validation_definitions=[definition],
-        actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
-        result_format={"result_format": "SUMMARY"}))
-    return checkpoint.run(batch_parameters={"dataframe": frame},
-                          run_id=RunIdentifier(run_name=run_key, run_time=datetime.now(UTC)))
+        gx.ValidationDefinition(name=f"{asset_name}-{suite.name}", data=batch, suite=suite)
+    )
+    checkpoint = context.checkpoints.add_or_update(
+        gx.Checkpoint(
+            name=f"{asset_name}-{suite.name}",
+            validation_definitions=[definition],
+            actions=[UpdateDataDocsAction(name="update_data_docs", site_names=[SITE_NAME])],
+            result_format={"result_format": "SUMMARY"},
+        )
+    )
+    return checkpoint.run(
+        batch_parameters={"dataframe": frame}, run_id=RunIdentifier(run_name=run_key, run_time=datetime.now(UTC))
+    )
 
 
 def _page_path(settings: Settings, context: FileDataContext, result: CheckpointResult) -> str:
@@ -243,8 +259,9 @@ def _page_path(settings: Settings, context: FileDataContext, result: CheckpointR
     return "index.html"
 
 
-def validate_snapshot(config: DatasetConfig, settings: Settings, snapshot_path: str, run: RunContext
-                      ) -> ValidationSummary:
+def validate_snapshot(
+    config: DatasetConfig, settings: Settings, snapshot_path: str, run: RunContext
+) -> ValidationSummary:
     """Run the dataset's reviewed suite on the snapshot; raise ``DataValidationError`` naming every failure."""
     from pipelines.extract import load_snapshot
 
@@ -256,17 +273,30 @@ def validate_snapshot(config: DatasetConfig, settings: Settings, snapshot_path: 
         result = _run_checkpoint(context, suite, config.name, frame, run.key)
         relative = _page_path(settings, context, result)
     results = [r.to_json_dict() for vr in result.run_results.values() for r in vr.results]
-    failures = sorted((describe_failure(r, list(frame.columns)) for r in results if not r.get("success")),
-                      key=lambda f: (f["column"] is not None, f["column"] or "", f["expectation"]))
+    failures = sorted(
+        (describe_failure(r, list(frame.columns)) for r in results if not r.get("success")),
+        key=lambda f: (f["column"] is not None, f["column"] or "", f["expectation"]),
+    )
     summary = ValidationSummary(
-        success=bool(result.success) and not failures, suite=suite.name, run_key=run.key, snapshot=snapshot_path,
-        evaluated=len(results), failed=len(failures), data_docs_url=data_docs_url(settings, relative),
-        data_docs_path=str(data_docs_site_dir(settings) / relative), failures=tuple(failures),
+        success=bool(result.success) and not failures,
+        suite=suite.name,
+        run_key=run.key,
+        snapshot=snapshot_path,
+        evaluated=len(results),
+        failed=len(failures),
+        data_docs_url=data_docs_url(settings, relative),
+        data_docs_path=str(data_docs_site_dir(settings) / relative),
+        failures=tuple(failures),
     )
     if not summary.success:
         raise DataValidationError(failure_message(summary), list(summary.failures), summary.data_docs_url)
-    log.info("%d expectations of suite %s passed on %s; Data Docs: %s", summary.evaluated, summary.suite,
-             snapshot_path, summary.data_docs_url)
+    log.info(
+        "%d expectations of suite %s passed on %s; Data Docs: %s",
+        summary.evaluated,
+        summary.suite,
+        snapshot_path,
+        summary.data_docs_url,
+    )
     return summary
 
 
@@ -310,8 +340,11 @@ def _describe_observed(kind: str, kwargs: dict[str, Any], result: dict[str, Any]
         return f"{_pct(percent or 0)} null ({count} rows){_allowed(kwargs)}"
     if kind == "expect_table_columns_to_match_set":
         mismatched = (result.get("details") or {}).get("mismatched") or {}
-        parts = [f"{label} columns {sorted(mismatched[key])}"
-                 for key, label in (("missing", "missing"), ("unexpected", "unexpected")) if mismatched.get(key)]
+        parts = [
+            f"{label} columns {sorted(mismatched[key])}"
+            for key, label in (("missing", "missing"), ("unexpected", "unexpected"))
+            if mismatched.get(key)
+        ]
         return "; ".join(parts) or f"observed columns {result.get('observed_value')}"
     if kind == "expect_table_row_count_to_be_between":
         return f"{result.get('observed_value')} rows (allowed {kwargs.get('min_value')}..{kwargs.get('max_value')})"
@@ -337,19 +370,34 @@ def describe_failure(result: dict[str, Any], columns: list[str]) -> dict[str, An
     outcome = result.get("result") or {}
     messages = _exception_messages(result.get("exception_info"))
     observed = _describe_error(kwargs, messages, columns) if messages else _describe_observed(kind, kwargs, outcome)
-    details = {k: outcome[k] for k in ("observed_value", "unexpected_count", "unexpected_percent", "element_count",
-                                       "missing_count", "partial_unexpected_list", "details") if k in outcome}
-    return {"expectation": kind, "column": kwargs.get("column"), "observed": observed,
-            "details": {"kwargs": kwargs, **details, **({"errors": messages[:3]} if messages else {})}}
+    details = {
+        k: outcome[k]
+        for k in (
+            "observed_value",
+            "unexpected_count",
+            "unexpected_percent",
+            "element_count",
+            "missing_count",
+            "partial_unexpected_list",
+            "details",
+        )
+        if k in outcome
+    }
+    return {
+        "expectation": kind,
+        "column": kwargs.get("column"),
+        "observed": observed,
+        "details": {"kwargs": kwargs, **details, **({"errors": messages[:3]} if messages else {})},
+    }
 
 
 def failure_message(summary: ValidationSummary) -> str:
     """One message naming every failed expectation, its column and what was observed."""
-    named = "; ".join(
-        f"{f['expectation']}({f['column'] or 'table'}): {f['observed']}" for f in summary.failures
+    named = "; ".join(f"{f['expectation']}({f['column'] or 'table'}): {f['observed']}" for f in summary.failures)
+    return (
+        f"{summary.failed} of {summary.evaluated} expectations of suite {summary.suite!r} failed on snapshot "
+        f"{summary.snapshot}: {named}; Data Docs: {summary.data_docs_url}"
     )
-    return (f"{summary.failed} of {summary.evaluated} expectations of suite {summary.suite!r} failed on snapshot "
-            f"{summary.snapshot}: {named}; Data Docs: {summary.data_docs_url}")
 
 
 # --- Proposing a suite (the profile is pure; GX checks and writes it) ----------------------------------------
@@ -398,28 +446,51 @@ def type_list(series: pd.Series) -> list[str]:
 
 
 def _expectation(kind: str, observed: dict[str, Any] | None = None, **kwargs: Any) -> dict[str, Any]:
-    return {"type": kind, "kwargs": {k: v for k, v in kwargs.items() if v is not None},
-            "meta": {"observed": observed} if observed else {}}
+    return {
+        "type": kind,
+        "kwargs": {k: v for k, v in kwargs.items() if v is not None},
+        "meta": {"observed": observed} if observed else {},
+    }
 
 
 def _profile_column(series: pd.Series, kind: str) -> list[dict[str, Any]]:
     """Type, not-null and range or value-set expectations of one column (``kind``: numeric/categorical/...)."""
     name = str(series.name)
     null_share = round(float(series.isna().mean()), 4)
-    out = [_expectation("expect_column_values_to_be_in_type_list", {"dtype": str(series.dtype)}, column=name,
-                        type_list=type_list(series)),
-           _expectation("expect_column_values_to_not_be_null", {"null_share": null_share}, column=name,
-                        mostly=None if kind in ("key", "time") else mostly_not_null(null_share))]
+    out = [
+        _expectation(
+            "expect_column_values_to_be_in_type_list",
+            {"dtype": str(series.dtype)},
+            column=name,
+            type_list=type_list(series),
+        ),
+        _expectation(
+            "expect_column_values_to_not_be_null",
+            {"null_share": null_share},
+            column=name,
+            mostly=None if kind in ("key", "time") else mostly_not_null(null_share),
+        ),
+    ]
     values = series.dropna()
     if kind in ("numeric", "target") and pd.api.types.is_numeric_dtype(series) and not values.empty:
         low, high = float(values.min()), float(values.max())
         lo, hi = widened_bounds(low, high)
-        out.append(_expectation("expect_column_values_to_be_between", {"min": low, "max": high}, column=name,
-                                min_value=lo, max_value=hi))
+        out.append(
+            _expectation(
+                "expect_column_values_to_be_between", {"min": low, "max": high}, column=name, min_value=lo, max_value=hi
+            )
+        )
     distinct = sorted(str(v) for v in values.unique())
     if kind == "categorical" and 0 < len(distinct) <= VALUE_SET_MAX:
-        out.append(_expectation("expect_column_values_to_be_in_set", {"distinct": len(distinct)}, column=name,
-                                value_set=distinct, mostly=VALUE_SET_MOSTLY))
+        out.append(
+            _expectation(
+                "expect_column_values_to_be_in_set",
+                {"distinct": len(distinct)},
+                column=name,
+                value_set=distinct,
+                mostly=VALUE_SET_MOSTLY,
+            )
+        )
     if kind == "key":
         out.append(_expectation("expect_column_values_to_be_unique", column=name))
     return out
@@ -460,11 +531,23 @@ def propose_suite(config: DatasetConfig, settings: Settings, window: Window, out
     suite = ExpectationSuite(
         name=config.expectation_suite,
         expectations=build_expectations(profile_expectations(frame, config), f"proposal for {config.name}"),
-        meta={"profiled": {"dataset": config.name, "table": config.source.table, "window": str(window),
-                           "rows": len(frame)}},
+        meta={
+            "profiled": {
+                "dataset": config.name,
+                "table": config.source.table,
+                "window": str(window),
+                "rows": len(frame),
+            }
+        },
         notes="Proposed by `propose-suite` from the profiled window: review every bound before committing.",
     )
     path = write_suite(suite, out)
-    log.info("proposed %d expectations for suite %s from %d rows of %s -> %s", len(suite.expectations),
-             suite.name, len(frame), window, path)
+    log.info(
+        "proposed %d expectations for suite %s from %d rows of %s -> %s",
+        len(suite.expectations),
+        suite.name,
+        len(frame),
+        window,
+        path,
+    )
     return path

@@ -15,9 +15,12 @@ from pipelines.stack.settings import StackSettings
 def make_stack_settings(home: Path, datasets_dir: Path | None = None) -> StackSettings:
     """Stack settings on ports nothing else uses, with state under ``home``."""
     values: dict[str, object] = {
-        "MLOPS_HOME": home, "MLFLOW_PORT": free_port(), "AIRFLOW_PORT": free_port(),
+        "MLOPS_HOME": home,
+        "MLFLOW_PORT": free_port(),
+        "AIRFLOW_PORT": free_port(),
         "SERVING_PORT": free_port(),
-        "AIRFLOW_WORKER_LOG_PORT": free_port(), "AIRFLOW_TRIGGER_LOG_PORT": free_port(),
+        "AIRFLOW_WORKER_LOG_PORT": free_port(),
+        "AIRFLOW_TRIGGER_LOG_PORT": free_port(),
         "AIRFLOW_ADMIN_PASSWORD": "test-password",
     }
     if datasets_dir is not None:
@@ -28,11 +31,16 @@ def make_stack_settings(home: Path, datasets_dir: Path | None = None) -> StackSe
 def env_for(stack: StackSettings) -> dict[str, str]:
     """The environment a user of this stack has (what ``make demo`` would read)."""
     env = services.stack_env(stack)
-    env.update({"MLFLOW_PORT": str(stack.mlflow_port), "AIRFLOW_PORT": str(stack.airflow_port),
-                "SERVING_PORT": str(stack.serving_port),
-                "AIRFLOW_WORKER_LOG_PORT": str(stack.worker_log_port),
-                "AIRFLOW_TRIGGER_LOG_PORT": str(stack.trigger_log_port),
-                "AIRFLOW_ADMIN_PASSWORD": stack.airflow_admin_password})
+    env.update(
+        {
+            "MLFLOW_PORT": str(stack.mlflow_port),
+            "AIRFLOW_PORT": str(stack.airflow_port),
+            "SERVING_PORT": str(stack.serving_port),
+            "AIRFLOW_WORKER_LOG_PORT": str(stack.worker_log_port),
+            "AIRFLOW_TRIGGER_LOG_PORT": str(stack.trigger_log_port),
+            "AIRFLOW_ADMIN_PASSWORD": stack.airflow_admin_password,
+        }
+    )
     return env
 
 

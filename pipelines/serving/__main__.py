@@ -29,8 +29,17 @@ def main(argv: list[str] | None = None) -> int:
     configure()
     settings = get_settings()
     app = create_app(load_dataset_config(args.dataset, settings.datasets_dir), settings)
-    uvicorn.run(app, host=args.host, port=args.port, log_level=args.log_level, access_log=False, loop="uvloop",
-                http="httptools", timeout_graceful_shutdown=30, log_config=None)
+    uvicorn.run(
+        app,
+        host=args.host,
+        port=args.port,
+        log_level=args.log_level,
+        access_log=False,
+        loop="uvloop",
+        http="httptools",
+        timeout_graceful_shutdown=30,
+        log_config=None,
+    )
     return 0
 
 

@@ -64,19 +64,28 @@ class ServingMetrics:
         reg = CollectorRegistry()
         return cls(
             registry=reg,
-            requests=Counter("mlops_predict_requests", "Prediction requests by HTTP status", ["status"],
-                             registry=reg),
-            records=Counter("mlops_predicted_records", "Records answered, by model version", ["model_version"],
-                            registry=reg),
-            latency=Histogram("mlops_predict_latency_seconds", "Time to answer POST /predict (all outcomes)",
-                              buckets=_LATENCY_BUCKETS, registry=reg),
-            model_info=Gauge("mlops_model_info", "1 for the model version being served", ["name", "version"],
-                             registry=reg),
+            requests=Counter("mlops_predict_requests", "Prediction requests by HTTP status", ["status"], registry=reg),
+            records=Counter(
+                "mlops_predicted_records", "Records answered, by model version", ["model_version"], registry=reg
+            ),
+            latency=Histogram(
+                "mlops_predict_latency_seconds",
+                "Time to answer POST /predict (all outcomes)",
+                buckets=_LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            model_info=Gauge(
+                "mlops_model_info", "1 for the model version being served", ["name", "version"], registry=reg
+            ),
             loads=Counter("mlops_model_loads", "Model version loads by outcome", ["outcome"], registry=reg),
-            log_written=Gauge("mlops_prediction_log_written_records", "Records written to the prediction log",
-                              registry=reg),
-            log_dropped=Gauge("mlops_prediction_log_dropped_records",
-                              "Records that could not be logged (queue full or database unreachable)", registry=reg),
+            log_written=Gauge(
+                "mlops_prediction_log_written_records", "Records written to the prediction log", registry=reg
+            ),
+            log_dropped=Gauge(
+                "mlops_prediction_log_dropped_records",
+                "Records that could not be logged (queue full or database unreachable)",
+                registry=reg,
+            ),
             log_queued=Gauge("mlops_prediction_log_queued_records", "Records waiting to be written", registry=reg),
         )
 
@@ -112,9 +121,15 @@ class PredictionService:
         self.policy = config.serving
         self.contract = contract_from_config(config, load_suite(settings.expectations_dir, config.expectation_suite))
         self.metrics = ServingMetrics.create()
-        self.store = ModelStore(config.model.registered_name, settings.mlflow_tracking_uri, self.contract,
-                                config.model.threshold, self.policy.alias_poll_seconds, on_change=self._on_change,
-                                on_failure=lambda _v, _e: self.metrics.loads.labels("failure").inc())
+        self.store = ModelStore(
+            config.model.registered_name,
+            settings.mlflow_tracking_uri,
+            self.contract,
+            config.model.threshold,
+            self.policy.alias_poll_seconds,
+            on_change=self._on_change,
+            on_failure=lambda _v, _e: self.metrics.loads.labels("failure").inc(),
+        )
         self.writer = PredictionLogWriter(settings.warehouse_url, max_queue=self.policy.log_queue_records)
 
     def _on_change(self, old: LoadedModel | None, new: LoadedModel) -> None:
@@ -128,13 +143,18 @@ class PredictionService:
         """Start the prediction-log writer and the alias watcher; on shutdown, flush the log."""
         self.writer.start()
         self.store.start()
-        log.info("serving %s (dataset %s); prediction log in %s", self.config.model.registered_name,
-                 self.config.name, self.settings.warehouse_url.split("@")[-1])
+        log.info(
+            "serving %s (dataset %s); prediction log in %s",
+            self.config.model.registered_name,
+            self.config.name,
+            self.settings.warehouse_url.split("@")[-1],
+        )
         yield
         self.store.stop()
         stats = self.writer.close(timeout=30.0)
-        log.info("prediction log closed: %d written, %d dropped, %d still queued", stats.written, stats.dropped,
-                 stats.queued)
+        log.info(
+            "prediction log closed: %d written, %d dropped, %d still queued", stats.written, stats.dropped, stats.queued
+        )
 
     async def health(self) -> Response:
         return JSONResponse({"status": "ok"})
@@ -143,15 +163,31 @@ class PredictionService:
         current = self.store.current
         if current is None:
             status = self.store.status()
-            return JSONResponse({"ready": False, "reason": "no champion loaded yet", "loading": status["loading"],
-                                 "last_error": status["last_error"]}, 503)
+            return JSONResponse(
+                {
+                    "ready": False,
+                    "reason": "no champion loaded yet",
+                    "loading": status["loading"],
+                    "last_error": status["last_error"],
+                },
+                503,
+            )
         return JSONResponse({"ready": True, "model_name": current.name, "model_version": current.version})
 
     async def model(self) -> Response:
         stats = self.writer.stats()
-        return JSONResponse({**self.store.status(), "prediction_log": {
-            "written": stats.written, "dropped": stats.dropped, "queued": stats.queued,
-            "write_errors": stats.write_errors, "last_error": stats.last_error}})
+        return JSONResponse(
+            {
+                **self.store.status(),
+                "prediction_log": {
+                    "written": stats.written,
+                    "dropped": stats.dropped,
+                    "queued": stats.queued,
+                    "write_errors": stats.write_errors,
+                    "last_error": stats.last_error,
+                },
+            }
+        )
 
     async def prometheus(self) -> Response:
         stats = self.writer.stats()
@@ -192,28 +228,45 @@ class PredictionService:
             raise _error(400, f"malformed JSON: {exc}", "json_invalid") from None
         current = self.store.current  # one read: the whole batch is answered by one version
         if current is None:
-            raise _error(503, "no model is loaded yet: the registry has no champion or it is still loading",
-                         "not_ready", [])
+            raise _error(
+                503, "no model is loaded yet: the registry has no champion or it is still loading", "not_ready", []
+            )
         batch = parse_batch(payload, current.contract, self.policy.max_records)
         proba = current.predictor.predict(batch)
         decisions = (proba >= current.threshold).astype(int).tolist()
         probabilities = proba.tolist()
         request_id = batch.request_id or uuid.uuid4().hex
         served_at = datetime.now(UTC)
-        self.writer.submit([
-            PredictionRecord(dataset=self.config.name, request_id=request_id, record_index=i,
-                             record_id=batch.ids[i], served_at=served_at, event_time=batch.event_times[i],
-                             model_name=current.name, model_version=current.version, features=batch.records[i],
-                             probability=probabilities[i], decision=decisions[i])
-            for i in range(batch.size)])
+        self.writer.submit(
+            [
+                PredictionRecord(
+                    dataset=self.config.name,
+                    request_id=request_id,
+                    record_index=i,
+                    record_id=batch.ids[i],
+                    served_at=served_at,
+                    event_time=batch.event_times[i],
+                    model_name=current.name,
+                    model_version=current.version,
+                    features=batch.records[i],
+                    probability=probabilities[i],
+                    decision=decisions[i],
+                )
+                for i in range(batch.size)
+            ]
+        )
         self.metrics.records.labels(current.version).inc(batch.size)
-        return JSONResponse({
-            "request_id": request_id,
-            "model_name": current.name,
-            "model_version": current.version,
-            "predictions": [{"id": batch.ids[i], "probability": probabilities[i], "decision": decisions[i]}
-                            for i in range(batch.size)],
-        })
+        return JSONResponse(
+            {
+                "request_id": request_id,
+                "model_name": current.name,
+                "model_version": current.version,
+                "predictions": [
+                    {"id": batch.ids[i], "probability": probabilities[i], "decision": decisions[i]}
+                    for i in range(batch.size)
+                ],
+            }
+        )
 
 
 def create_app(config: DatasetConfig, settings: Settings) -> FastAPI:
@@ -222,41 +275,86 @@ def create_app(config: DatasetConfig, settings: Settings) -> FastAPI:
     app = FastAPI(
         title=f"{config.model.registered_name} prediction service",
         description=f"Answers with the registry version behind the alias `champion` of "
-                    f"`{config.model.registered_name}`. {config.description}",
+        f"`{config.model.registered_name}`. {config.description}",
         version="1",
         lifespan=service.lifespan,
         default_response_class=JSONResponse,
     )
     app.state.service = service
     app.add_api_route("/health", service.health, methods=["GET"], summary="The process is alive")
-    app.add_api_route("/ready", service.ready, methods=["GET"], summary="A model is loaded and answering",
-                      responses={503: {"description": "no model loaded yet"}})
-    app.add_api_route("/model", service.model, methods=["GET"],
-                      summary="The version served, since when, what is loading, the last refused version")
-    app.add_api_route("/metrics", service.prometheus, methods=["GET"], summary="Prometheus metrics")
-    app.add_api_route("/admin/reload", service.reload, methods=["POST"], status_code=202,
-                      summary="Check the champion alias now and load a new version in the background")
     app.add_api_route(
-        "/predict", service.predict, methods=["POST"], summary="Score a batch of records",
+        "/ready",
+        service.ready,
+        methods=["GET"],
+        summary="A model is loaded and answering",
+        responses={503: {"description": "no model loaded yet"}},
+    )
+    app.add_api_route(
+        "/model",
+        service.model,
+        methods=["GET"],
+        summary="The version served, since when, what is loading, the last refused version",
+    )
+    app.add_api_route("/metrics", service.prometheus, methods=["GET"], summary="Prometheus metrics")
+    app.add_api_route(
+        "/admin/reload",
+        service.reload,
+        methods=["POST"],
+        status_code=202,
+        summary="Check the champion alias now and load a new version in the background",
+    )
+    app.add_api_route(
+        "/predict",
+        service.predict,
+        methods=["POST"],
+        summary="Score a batch of records",
         openapi_extra=_openapi_body(service.contract, config.serving.max_records),
-        responses={400: {"description": "malformed JSON"}, 413: {"description": "payload too large"},
-                   422: {"description": "a record breaks the model's contract (the field is named)"},
-                   503: {"description": "no model loaded yet"}})
+        responses={
+            400: {"description": "malformed JSON"},
+            413: {"description": "payload too large"},
+            422: {"description": "a record breaks the model's contract (the field is named)"},
+            503: {"description": "no model loaded yet"},
+        },
+    )
     return app
 
 
 def _openapi_body(contract: InputContract, max_records: int) -> dict[str, Any]:
     """The request body schema for the OpenAPI page (the handler parses the body itself, faster)."""
-    return {"requestBody": {"required": True, "content": {"application/json": {"schema": {
-        "type": "object",
-        "required": ["records"],
-        "additionalProperties": False,
-        "properties": {
-            "records": {"type": "array", "minItems": 1, "maxItems": max_records, "items": contract.json_schema()},
-            "ids": {"type": "array", "items": {"type": ["string", "null"]},
-                    "description": "Your id of each record (e.g. the flight key), to join outcomes later"},
-            "event_times": {"type": "array", "items": {"type": ["string", "null"], "format": "date-time"},
-                            "description": "When each event happens (e.g. scheduled departure)"},
-            "request_id": {"type": "string", "maxLength": 128,
-                           "description": "Idempotency key; generated when absent"},
-        }}}}}}
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "type": "object",
+                        "required": ["records"],
+                        "additionalProperties": False,
+                        "properties": {
+                            "records": {
+                                "type": "array",
+                                "minItems": 1,
+                                "maxItems": max_records,
+                                "items": contract.json_schema(),
+                            },
+                            "ids": {
+                                "type": "array",
+                                "items": {"type": ["string", "null"]},
+                                "description": "Your id of each record (e.g. the flight key), to join outcomes later",
+                            },
+                            "event_times": {
+                                "type": "array",
+                                "items": {"type": ["string", "null"], "format": "date-time"},
+                                "description": "When each event happens (e.g. scheduled departure)",
+                            },
+                            "request_id": {
+                                "type": "string",
+                                "maxLength": 128,
+                                "description": "Idempotency key; generated when absent",
+                            },
+                        },
+                    }
+                }
+            },
+        }
+    }

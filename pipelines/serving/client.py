@@ -47,8 +47,14 @@ class ServingClient:
         result: dict[str, Any] = response.json()
         return result
 
-    def predict(self, records: list[dict[str, Any]], *, ids: list[str] | None = None,
-                event_times: list[datetime | None] | None = None, request_id: str | None = None) -> httpx.Response:
+    def predict(
+        self,
+        records: list[dict[str, Any]],
+        *,
+        ids: list[str] | None = None,
+        event_times: list[datetime | None] | None = None,
+        request_id: str | None = None,
+    ) -> httpx.Response:
         """``POST /predict``; returns the raw response (the caller decides what a 4xx means to it)."""
         body: dict[str, Any] = {"records": records}
         if ids is not None:
@@ -82,5 +88,6 @@ class ServingClient:
             if str(error.get("version")) == version and not last.get("loading"):
                 raise ServingError(f"the service at {self.base_url} refused v{version}: {error.get('error')}")
             time.sleep(interval)
-        raise ServingError(f"the service at {self.base_url} did not answer with v{version} within {timeout:.0f} s "
-                           f"(last seen: {last})")
+        raise ServingError(
+            f"the service at {self.base_url} did not answer with v{version} within {timeout:.0f} s (last seen: {last})"
+        )

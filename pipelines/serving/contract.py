@@ -67,8 +67,9 @@ class InputContract:
         """JSON schema of one record (for the OpenAPI page)."""
         props: dict[str, Any] = {}
         for spec in self.fields:
-            base: dict[str, Any] = {"type": "string", "maxLength": MAX_STRING_LENGTH} if spec.kind == "categorical" \
-                else {"type": "number"}
+            base: dict[str, Any] = (
+                {"type": "string", "maxLength": MAX_STRING_LENGTH} if spec.kind == "categorical" else {"type": "number"}
+            )
             if spec.minimum is not None:
                 base["minimum"] = spec.minimum
             if spec.maximum is not None:
@@ -99,9 +100,15 @@ def contract_from_config(config: DatasetConfig, suite: dict[str, Any] | None) ->
             fields.append(FieldSpec(feature.name, feature.type, nullable=False, minimum=lo, maximum=hi))
             continue
         lo_b, hi_b = bounds.get(feature.name, (None, None)) if feature.type == "numeric" else (None, None)
-        fields.append(FieldSpec(feature.name, feature.type, nullable=feature.name not in required,
-                                minimum=None if lo_b is None else float(lo_b),
-                                maximum=None if hi_b is None else float(hi_b)))
+        fields.append(
+            FieldSpec(
+                feature.name,
+                feature.type,
+                nullable=feature.name not in required,
+                minimum=None if lo_b is None else float(lo_b),
+                maximum=None if hi_b is None else float(hi_b),
+            )
+        )
     return InputContract(tuple(fields), source=f"config:{config.name}+suite:{config.expectation_suite}")
 
 
@@ -162,15 +169,26 @@ def parse_batch(payload: Any, contract: InputContract, max_records: int) -> Batc
     """Check a decoded request body against ``contract``; raise :class:`InputError` naming every problem."""
     if not isinstance(payload, dict):
         raise InputError(422, [_err([], "the body must be a JSON object with a 'records' list", "type_error")])
-    errors: list[dict[str, Any]] = [_err([key], f"unknown top-level field {key!r}; allowed: {sorted(_TOP_LEVEL)}",
-                                         "extra_forbidden") for key in payload if key not in _TOP_LEVEL]
+    errors: list[dict[str, Any]] = [
+        _err([key], f"unknown top-level field {key!r}; allowed: {sorted(_TOP_LEVEL)}", "extra_forbidden")
+        for key in payload
+        if key not in _TOP_LEVEL
+    ]
     records = payload.get("records")
     if not isinstance(records, list) or not records:
         errors.append(_err(["records"], "'records' must be a non-empty list of objects", "missing"))
         raise InputError(422, errors)
     if len(records) > max_records:
-        raise InputError(413, [_err(["records"], f"{len(records)} records exceed the limit of {max_records} per "
-                                                 "request", "too_many_records")])
+        raise InputError(
+            413,
+            [
+                _err(
+                    ["records"],
+                    f"{len(records)} records exceed the limit of {max_records} per request",
+                    "too_many_records",
+                )
+            ],
+        )
     n = len(records)
     ids = _optional_list(payload, "ids", n, errors, _as_id)
     times = _optional_list(payload, "event_times", n, errors, _as_time)
@@ -182,12 +200,20 @@ def parse_batch(payload: Any, contract: InputContract, max_records: int) -> Batc
     categorical, numeric = _parse_records(records, contract, errors)
     if errors:
         raise InputError(422, errors[:_MAX_ERRORS])
-    return Batch(size=n, categorical=categorical, numeric=numeric, records=records, ids=ids, event_times=times,
-                 request_id=request_id)
+    return Batch(
+        size=n,
+        categorical=categorical,
+        numeric=numeric,
+        records=records,
+        ids=ids,
+        event_times=times,
+        request_id=request_id,
+    )
 
 
-def _parse_records(records: list[Any], contract: InputContract, errors: list[dict[str, Any]]
-                   ) -> tuple[dict[str, list[str | None]], dict[str, np.ndarray]]:
+def _parse_records(
+    records: list[Any], contract: InputContract, errors: list[dict[str, Any]]
+) -> tuple[dict[str, list[str | None]], dict[str, np.ndarray]]:
     """The records as columns in contract order; every problem is appended to ``errors``."""
     n = len(records)
     categorical: dict[str, list[str | None]] = {}
@@ -204,8 +230,11 @@ def _parse_records(records: list[Any], contract: InputContract, errors: list[dic
         if not isinstance(record, dict):
             errors.append(_err(["records", i], "each record must be an object of feature values", "type_error"))
             continue
-        errors.extend(_err(["records", i, key], f"unknown field {key!r}: the model takes {contract.names}",
-                           "extra_forbidden") for key in record if key not in names)
+        errors.extend(
+            _err(["records", i, key], f"unknown field {key!r}: the model takes {contract.names}", "extra_forbidden")
+            for key in record
+            if key not in names
+        )
         for spec in contract.fields:
             if spec.name not in record:
                 errors.append(_err(["records", i, spec.name], f"field {spec.name!r} is missing", "missing"))
@@ -216,8 +245,9 @@ def _parse_records(records: list[Any], contract: InputContract, errors: list[dic
     return categorical, numeric
 
 
-def _check(spec: FieldSpec, value: Any, i: int, categorical: dict[str, list[str | None]],
-           numeric: dict[str, np.ndarray]) -> tuple[str, str] | None:
+def _check(
+    spec: FieldSpec, value: Any, i: int, categorical: dict[str, list[str | None]], numeric: dict[str, np.ndarray]
+) -> tuple[str, str] | None:
     """Store ``value`` in its column; the message and type of the problem when it breaks the contract."""
     if value is None:
         if not spec.nullable:
@@ -240,8 +270,10 @@ def _check(spec: FieldSpec, value: Any, i: int, categorical: dict[str, list[str 
     if not math.isfinite(number):
         return f"field {spec.name!r} must be finite", "not_finite"
     if (spec.minimum is not None and number < spec.minimum) or (spec.maximum is not None and number > spec.maximum):
-        return (f"field {spec.name!r} = {value} is outside its bounds [{spec.minimum}, {spec.maximum}]",
-                "out_of_bounds")
+        return (
+            f"field {spec.name!r} = {value} is outside its bounds [{spec.minimum}, {spec.maximum}]",
+            "out_of_bounds",
+        )
     numeric[spec.name][i] = number
     return None
 
@@ -265,8 +297,7 @@ def _as_time(value: Any) -> datetime | None:
         raise ValueError(f"{value!r} is not an ISO 8601 date-time") from None
 
 
-def _optional_list(payload: dict[str, Any], key: str, n: int, errors: list[dict[str, Any]],
-                   convert: Any) -> list[Any]:
+def _optional_list(payload: dict[str, Any], key: str, n: int, errors: list[dict[str, Any]], convert: Any) -> list[Any]:
     values = payload.get(key)
     if values is None:
         return [None] * n

@@ -46,13 +46,21 @@ class LoadedModel:
     load_seconds: float
 
     def describe(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version, "run_id": self.run_id, "since": self.since.isoformat(),
-                "predictor": self.predictor.kind, "threshold": self.threshold, "contract": self.contract.source,
-                "load_seconds": round(self.load_seconds, 2)}
+        return {
+            "name": self.name,
+            "version": self.version,
+            "run_id": self.run_id,
+            "since": self.since.isoformat(),
+            "predictor": self.predictor.kind,
+            "threshold": self.threshold,
+            "contract": self.contract.source,
+            "load_seconds": round(self.load_seconds, 2),
+        }
 
 
-def load_model_version(name: str, version: str, tracking_uri: str, fallback_contract: InputContract,
-                       fallback_threshold: float) -> LoadedModel:
+def load_model_version(
+    name: str, version: str, tracking_uri: str, fallback_contract: InputContract, fallback_threshold: float
+) -> LoadedModel:
     """Download ``models:/<name>/<version>``, build its predictor and smoke-test it; raise ModelLoadError."""
     import time
 
@@ -79,9 +87,16 @@ def load_model_version(name: str, version: str, tracking_uri: str, fallback_cont
     except Exception as exc:  # any failure to fetch or deserialize is a refused version, never a crash
         raise ModelLoadError(f"{uri} could not be loaded: {type(exc).__name__}: {exc}") from exc
     smoke_test(predictor, contract, example, uri)
-    return LoadedModel(name=name, version=str(version), run_id=meta.run_id, since=datetime.now(UTC),
-                       predictor=predictor, contract=contract, threshold=threshold,
-                       load_seconds=time.perf_counter() - started)
+    return LoadedModel(
+        name=name,
+        version=str(version),
+        run_id=meta.run_id,
+        since=datetime.now(UTC),
+        predictor=predictor,
+        contract=contract,
+        threshold=threshold,
+        load_seconds=time.perf_counter() - started,
+    )
 
 
 def _contract(meta: Any, fallback: InputContract) -> InputContract:
@@ -107,8 +122,10 @@ def _example(meta: Any, local: str, contract: InputContract) -> Batch | None:
         return None
     if frame is None or not hasattr(frame, "to_dict"):
         return None
-    records = [{k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
-               for r in frame.to_dict(orient="records")]
+    records = [
+        {k: (None if isinstance(v, float) and np.isnan(v) else v) for k, v in r.items()}
+        for r in frame.to_dict(orient="records")
+    ]
     return parse_batch({"records": records}, contract, max_records=len(records) or 1)
 
 
@@ -128,10 +145,16 @@ def smoke_test(predictor: Predictor, contract: InputContract, example: Batch | N
 class ModelStore:
     """Holds the version being served and keeps it in step with the registry alias."""
 
-    def __init__(self, model_name: str, tracking_uri: str, fallback_contract: InputContract,
-                 fallback_threshold: float, poll_seconds: float,
-                 on_change: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
-                 on_failure: Callable[[str, str], None] | None = None) -> None:
+    def __init__(
+        self,
+        model_name: str,
+        tracking_uri: str,
+        fallback_contract: InputContract,
+        fallback_threshold: float,
+        poll_seconds: float,
+        on_change: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
+        on_failure: Callable[[str, str], None] | None = None,
+    ) -> None:
         self.model_name = model_name
         self.tracking_uri = tracking_uri
         self.fallback_contract = fallback_contract
@@ -187,8 +210,14 @@ class ModelStore:
             try:
                 self.sync()
             except Exception as exc:  # the watcher must outlive any registry hiccup
-                log.warning("checking the %s alias of %s failed (retrying in %.0f s): %s: %s", ALIAS, self.model_name,
-                            self.poll_seconds, type(exc).__name__, str(exc)[:300])
+                log.warning(
+                    "checking the %s alias of %s failed (retrying in %.0f s): %s: %s",
+                    ALIAS,
+                    self.model_name,
+                    self.poll_seconds,
+                    type(exc).__name__,
+                    str(exc)[:300],
+                )
             self._wake.wait(self.poll_seconds)
             self._wake.clear()
 
@@ -198,8 +227,9 @@ class ModelStore:
         from mlflow.exceptions import MlflowException
 
         try:
-            mv = MlflowClient(tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri) \
-                .get_model_version_by_alias(self.model_name, ALIAS)
+            mv = MlflowClient(
+                tracking_uri=self.tracking_uri, registry_uri=self.tracking_uri
+            ).get_model_version_by_alias(self.model_name, ALIAS)
         except MlflowException as exc:
             if "RESOURCE_DOES_NOT_EXIST" in str(exc.error_code) or "not found" in str(exc).lower():
                 return None
@@ -216,15 +246,21 @@ class ModelStore:
             self._loading = {"version": wanted, "started_at": datetime.now(UTC).isoformat()}
         log.info("loading %s v%s (serving %s)", self.model_name, wanted, f"v{current.version}" if current else "none")
         try:
-            loaded = load_model_version(self.model_name, wanted, self.tracking_uri, self.fallback_contract,
-                                        self.fallback_threshold)
+            loaded = load_model_version(
+                self.model_name, wanted, self.tracking_uri, self.fallback_contract, self.fallback_threshold
+            )
         except ModelLoadError as exc:
             with self._lock:
                 self._loading = None
                 self._failed_version = wanted
                 self._last_error = {"version": wanted, "error": str(exc), "at": datetime.now(UTC).isoformat()}
-            log.error("refused %s v%s, still serving %s: %s", self.model_name, wanted,
-                      f"v{current.version}" if current else "nothing", exc)
+            log.error(
+                "refused %s v%s, still serving %s: %s",
+                self.model_name,
+                wanted,
+                f"v{current.version}" if current else "nothing",
+                exc,
+            )
             if self._on_failure is not None:
                 self._on_failure(wanted, str(exc))
             return current
@@ -233,9 +269,13 @@ class ModelStore:
             self._loading = None
             if self._last_error and self._last_error.get("version") == wanted:
                 self._last_error = None
-        log.info("now serving %s v%s (%s predictor, loaded in %.1f s)", self.model_name, loaded.version,
-                 loaded.predictor.kind, loaded.load_seconds)
+        log.info(
+            "now serving %s v%s (%s predictor, loaded in %.1f s)",
+            self.model_name,
+            loaded.version,
+            loaded.predictor.kind,
+            loaded.load_seconds,
+        )
         if self._on_change is not None:
             self._on_change(current, loaded)
         return loaded
-

@@ -27,8 +27,9 @@ class AirflowClient:
         self._http = httpx.Client(base_url=self.base_url, timeout=timeout)
         response = self._http.post("/auth/token", json={"username": username, "password": password})
         if response.status_code not in (200, 201):
-            raise AirflowApiError(f"login as {username!r} at {self.base_url} failed: "
-                                  f"{response.status_code} {response.text[:300]}")
+            raise AirflowApiError(
+                f"login as {username!r} at {self.base_url} failed: {response.status_code} {response.text[:300]}"
+            )
         self._http.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
 
     def close(self) -> None:
@@ -72,17 +73,28 @@ class AirflowClient:
 
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """A task's XCom value (deserialized)."""
-        entry = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
-                           params={"deserialize": True, "stringify": False})
+        entry = self._call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/xcomEntries/{key}",
+            params={"deserialize": True, "stringify": False},
+        )
         return entry["value"]
 
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
-        result: dict[str, Any] = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1"
-                                                   "/hitlDetails")
+        result: dict[str, Any] = self._call(
+            "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"
+        )
         return result
 
-    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict[str, Any],
-               settle: float = PARKED_SETTLE_SECONDS) -> dict[str, Any]:
+    def answer(
+        self,
+        dag_id: str,
+        run_id: str,
+        task_id: str,
+        option: str,
+        params: dict[str, Any],
+        settle: float = PARKED_SETTLE_SECONDS,
+    ) -> dict[str, Any]:
         """Answer a human-in-the-loop task as the logged-in user (``Approve`` / ``Reject``).
 
         Waits ``settle`` seconds first: in Airflow 3.3.2 an answer that lands before the scheduler has processed
@@ -92,12 +104,22 @@ class AirflowClient:
         """
         time.sleep(settle)
         result: dict[str, Any] = self._call(
-            "PATCH", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
-            json={"chosen_options": [option], "params_input": params})
+            "PATCH",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",
+            json={"chosen_options": [option], "params_input": params},
+        )
         return result
 
-    def follow(self, dag_id: str, run_id: str, *, timeout: float, on_change: Callable[[dict[str, str | None]], None],
-               stop_when: Callable[[dict[str, str | None]], bool] = lambda _: False, interval: float = 2.0) -> str:
+    def follow(
+        self,
+        dag_id: str,
+        run_id: str,
+        *,
+        timeout: float,
+        on_change: Callable[[dict[str, str | None]], None],
+        stop_when: Callable[[dict[str, str | None]], bool] = lambda _: False,
+        interval: float = 2.0,
+    ) -> str:
         """Poll the run, reporting task state changes, until it ends or ``stop_when``; returns the run state."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str | None] = {}

@@ -50,7 +50,13 @@ def seed(stack: StackSettings, dataset: str, start: str, end: str) -> None:
     log.info("seeding the warehouse with %s [%s, %s)", dataset, start, end)
     out = subprocess.run(
         [sys.executable, "-m", "pipelines", "seed", "--dataset", dataset, "--start", start, "--end", end],
-        env=services.stack_env(stack), cwd=REPO_ROOT, capture_output=True, text=True, timeout=600, check=False)
+        env=services.stack_env(stack),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
+    )
     if out.returncode != 0:
         raise StackError(f"seed failed:\n{out.stderr[-3000:]}")
 
@@ -66,8 +72,10 @@ def wait_for_dag(api: AirflowClient, dag_id: str, timeout: float = 180.0) -> Non
     while time.monotonic() < deadline:
         errors = api.import_errors()
         if errors:
-            raise StackError("DAG files failed to import:\n" + "\n".join(
-                f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors))
+            raise StackError(
+                "DAG files failed to import:\n"
+                + "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
+            )
         try:
             api.dag(dag_id)
             return
@@ -80,8 +88,15 @@ def _report(states: dict[str, str | None]) -> None:
     log.info("tasks: %s", ", ".join(f"{task}={state or 'none'}" for task, state in states.items()))
 
 
-def run_training(stack: StackSettings, dataset: str, conf: dict[str, Any], *, approval: Literal["api", "ui"],
-                 approval_comment: str, timeout: float = 900.0) -> DemoResult:
+def run_training(
+    stack: StackSettings,
+    dataset: str,
+    conf: dict[str, Any],
+    *,
+    approval: Literal["api", "ui"],
+    approval_comment: str,
+    timeout: float = 900.0,
+) -> DemoResult:
     """Trigger ``train_<dataset>``, answer (or wait for) its approval, and follow it to the end."""
     dag_id = f"train_{dataset}"
     api = client(stack)
@@ -90,14 +105,24 @@ def run_training(stack: StackSettings, dataset: str, conf: dict[str, Any], *, ap
         api.unpause(dag_id)
         run_id = api.trigger(dag_id, conf, note=f"started by `make demo` ({conf.get('reason', 'demo')})")
         log.info("triggered %s run %s: %s/dags/%s/runs/%s", dag_id, run_id, stack.airflow_url, dag_id, run_id)
-        state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report,
-                           stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input")
+        state = api.follow(
+            dag_id,
+            run_id,
+            timeout=timeout,
+            on_change=_report,
+            stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input",
+        )
         approved_by = None
         if state not in TERMINAL_RUN_STATES:
             approved_by = _approve(api, stack, dag_id, run_id, approval=approval, comment=approval_comment)
             state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report)
-        result = DemoResult(dag_id=dag_id, run_id=run_id, state=state, task_states=api.task_states(dag_id, run_id),
-                            approved_by=approved_by)
+        result = DemoResult(
+            dag_id=dag_id,
+            run_id=run_id,
+            state=state,
+            task_states=api.task_states(dag_id, run_id),
+            approved_by=approved_by,
+        )
         if result.task_states.get("train") == "success":
             result.training = api.xcom(dag_id, run_id, "train")
         return result
@@ -105,8 +130,9 @@ def run_training(stack: StackSettings, dataset: str, conf: dict[str, Any], *, ap
         api.close()
 
 
-def run_replay(stack: StackSettings, dataset: str, start: str, end: str, timeout: float = 900.0) -> tuple[str, dict[
-        str, Any]]:
+def run_replay(
+    stack: StackSettings, dataset: str, start: str, end: str, timeout: float = 900.0
+) -> tuple[str, dict[str, Any]]:
     """Trigger ``replay_<dataset>`` for ``[start, end)`` and follow it; returns its run id and the task's result."""
     dag_id = f"replay_{dataset}"
     api = client(stack)
@@ -114,8 +140,15 @@ def run_replay(stack: StackSettings, dataset: str, start: str, end: str, timeout
         wait_for_dag(api, dag_id)
         api.unpause(dag_id)
         run_id = api.trigger(dag_id, {"start": start, "end": end}, note="started by `make demo`")
-        log.info("replaying %s [%s, %s) through the prediction service: %s/dags/%s/runs/%s", dataset, start, end,
-                 stack.airflow_url, dag_id, run_id)
+        log.info(
+            "replaying %s [%s, %s) through the prediction service: %s/dags/%s/runs/%s",
+            dataset,
+            start,
+            end,
+            stack.airflow_url,
+            dag_id,
+            run_id,
+        )
         state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report)
         if state != "success":
             raise StackError(f"{dag_id} run {run_id} ended {state}: see its task log in the Airflow UI")
@@ -124,18 +157,24 @@ def run_replay(stack: StackSettings, dataset: str, start: str, end: str, timeout
         api.close()
 
 
-def _approve(api: AirflowClient, stack: StackSettings, dag_id: str, run_id: str, *, approval: str,
-             comment: str) -> str | None:
+def _approve(
+    api: AirflowClient, stack: StackSettings, dag_id: str, run_id: str, *, approval: str, comment: str
+) -> str | None:
     detail = api.hitl_detail(dag_id, run_id, APPROVAL_TASK)
     url = f"{stack.airflow_url}/dags/{dag_id}/runs/{run_id}/tasks/{APPROVAL_TASK}/required_actions"
     log.info("approval requested: %s", detail.get("subject"))
     if approval == "ui":
-        log.info("waiting for a person to answer in the Airflow UI: Browse > Required Actions, or %s "
-                 "(log in as %s)", url, stack.airflow_admin_user)
+        log.info(
+            "waiting for a person to answer in the Airflow UI: Browse > Required Actions, or %s (log in as %s)",
+            url,
+            stack.airflow_admin_user,
+        )
         return None
-    log.info("approving on your behalf through the REST API, as user %r. To decide yourself next time, run "
-             "`DEMO_APPROVAL=ui make demo` and answer in the Airflow UI under Browse > Required Actions.",
-             stack.airflow_admin_user)
+    log.info(
+        "approving on your behalf through the REST API, as user %r. To decide yourself next time, run "
+        "`DEMO_APPROVAL=ui make demo` and answer in the Airflow UI under Browse > Required Actions.",
+        stack.airflow_admin_user,
+    )
     api.answer(dag_id, run_id, APPROVAL_TASK, "Approve", {"comment": comment})
     return stack.airflow_admin_user
 
@@ -182,8 +221,7 @@ def summary(stack: StackSettings, result: DemoResult, model_name: str, experimen
         f"  MLflow   {stack.mlflow_url}",
         f"           experiment '{experiment}', registered model: {stack.mlflow_url}/#/models/{model_name}",
         "",
-        "  `make demo` again adds a run; `make down` stops the services (state stays in "
-        f"{stack.home}).",
+        f"  `make demo` again adds a run; `make down` stops the services (state stays in {stack.home}).",
         "=" * 78,
     ]
     return "\n".join(lines)
@@ -199,8 +237,10 @@ def _serving_lines(stack: StackSettings, result: DemoResult) -> list[str]:
     lines = [""]
     try:
         model = httpx.get(f"{stack.serving_url}/model", timeout=5).json()
-        lines.append(f"  prediction service {stack.serving_url} serves {model.get('name')} v{model.get('version')} "
-                     f"({model.get('predictor')} predictor; API docs {stack.serving_url}/docs)")
+        lines.append(
+            f"  prediction service {stack.serving_url} serves {model.get('name')} v{model.get('version')} "
+            f"({model.get('predictor')} predictor; API docs {stack.serving_url}/docs)"
+        )
     except httpx.HTTPError as exc:
         lines.append(f"  prediction service {stack.serving_url} not answering: {exc}")
     if not result.replay:
@@ -213,14 +253,16 @@ def _serving_lines(stack: StackSettings, result: DemoResult) -> list[str]:
     lines += [
         f"  replay {rep['window']}: {rep['days_replayed']} days replayed ({rep['days_skipped']} done before), "
         f"{rep['requests']} requests, {rep['answered']} records answered, {rep['rejected']} rejected",
-        "  predictions logged for that window, by version: " + (", ".join(
-            f"v{v} {n}" for v, n in served.items()) or "none"),
+        "  predictions logged for that window, by version: "
+        + (", ".join(f"v{v} {n}" for v, n in served.items()) or "none"),
     ]
     for perf in live_performance(config, settings, start, end):
         if perf.labelled:
-            lines.append(f"  live performance of v{perf.model_version} ({perf.labelled} outcomes known): roc_auc "
-                         f"{_fmt(perf.roc_auc)}, log_loss {_fmt(perf.log_loss)}, precision {_fmt(perf.precision)}, "
-                         f"recall {_fmt(perf.recall)}")
+            lines.append(
+                f"  live performance of v{perf.model_version} ({perf.labelled} outcomes known): roc_auc "
+                f"{_fmt(perf.roc_auc)}, log_loss {_fmt(perf.log_loss)}, precision {_fmt(perf.precision)}, "
+                f"recall {_fmt(perf.recall)}"
+            )
     return lines
 
 
@@ -237,12 +279,18 @@ def main() -> int:
     try:
         services.up(stack)
         seed(stack, dataset, str(config.window.start), str(config.window.end))
-        result = run_training(stack, dataset, {"reason": "demo"}, approval=stack.demo_approval,
-                              approval_comment="approved by `make demo` on the user's behalf (REST API)")
+        result = run_training(
+            stack,
+            dataset,
+            {"reason": "demo"},
+            approval=stack.demo_approval,
+            approval_comment="approved by `make demo` on the user's behalf (REST API)",
+        )
         if result.state == "success" and stack.demo_replay_days > 0:
             start = config.window.end
             result.replay_run_id, result.replay = run_replay(
-                stack, dataset, str(start), str(start + timedelta(days=stack.demo_replay_days)))
+                stack, dataset, str(start), str(start + timedelta(days=stack.demo_replay_days))
+            )
     except (StackError, TimeoutError) as exc:
         log.error("demo failed: %s", exc)
         log.error("service logs are in %s; `make down` stops what was started", stack.logs_dir)

@@ -47,14 +47,21 @@ class Service:
             log.info("%s already running (pid %d)", self.name, running)
             return running
         if self.port is not None and not port_is_free(self.port):
-            raise StackError(f"{self.name}: port {self.port} is already in use by another program; "
-                             "stop it or choose another port (see README: ports)")
+            raise StackError(
+                f"{self.name}: port {self.port} is already in use by another program; "
+                "stop it or choose another port (see README: ports)"
+            )
         self.log_file.parent.mkdir(parents=True, exist_ok=True)
         self.pid_file.parent.mkdir(parents=True, exist_ok=True)
         with self.log_file.open("ab") as out:
             proc = subprocess.Popen(
-                list(self.command), env=dict(self.env), cwd=self.cwd, stdout=out, stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL, start_new_session=True,
+                list(self.command),
+                env=dict(self.env),
+                cwd=self.cwd,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
             )
         self.pid_file.write_text(str(proc.pid))
         log.info("started %s (pid %d), log %s", self.name, proc.pid, self.log_file)
@@ -135,8 +142,9 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def wait_until(check: Callable[[], bool], what: str, timeout: float, services: Sequence[Service] = (),
-               interval: float = 1.0) -> None:
+def wait_until(
+    check: Callable[[], bool], what: str, timeout: float, services: Sequence[Service] = (), interval: float = 1.0
+) -> None:
     """Poll ``check`` until it is true; fail early, with the log's end, if one of ``services`` died."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -145,8 +153,9 @@ def wait_until(check: Callable[[], bool], what: str, timeout: float, services: S
                 return
         for service in services:
             if service.pid() is None:
-                raise StackError(f"{service.name} exited while waiting for {what}; end of {service.log_file}:\n"
-                                 f"{service.tail()}")
+                raise StackError(
+                    f"{service.name} exited while waiting for {what}; end of {service.log_file}:\n{service.tail()}"
+                )
         time.sleep(interval)
     tails = "\n".join(f"--- {s.log_file}\n{s.tail(15)}" for s in services)
     raise StackError(f"timed out after {timeout:.0f} s waiting for {what}\n{tails}")

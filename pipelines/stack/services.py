@@ -54,60 +54,86 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
     venv_bin = str(Path(sys.executable).parent)
     env["PATH"] = f"{venv_bin}{os.pathsep}{env.get('PATH', '')}"
     env["PYTHONPATH"] = str(REPO_ROOT)
-    env.update({
-        "MLOPS_HOME": str(stack.home),
-        "MLOPS_DATASETS_DIR": str(stack.datasets_dir),
-        "MLOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
-        "MLOPS_AIRFLOW_UI_URL": stack.airflow_url,
-        "MLOPS_SERVING_URL": stack.serving_url,
-        "MLFLOW_TRACKING_URI": stack.mlflow_url,
-        "AIRFLOW_HOME": str(stack.airflow_home),
-        "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
-        "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
-        "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
-        "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
-        "AIRFLOW__CORE__PARALLELISM": str(stack.airflow_parallelism),
-        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(stack.airflow_parallelism),
-        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{stack.airflow_home / 'airflow.db'}",
-        "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{stack.airflow_url}/execution/",
-        "AIRFLOW__API__BASE_URL": stack.airflow_url,
-        "AIRFLOW__API__HOST": stack.host,
-        "AIRFLOW__API__PORT": str(stack.airflow_port),
-        "AIRFLOW__API_AUTH__JWT_SECRET": _secret(stack.airflow_home / "jwt_secret", nbytes=64),
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{stack.airflow_admin_user}:admin",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(stack.airflow_home / "passwords.json"),
-        "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
-        "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(stack.airflow_home / "logs"),
-        "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(stack.worker_log_port),
-        "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(stack.trigger_log_port),
-        "OMP_NUM_THREADS": "1",
-    })
+    env.update(
+        {
+            "MLOPS_HOME": str(stack.home),
+            "MLOPS_DATASETS_DIR": str(stack.datasets_dir),
+            "MLOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
+            "MLOPS_AIRFLOW_UI_URL": stack.airflow_url,
+            "MLOPS_SERVING_URL": stack.serving_url,
+            "MLFLOW_TRACKING_URI": stack.mlflow_url,
+            "AIRFLOW_HOME": str(stack.airflow_home),
+            "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
+            "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
+            "AIRFLOW__CORE__PARALLELISM": str(stack.airflow_parallelism),
+            "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(stack.airflow_parallelism),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{stack.airflow_home / 'airflow.db'}",
+            "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{stack.airflow_url}/execution/",
+            "AIRFLOW__API__BASE_URL": stack.airflow_url,
+            "AIRFLOW__API__HOST": stack.host,
+            "AIRFLOW__API__PORT": str(stack.airflow_port),
+            "AIRFLOW__API_AUTH__JWT_SECRET": _secret(stack.airflow_home / "jwt_secret", nbytes=64),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{stack.airflow_admin_user}:admin",
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(stack.airflow_home / "passwords.json"),
+            "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
+            "AIRFLOW__LOGGING__BASE_LOG_FOLDER": str(stack.airflow_home / "logs"),
+            "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(stack.worker_log_port),
+            "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(stack.trigger_log_port),
+            "OMP_NUM_THREADS": "1",
+        }
+    )
     return env
 
 
 def pipeline_settings(stack: StackSettings) -> Settings:
     """The pipeline settings the stack's processes get (same warehouse, registry and service)."""
-    return Settings(home=stack.home, datasets_dir=stack.datasets_dir, warehouse_url="",
-                    mlflow_tracking_uri=stack.mlflow_url, airflow_ui_url=stack.airflow_url,
-                    serving_url=stack.serving_url)
+    return Settings(
+        home=stack.home,
+        datasets_dir=stack.datasets_dir,
+        warehouse_url="",
+        mlflow_tracking_uri=stack.mlflow_url,
+        airflow_ui_url=stack.airflow_url,
+        serving_url=stack.serving_url,
+    )
 
 
 def _service(stack: StackSettings, name: str, command: list[str], port: int | None = None) -> Service:
-    return Service(name=name, command=command, env=stack_env(stack), pid_file=stack.pids_dir / f"{name}.pid",
-                   log_file=stack.logs_dir / f"{name}.log", port=port, cwd=REPO_ROOT)
+    return Service(
+        name=name,
+        command=command,
+        env=stack_env(stack),
+        pid_file=stack.pids_dir / f"{name}.pid",
+        log_file=stack.logs_dir / f"{name}.log",
+        port=port,
+        cwd=REPO_ROOT,
+    )
 
 
 def mlflow_service(stack: StackSettings) -> Service:
     """MLflow tracking server and registry: SQLite store, artifacts served from a local folder."""
     store = stack.mlflow_dir
-    return _service(stack, "mlflow", [
-        _bin("mlflow"), "server",
-        "--backend-store-uri", f"sqlite:///{store / 'mlflow.db'}",
-        "--artifacts-destination", str(store / "artifacts"),
-        "--serve-artifacts",
-        "--host", stack.host, "--port", str(stack.mlflow_port),
-        "--workers", str(stack.mlflow_workers),
-    ], port=stack.mlflow_port)
+    return _service(
+        stack,
+        "mlflow",
+        [
+            _bin("mlflow"),
+            "server",
+            "--backend-store-uri",
+            f"sqlite:///{store / 'mlflow.db'}",
+            "--artifacts-destination",
+            str(store / "artifacts"),
+            "--serve-artifacts",
+            "--host",
+            stack.host,
+            "--port",
+            str(stack.mlflow_port),
+            "--workers",
+            str(stack.mlflow_workers),
+        ],
+        port=stack.mlflow_port,
+    )
 
 
 def airflow_services(stack: StackSettings) -> list[Service]:
@@ -117,16 +143,32 @@ def airflow_services(stack: StackSettings) -> list[Service]:
         command = [_bin("airflow"), component]
         if component == "api-server":
             command += ["--port", str(stack.airflow_port), "--host", stack.host]
-        services.append(_service(stack, f"airflow-{component}", command,
-                                 port=stack.airflow_port if component == "api-server" else None))
+        services.append(
+            _service(
+                stack, f"airflow-{component}", command, port=stack.airflow_port if component == "api-server" else None
+            )
+        )
     return services
 
 
 def serving_service(stack: StackSettings, dataset: str = "flights") -> Service:
     """The prediction service of ``dataset``: answers with the registry's champion."""
-    return _service(stack, "serving", [sys.executable, "-m", "pipelines.serving", "--dataset", dataset,
-                                       "--host", stack.host, "--port", str(stack.serving_port)],
-                    port=stack.serving_port)
+    return _service(
+        stack,
+        "serving",
+        [
+            sys.executable,
+            "-m",
+            "pipelines.serving",
+            "--dataset",
+            dataset,
+            "--host",
+            stack.host,
+            "--port",
+            str(stack.serving_port),
+        ],
+        port=stack.serving_port,
+    )
 
 
 def all_services(stack: StackSettings) -> list[Service]:
@@ -143,8 +185,15 @@ def _write_passwords(stack: StackSettings) -> None:
 
 def _migrate_airflow(stack: StackSettings) -> None:
     log.info("airflow db migrate (metadata database in %s)", stack.airflow_home)
-    out = subprocess.run([_bin("airflow"), "db", "migrate"], env=stack_env(stack), cwd=REPO_ROOT,
-                         capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(
+        [_bin("airflow"), "db", "migrate"],
+        env=stack_env(stack),
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     if out.returncode != 0:
         raise StackError(f"airflow db migrate failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
 
@@ -165,8 +214,9 @@ def airflow_healthy(stack: StackSettings) -> bool:
     if response.status_code != 200:
         return False
     health = response.json()
-    return all(health.get(part, {}).get("status") == "healthy"
-               for part in ("metadatabase", "scheduler", "dag_processor"))
+    return all(
+        health.get(part, {}).get("status") == "healthy" for part in ("metadatabase", "scheduler", "dag_processor")
+    )
 
 
 def up(stack: StackSettings, timeout: float = 240.0) -> None:
@@ -187,8 +237,9 @@ def up(stack: StackSettings, timeout: float = 240.0) -> None:
     wait_until(lambda: mlflow_healthy(stack), f"MLflow at {stack.mlflow_url}", timeout, [mlflow])
     wait_until(lambda: serving_healthy(stack), f"the prediction service at {stack.serving_url}", timeout, [serving])
     wait_until(lambda: airflow_healthy(stack), f"Airflow at {stack.airflow_url}", timeout, airflow)
-    log.info("stack up: MLflow %s, Airflow %s, prediction service %s", stack.mlflow_url, stack.airflow_url,
-             stack.serving_url)
+    log.info(
+        "stack up: MLflow %s, Airflow %s, prediction service %s", stack.mlflow_url, stack.airflow_url, stack.serving_url
+    )
 
 
 def down(stack: StackSettings) -> list[str]:

@@ -19,8 +19,7 @@ class StackSettings(BaseSettings):
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
     home: Path = Field(REPO_ROOT / "runtime", validation_alias="MLOPS_HOME")
-    datasets_dir: Path = Field(REPO_ROOT / "pipelines" / "conf" / "datasets",
-                               validation_alias="MLOPS_DATASETS_DIR")
+    datasets_dir: Path = Field(REPO_ROOT / "pipelines" / "conf" / "datasets", validation_alias="MLOPS_DATASETS_DIR")
     host: str = Field("127.0.0.1", validation_alias="STACK_HOST")
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
     airflow_port: int = Field(8080, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
@@ -29,18 +28,24 @@ class StackSettings(BaseSettings):
     trigger_log_port: int = Field(8794, ge=1, le=65535, validation_alias="AIRFLOW_TRIGGER_LOG_PORT")
     airflow_admin_user: str = "admin"
     airflow_admin_password: str = Field(
-        "", validation_alias="AIRFLOW_ADMIN_PASSWORD",
+        "",
+        validation_alias="AIRFLOW_ADMIN_PASSWORD",
         description="Empty: generate one on first start and keep it in the runtime folder.",
     )
     airflow_parallelism: int = Field(4, ge=1, description="Task slots: 2 cores here, tasks mostly wait on I/O.")
     mlflow_workers: int = Field(2, ge=1)
     demo_approval: Literal["api", "ui"] = Field(
-        "api", validation_alias="DEMO_APPROVAL",
+        "api",
+        validation_alias="DEMO_APPROVAL",
         description="api: the demo approves through the REST API on the user's behalf; ui: a person does.",
     )
 
-    demo_replay_days: int = Field(28, ge=0, validation_alias="DEMO_REPLAY_DAYS",
-                                  description="Days replayed through the service after the first deployment.")
+    demo_replay_days: int = Field(
+        28,
+        ge=0,
+        validation_alias="DEMO_REPLAY_DAYS",
+        description="Days replayed through the service after the first deployment.",
+    )
 
     @property
     def mlflow_url(self) -> str:

@@ -84,10 +84,15 @@ def test_parsing_touches_no_database_network_or_heavy_import(tmp_path: Path) -> 
         added = sorted({{m.split(".")[0] for m in set(sys.modules) - baseline}})
         print(json.dumps(added))
     """)
-    env = {**os.environ, "AIRFLOW_HOME": str(tmp_path), "PYTHONPATH": str(REPO_ROOT),
-           "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/must-not-exist/airflow.db"}
-    out = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120,
-                         check=False)
+    env = {
+        **os.environ,
+        "AIRFLOW_HOME": str(tmp_path),
+        "PYTHONPATH": str(REPO_ROOT),
+        "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp_path}/must-not-exist/airflow.db",
+    }
+    out = subprocess.run(
+        [sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=120, check=False
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     added = json.loads(out.stdout.strip().splitlines()[-1])
     assert not set(added) & set(HEAVY), f"DAG parsing imported heavy modules: {sorted(set(added) & set(HEAVY))}"

@@ -21,8 +21,15 @@ def test_demo_trains_approves_and_deploys_through_airflow_then_down_stops_everyt
     env = env_for(stack)
     try:
         # given a fresh runtime folder, when the demo runs (as `make demo` does)
-        out = subprocess.run([sys.executable, "-m", "pipelines.stack", "demo"], cwd=REPO_ROOT, env=env,
-                             capture_output=True, text=True, timeout=900, check=False)
+        out = subprocess.run(
+            [sys.executable, "-m", "pipelines.stack", "demo"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=900,
+            check=False,
+        )
         # then it ends with a champion, the approval it gave on the user's behalf, both URLs and the login
         assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-5000:]
         assert "approving on your behalf through the REST API" in out.stderr
@@ -40,7 +47,14 @@ def test_demo_trains_approves_and_deploys_through_airflow_then_down_stops_everyt
         assert re.search(r"live performance of v1 \(\d+ outcomes known\): roc_auc 0\.[6-9]", out.stdout), out.stdout
     finally:
         # when `make down` runs, then every service is stopped
-        down = subprocess.run([sys.executable, "-m", "pipelines.stack", "down"], cwd=REPO_ROOT, env=env,
-                              capture_output=True, text=True, timeout=120, check=False)
+        down = subprocess.run(
+            [sys.executable, "-m", "pipelines.stack", "down"],
+            cwd=REPO_ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert down.returncode == 0, down.stderr
     assert all(state == "stopped" for state in services.status(stack).values())

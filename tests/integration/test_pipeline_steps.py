@@ -33,8 +33,16 @@ def _run_all(run: RunContext, overrides: dict | None = None, start: str = START,
     decision = steps.gate("flights", run, trained, evaluation, validation, AT, overrides)
     out = {"snapshot": snapshot, "trained": trained, "evaluation": evaluation, "decision": decision}
     if decision["passed"]:
-        steps.record_approval("flights", run, trained, status="approved", decided_by="policy", decided_at=AT,
-                              mode="auto", overrides=overrides)
+        steps.record_approval(
+            "flights",
+            run,
+            trained,
+            status="approved",
+            decided_by="policy",
+            decided_at=AT,
+            mode="auto",
+            overrides=overrides,
+        )
         out["deploy"] = steps.deploy("flights", run, trained, snapshot, AT, overrides)
     return out
 
@@ -76,8 +84,9 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     refused = registry.client(isolated_settings).get_model_version("flights-delay", worse["trained"]["model_version"])
     assert refused.tags["gate.decision"] == "failed"
     assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
-    events = [(row["model_version"], row["event"]) for row in audit.history(isolated_settings.warehouse_url,
-                                                                             "flights-delay")]
+    events = [
+        (row["model_version"], row["event"]) for row in audit.history(isolated_settings.warehouse_url, "flights-delay")
+    ]
     assert ("1", "approved") in events and ("1", "deployed") in events and ("2", "gate_failed") in events
 
 
@@ -88,22 +97,30 @@ def test_failed_smoke_test_restores_the_alias_and_rollback_works(isolated_settin
     # given a candidate whose smoke test cannot pass (a latency budget no model meets)
     slow = {"deploy": {"max_latency_ms": 0.0001}}
     with pytest.raises(SmokeTestError, match="latency"):
-        _run_all(RunContext(dag_id="train_flights", run_id="v2", reason="test"), slow, start="2013-01-15",
-                 end="2013-03-15")
+        _run_all(
+            RunContext(dag_id="train_flights", run_id="v2", reason="test"), slow, start="2013-01-15", end="2013-03-15"
+        )
     # then the champion is still version 1 and the failure is on record
     assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
     failed = registry.client(isolated_settings).get_model_version("flights-delay", "2")
     assert failed.tags["deploy.status"] == "smoke_test_failed"
 
     # given a good second model deployed over version 1
-    third = _run_all(RunContext(dag_id="train_flights", run_id="v3", reason="test"), start="2013-01-20",
-                     end="2013-03-20")
+    third = _run_all(
+        RunContext(dag_id="train_flights", run_id="v3", reason="test"), start="2013-01-20", end="2013-03-20"
+    )
     assert third["deploy"]["champion_version"] == "3" and third["deploy"]["previous_version"] == "1"
     assert str(registry.alias_version(isolated_settings, "flights-delay", registry.PREVIOUS).version) == "1"
 
     # when ops roll back from a shell
-    out = subprocess.run([sys.executable, "-m", "pipelines", "rollback", "--comment", "bad in prod"],
-                         cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False)
+    out = subprocess.run(
+        [sys.executable, "-m", "pipelines", "rollback", "--comment", "bad in prod"],
+        cwd=REPO_ROOT,
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+    )
     assert out.returncode == 0, out.stderr[-2000:]
     # then version 1 is champion again and version 3 is the one to go back to
     assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"

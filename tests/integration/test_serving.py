@@ -66,15 +66,18 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
         get_settings.cache_clear()
         steps.seed("flights", "2013-01-01", "2013-04-01")
         versions = {}
-        for run_id, overrides, end in (("v1", None, "2013-03-01"),
-                                       ("v2", {"model": {"params": {"max_iter": 60, "learning_rate": 0.2}}},
-                                        "2013-03-01"),
-                                       ("v3", None, "2013-03-15")):
+        for run_id, overrides, end in (
+            ("v1", None, "2013-03-01"),
+            ("v2", {"model": {"params": {"max_iter": 60, "learning_rate": 0.2}}}, "2013-03-01"),
+            ("v3", None, "2013-03-15"),
+        ):
             run = RunContext(dag_id="test_serving", run_id=run_id, reason="test")
             snapshot = steps.extract("flights", run, "2013-01-01", end, overrides)
             validation = steps.validate("flights", run, snapshot, overrides)
-            versions[run_id] = {"snapshot": snapshot,
-                                "trained": steps.train("flights", run, snapshot, validation, overrides)}
+            versions[run_id] = {
+                "snapshot": snapshot,
+                "trained": steps.train("flights", run, snapshot, validation, overrides),
+            }
         reg = Registry(env, get_settings(), versions)
         reg.set_champion("1")
         yield reg
@@ -88,13 +91,20 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
 def start_service(reg: Registry, home: Path, name: str = "serving") -> tuple[Service, str]:
     """The prediction service as `make demo` starts it, on a free port; returns it and its URL."""
     port = free_port()
-    service = Service(name=name, command=[sys.executable, "-m", "pipelines.serving", "--port", str(port)],
-                      env=reg.env, pid_file=home / f"{name}.pid", log_file=home / f"{name}.log", port=port,
-                      cwd=REPO_ROOT)
+    service = Service(
+        name=name,
+        command=[sys.executable, "-m", "pipelines.serving", "--port", str(port)],
+        env=reg.env,
+        pid_file=home / f"{name}.pid",
+        log_file=home / f"{name}.log",
+        port=port,
+        cwd=REPO_ROOT,
+    )
     service.start()
     url = f"http://127.0.0.1:{port}"
-    wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, "the service to be ready", 120,
-               [service])
+    wait_until(
+        lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, "the service to be ready", 120, [service]
+    )
     return service, url
 
 
@@ -140,7 +150,7 @@ def test_predictions_match_the_model_loaded_directly(trained: Registry, service:
     # when the service scores them in batches of 100
     answers = []
     for start in range(0, 300, 100):
-        response = httpx.post(f"{service}/predict", json={"records": records[start:start + 100]}, timeout=30)
+        response = httpx.post(f"{service}/predict", json={"records": records[start : start + 100]}, timeout=30)
         assert response.status_code == 200, response.text
         body = response.json()
         assert body["model_name"] == MODEL and body["model_version"] == "1"
@@ -153,30 +163,55 @@ def test_predictions_match_the_model_loaded_directly(trained: Registry, service:
 
 
 BAD_PAYLOADS = [
-    ("missing field", lambda r: {"records": [{k: v for k, v in r.items() if k != "temp"}]}, 422,
-     ["records", 0, "temp"], "missing"),
+    (
+        "missing field",
+        lambda r: {"records": [{k: v for k, v in r.items() if k != "temp"}]},
+        422,
+        ["records", 0, "temp"],
+        "missing",
+    ),
     ("extra field", lambda r: {"records": [{**r, "arr_delay": 12}]}, 422, ["records", 0, "arr_delay"], "unknown field"),
-    ("wrong type", lambda r: {"records": [{**r, "distance": "far"}]}, 422, ["records", 0, "distance"],
-     "must be a number"),
-    ("string for a category", lambda r: {"records": [{**r, "carrier": 9}]}, 422, ["records", 0, "carrier"],
-     "must be a string"),
+    (
+        "wrong type",
+        lambda r: {"records": [{**r, "distance": "far"}]},
+        422,
+        ["records", 0, "distance"],
+        "must be a number",
+    ),
+    (
+        "string for a category",
+        lambda r: {"records": [{**r, "carrier": 9}]},
+        422,
+        ["records", 0, "carrier"],
+        "must be a string",
+    ),
     ("out of bounds", lambda r: {"records": [{**r, "humid": 180.0}]}, 422, ["records", 0, "humid"], "bounds"),
-    ("null where required", lambda r: {"records": [{**r, "origin": None}]}, 422, ["records", 0, "origin"],
-     "may not be null"),
-    ("bool is not a number", lambda r: {"records": [{**r, "precip": True}]}, 422, ["records", 0, "precip"],
-     "must be a number"),
+    (
+        "null where required",
+        lambda r: {"records": [{**r, "origin": None}]},
+        422,
+        ["records", 0, "origin"],
+        "may not be null",
+    ),
+    (
+        "bool is not a number",
+        lambda r: {"records": [{**r, "precip": True}]},
+        422,
+        ["records", 0, "precip"],
+        "must be a number",
+    ),
     ("no records", lambda r: {"records": []}, 422, ["records"], "non-empty"),
     ("not an object", lambda r: [r], 422, [], "JSON object"),
     ("ids of the wrong length", lambda r: {"records": [r], "ids": ["a", "b"]}, 422, ["ids"], "one entry per record"),
-    ("bad event time", lambda r: {"records": [r], "event_times": ["yesterday"]}, 422, ["event_times", 0],
-     "ISO 8601"),
+    ("bad event time", lambda r: {"records": [r], "event_times": ["yesterday"]}, 422, ["event_times", 0], "ISO 8601"),
     ("too many records", lambda r: {"records": [r] * 1001}, 413, ["records"], "exceed the limit"),
 ]
 
 
 @pytest.mark.parametrize(("case", "make", "status", "loc", "message"), BAD_PAYLOADS, ids=[c[0] for c in BAD_PAYLOADS])
-def test_bad_payload_gets_a_4xx_naming_the_field(trained: Registry, service: str, case: str, make: Any, status: int,
-                                                 loc: list[Any], message: str) -> None:
+def test_bad_payload_gets_a_4xx_naming_the_field(
+    trained: Registry, service: str, case: str, make: Any, status: int, loc: list[Any], message: str
+) -> None:
     _, records = holdout_records(trained, 1)
     # when a request breaks the contract
     response = httpx.post(f"{service}/predict", json=make(records[0]), timeout=30)
@@ -186,8 +221,9 @@ def test_bad_payload_gets_a_4xx_naming_the_field(trained: Registry, service: str
     assert detail[0]["loc"] == loc and message in detail[0]["msg"], detail
 
 
-def test_malformed_and_oversized_bodies_are_refused_and_the_service_keeps_answering(trained: Registry,
-                                                                                     service: str) -> None:
+def test_malformed_and_oversized_bodies_are_refused_and_the_service_keeps_answering(
+    trained: Registry, service: str
+) -> None:
     _, records = holdout_records(trained, 1)
     # given malformed JSON, a body over the size limit (declared, and streamed without a length) and garbage bytes
     malformed = httpx.post(f"{service}/predict", content=b'{"records": [', timeout=30)
@@ -207,8 +243,7 @@ def test_malformed_and_oversized_bodies_are_refused_and_the_service_keeps_answer
     assert 'mlops_predict_requests_total{status="500"}' not in metrics
 
 
-def test_promotion_under_concurrent_requests_loses_none_and_switches_version(trained: Registry,
-                                                                            service: str) -> None:
+def test_promotion_under_concurrent_requests_loses_none_and_switches_version(trained: Registry, service: str) -> None:
     _, records = holdout_records(trained, 50)
     trained.set_champion("1")
     wait_for_version(service, "1")
@@ -267,8 +302,11 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(trained: Regi
     # when the champion alias moves to it and the service is told
     trained.set_champion("3")
     httpx.post(f"{service}/admin/reload", timeout=10)
-    wait_until(lambda: (httpx.get(f"{service}/model", timeout=5).json().get("last_error") or {}).get("version")
-               == "3", "the service to refuse v3", 120)
+    wait_until(
+        lambda: (httpx.get(f"{service}/model", timeout=5).json().get("last_error") or {}).get("version") == "3",
+        "the service to refuse v3",
+        120,
+    )
     # then it reports the refusal and keeps answering with v2
     status = httpx.get(f"{service}/model", timeout=5).json()
     assert status["version"] == "2" and "could not be loaded" in status["last_error"]["error"]
@@ -278,16 +316,18 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(trained: Regi
     trained.set_champion("2")
 
 
-def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(trained: Registry, service: str,
-                                                                       monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
+    trained: Registry, service: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
     from pipelines.errors import SmokeTestError
 
     trained.set_champion("2")
     wait_for_version(service, "2")
     run = RunContext(dag_id="test_serving", run_id="v1", reason="test")
     v1 = trained.versions["v1"]
-    steps.record_approval("flights", run, v1["trained"], status="approved", decided_by="test", decided_at=AT,
-                          mode="manual")
+    steps.record_approval(
+        "flights", run, v1["trained"], status="approved", decided_by="test", decided_at=AT, mode="manual"
+    )
     monkeypatch.setenv("MLOPS_SERVING_URL", service)
     get_settings.cache_clear()
     try:
@@ -314,12 +354,19 @@ def _logged(settings: Settings, prefix: str) -> pd.DataFrame:
     from pipelines.warehouse import get_engine
 
     with get_engine(settings.warehouse_url).connect() as conn:
-        return pd.read_sql(sa.text("select request_id, record_index, record_id, model_version, probability from "
-                                   "prediction_log where request_id like :p"), conn, params={"p": f"{prefix}%"})
+        return pd.read_sql(
+            sa.text(
+                "select request_id, record_index, record_id, model_version, probability from "
+                "prediction_log where request_id like :p"
+            ),
+            conn,
+            params={"p": f"{prefix}%"},
+        )
 
 
-def test_the_prediction_log_holds_exactly_the_records_answered(trained: Registry,
-                                                                tmp_path_factory: pytest.TempPathFactory) -> None:
+def test_the_prediction_log_holds_exactly_the_records_answered(
+    trained: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
     _, records = holdout_records(trained, 40)
     # given a service of its own, so that stopping it is part of the test
     proc, url = start_service(trained, tmp_path_factory.mktemp("logged"), name="serving-log")
@@ -370,8 +417,11 @@ def test_replay_is_idempotent(trained: Registry, service: str, monkeypatch: pyte
         monkeypatch.delenv("MLOPS_SERVING_URL")
         get_settings.cache_clear()
     # (the log is written behind the requests: wait until the service has nothing left to write)
-    wait_until(lambda: httpx.get(f"{service}/model", timeout=5).json()["prediction_log"]["queued"] == 0,
-               "the prediction log to be written", 60)
+    wait_until(
+        lambda: httpx.get(f"{service}/model", timeout=5).json()["prediction_log"]["queued"] == 0,
+        "the prediction log to be written",
+        60,
+    )
     # then each day was replayed once, and nothing was duplicated
     assert (first["days_replayed"], second["days_replayed"], second["days_skipped"]) == (2, 1, 2)
     assert again["days_replayed"] == 0 and again["days_skipped"] == 3
@@ -380,10 +430,12 @@ def test_replay_is_idempotent(trained: Registry, service: str, monkeypatch: pyte
     assert len(logged) == first["answered"] + second["answered"] > 2000
     assert logged.record_id.is_unique
     with get_engine(settings.warehouse_url).connect() as conn:
-        flights = conn.execute(sa.text("select count(*) from flights where sched_dep >= '2013-04-01' and "
-                                       "sched_dep < '2013-04-04'")).scalar_one()
-        truth = conn.execute(sa.text("select count(*) from ground_truth where event_time >= '2013-04-01' and "
-                                     "event_time < '2013-04-04'")).scalar_one()
+        flights = conn.execute(
+            sa.text("select count(*) from flights where sched_dep >= '2013-04-01' and sched_dep < '2013-04-04'")
+        ).scalar_one()
+        truth = conn.execute(
+            sa.text("select count(*) from ground_truth where event_time >= '2013-04-01' and event_time < '2013-04-04'")
+        ).scalar_one()
     assert flights == first["records"] + second["records"]
     assert truth == first["outcomes"] + second["outcomes"] and truth > 0.95 * flights
     # and the live performance joins those outcomes to the predictions

@@ -74,8 +74,9 @@ def _version_tags(version: str) -> dict[str, str]:
 
 def _run_until_approval(api: AirflowClient, conf: dict) -> tuple[str, dict[str, str | None]]:
     run_id = api.trigger(DAG, conf)
-    api.follow(DAG, run_id, timeout=600, on_change=lambda _: None,
-               stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input")
+    api.follow(
+        DAG, run_id, timeout=600, on_change=lambda _: None, stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input"
+    )
     return run_id, api.task_states(DAG, run_id)
 
 
@@ -84,8 +85,14 @@ def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: 
     assert _champion_version() is None
 
     # when train_flights runs through the scheduler and the approval is answered through the REST API
-    result = run_training(stack, "flights", {"reason": "integration test", **WINDOW}, approval="api",
-                          approval_comment="looks good", timeout=600)
+    result = run_training(
+        stack,
+        "flights",
+        {"reason": "integration test", **WINDOW},
+        approval="api",
+        approval_comment="looks good",
+        timeout=600,
+    )
 
     # then the run succeeds through every step and version 1 is the champion
     assert result.state == "success", result.task_states
@@ -164,8 +171,11 @@ def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_pat
     # given a week of the warehouse where distances became negative
     engine = get_engine(get_settings().warehouse_url)
     with engine.begin() as conn:
-        conn.execute(sa.text("UPDATE flights SET distance = -distance "
-                             "WHERE sched_dep >= '2013-03-01' AND sched_dep < '2013-03-08'"))
+        conn.execute(
+            sa.text(
+                "UPDATE flights SET distance = -distance WHERE sched_dep >= '2013-03-01' AND sched_dep < '2013-03-08'"
+            )
+        )
 
     # when train_flights runs on that week
     run_id = api.trigger(DAG, {"reason": "bad data", "window_start": "2013-03-01", "window_end": "2013-03-08"})
@@ -186,8 +196,13 @@ def test_a_new_dataset_config_is_a_new_dag_and_an_unanswered_approval_times_out(
 
     # when its candidate waits for an approval that nobody gives within the 1-minute timeout
     run_id = api.trigger(dag_id, {"reason": "nobody answers", **WINDOW})
-    api.follow(dag_id, run_id, timeout=600, on_change=lambda _: None,
-               stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input")
+    api.follow(
+        dag_id,
+        run_id,
+        timeout=600,
+        on_change=lambda _: None,
+        stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input",
+    )
     state = api.follow(dag_id, run_id, timeout=300, on_change=lambda _: None)
 
     # then the scheduler applies the default (Reject): nothing is deployed and the version says it timed out

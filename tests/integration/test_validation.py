@@ -41,8 +41,9 @@ def config() -> DatasetConfig:
 def source(config: DatasetConfig) -> pd.DataFrame:
     """The source rows of the test window, loaded once for the module (reading the source takes seconds)."""
     frame = load_source(config)
-    in_window = (frame[config.source.time_column] >= WINDOW.start_dt) & (frame[config.source.time_column]
-                                                                          < WINDOW.end_dt)
+    in_window = (frame[config.source.time_column] >= WINDOW.start_dt) & (
+        frame[config.source.time_column] < WINDOW.end_dt
+    )
     return frame.loc[in_window].reset_index(drop=True)
 
 
@@ -102,15 +103,20 @@ def _negative_distance(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(distance=-frame["distance"])
 
 
-@pytest.mark.parametrize(("corrupt", "expectation", "column", "observed"), [
-    (_drop_temp, "expect_table_columns_to_match_set", None, "missing columns ['temp']"),
-    (_drop_temp, "expect_column_values_to_not_be_null", "temp", "column 'temp' is missing from the snapshot"),
-    (_distance_as_text, "expect_column_values_to_be_in_type_list", "distance", "100.0%) not of a type in"),
-    (_temp_null_burst, "expect_column_values_to_not_be_null", "temp", "% null ("),
-    (_negative_distance, "expect_column_values_to_be_between", "distance", "outside [1.0, 6000.0]"),
-], ids=["missing-column", "missing-column-per-expectation", "distance-as-text", "null-burst", "out-of-range"])
-def test_bad_batch_fails_naming_expectation_and_column(isolated_settings, config, source, corrupt: Callable,
-                                                       expectation: str, column: str | None, observed: str) -> None:
+@pytest.mark.parametrize(
+    ("corrupt", "expectation", "column", "observed"),
+    [
+        (_drop_temp, "expect_table_columns_to_match_set", None, "missing columns ['temp']"),
+        (_drop_temp, "expect_column_values_to_not_be_null", "temp", "column 'temp' is missing from the snapshot"),
+        (_distance_as_text, "expect_column_values_to_be_in_type_list", "distance", "100.0%) not of a type in"),
+        (_temp_null_burst, "expect_column_values_to_not_be_null", "temp", "% null ("),
+        (_negative_distance, "expect_column_values_to_be_between", "distance", "outside [1.0, 6000.0]"),
+    ],
+    ids=["missing-column", "missing-column-per-expectation", "distance-as-text", "null-burst", "out-of-range"],
+)
+def test_bad_batch_fails_naming_expectation_and_column(
+    isolated_settings, config, source, corrupt: Callable, expectation: str, column: str | None, observed: str
+) -> None:
     # given a warehouse whose rows were corrupted upstream
     _seed(config, isolated_settings, corrupt(source))
 
@@ -131,15 +137,19 @@ def test_bad_batch_fails_naming_expectation_and_column(isolated_settings, config
         assert failure["details"]["unexpected_percent"] >= 40.0 and "(allowed 10.0%)" in failure["observed"]
 
 
-def test_failed_validation_stops_the_cli_run_before_anything_is_registered(isolated_settings, config,
-                                                                           source) -> None:
+def test_failed_validation_stops_the_cli_run_before_anything_is_registered(isolated_settings, config, source) -> None:
     # given a warehouse with negative distances
     _seed(config, isolated_settings, _negative_distance(source))
 
     # when the whole pipeline runs from the command line
     proc = subprocess.run(
         [sys.executable, "-m", "pipelines", "run", "--run-id", "bad", "--start", START, "--end", END],
-        cwd=REPO_ROOT, env=dict(os.environ), capture_output=True, text=True, timeout=300, check=False,
+        cwd=REPO_ROOT,
+        env=dict(os.environ),
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
     )
 
     # then it exits 1 naming the failed expectation, and the registry holds no model

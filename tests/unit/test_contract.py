@@ -18,13 +18,28 @@ def contract(flights_config) -> InputContract:
 
 @pytest.fixture
 def record() -> dict:
-    return {"carrier": "UA", "origin": "EWR", "dest": "IAH", "distance": 1400, "sched_hour": 5, "day_of_week": 1,
-            "month": 1, "temp": 39.0, "dewp": 28.0, "humid": 64.4, "wind_dir": 260, "wind_speed": 12.6,
-            "precip": 0, "pressure": 1012.0, "visib": 10}
+    return {
+        "carrier": "UA",
+        "origin": "EWR",
+        "dest": "IAH",
+        "distance": 1400,
+        "sched_hour": 5,
+        "day_of_week": 1,
+        "month": 1,
+        "temp": 39.0,
+        "dewp": 28.0,
+        "humid": 64.4,
+        "wind_dir": 260,
+        "wind_speed": 12.6,
+        "precip": 0,
+        "pressure": 1012.0,
+        "visib": 10,
+    }
 
 
-def test_contract_takes_types_from_the_config_and_bounds_from_the_suite(contract: InputContract,
-                                                                         flights_config) -> None:
+def test_contract_takes_types_from_the_config_and_bounds_from_the_suite(
+    contract: InputContract, flights_config
+) -> None:
     fields = {f.name: f for f in contract.fields}
     # then the fields are the features, in model order
     assert contract.names == flights_config.feature_names
@@ -40,8 +55,16 @@ def test_contract_takes_types_from_the_config_and_bounds_from_the_suite(contract
 
 
 def test_a_valid_batch_becomes_columns(contract: InputContract, record: dict) -> None:
-    batch = parse_batch({"records": [record, {**record, "temp": None, "dest": "ZZZ"}], "ids": ["a", 7],
-                         "event_times": ["2013-04-01T05:15:00", None], "request_id": "r1"}, contract, 10)
+    batch = parse_batch(
+        {
+            "records": [record, {**record, "temp": None, "dest": "ZZZ"}],
+            "ids": ["a", 7],
+            "event_times": ["2013-04-01T05:15:00", None],
+            "request_id": "r1",
+        },
+        contract,
+        10,
+    )
     assert batch.size == 2 and batch.request_id == "r1"
     assert batch.categorical["dest"] == ["IAH", "ZZZ"]
     assert batch.numeric["temp"][0] == 39.0 and math.isnan(batch.numeric["temp"][1])
@@ -49,18 +72,22 @@ def test_a_valid_batch_becomes_columns(contract: InputContract, record: dict) ->
     assert batch.event_times == [datetime(2013, 4, 1, 5, 15), None]
 
 
-@pytest.mark.parametrize(("change", "loc", "kind"), [
-    ({"temp": "warm"}, ["records", 0, "temp"], "type_error"),
-    ({"temp": True}, ["records", 0, "temp"], "type_error"),
-    ({"carrier": 3}, ["records", 0, "carrier"], "type_error"),
-    ({"carrier": "x" * 201}, ["records", 0, "carrier"], "too_long"),
-    ({"humid": 100.5}, ["records", 0, "humid"], "out_of_bounds"),
-    ({"sched_hour": 24}, ["records", 0, "sched_hour"], "out_of_bounds"),
-    ({"origin": None}, ["records", 0, "origin"], "null_forbidden"),
-    ({"arr_delay": 3}, ["records", 0, "arr_delay"], "extra_forbidden"),
-])
-def test_a_record_breaking_a_rule_is_refused_naming_the_field(contract: InputContract, record: dict, change: dict,
-                                                              loc: list, kind: str) -> None:
+@pytest.mark.parametrize(
+    ("change", "loc", "kind"),
+    [
+        ({"temp": "warm"}, ["records", 0, "temp"], "type_error"),
+        ({"temp": True}, ["records", 0, "temp"], "type_error"),
+        ({"carrier": 3}, ["records", 0, "carrier"], "type_error"),
+        ({"carrier": "x" * 201}, ["records", 0, "carrier"], "too_long"),
+        ({"humid": 100.5}, ["records", 0, "humid"], "out_of_bounds"),
+        ({"sched_hour": 24}, ["records", 0, "sched_hour"], "out_of_bounds"),
+        ({"origin": None}, ["records", 0, "origin"], "null_forbidden"),
+        ({"arr_delay": 3}, ["records", 0, "arr_delay"], "extra_forbidden"),
+    ],
+)
+def test_a_record_breaking_a_rule_is_refused_naming_the_field(
+    contract: InputContract, record: dict, change: dict, loc: list, kind: str
+) -> None:
     with pytest.raises(InputError) as caught:
         parse_batch({"records": [{**record, **change}]}, contract, 10)
     assert caught.value.status == 422
@@ -77,15 +104,18 @@ def test_every_problem_is_reported_up_to_a_limit(contract: InputContract, record
     assert [e["loc"][1] for e in caught.value.errors] == list(range(20))
 
 
-@pytest.mark.parametrize(("payload", "status", "loc"), [
-    ([], 422, []),
-    ({"records": []}, 422, ["records"]),
-    ({"records": "x"}, 422, ["records"]),
-    ({"records": [1]}, 422, ["records", 0]),
-    ({"rows": []}, 422, ["rows"]),
-    ({"records": [{}] * 11}, 413, ["records"]),
-    ({"records": [{}], "request_id": ""}, 422, ["request_id"]),
-])
+@pytest.mark.parametrize(
+    ("payload", "status", "loc"),
+    [
+        ([], 422, []),
+        ({"records": []}, 422, ["records"]),
+        ({"records": "x"}, 422, ["records"]),
+        ({"records": [1]}, 422, ["records", 0]),
+        ({"rows": []}, 422, ["rows"]),
+        ({"records": [{}] * 11}, 413, ["records"]),
+        ({"records": [{}], "request_id": ""}, 422, ["request_id"]),
+    ],
+)
 def test_malformed_batches_are_refused(contract: InputContract, payload: object, status: int, loc: list) -> None:
     with pytest.raises(InputError) as caught:
         parse_batch(payload, contract, 10)

@@ -14,19 +14,29 @@ POST_DEPARTURE = ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"]
 
 def _flights(n: int = 8) -> pd.DataFrame:
     times = pd.date_range("2013-01-07 05:00", periods=n, freq="6h")
-    return pd.DataFrame({
-        "flight_id": [f"f{i}" for i in range(n)],
-        "sched_dep": times,
-        "carrier": ["UA", "AA"] * (n // 2),
-        "origin": ["JFK", "EWR"] * (n // 2),
-        "dest": ["LAX"] * n,
-        "distance": np.arange(n) * 100.0 + 200,
-        "temp": np.linspace(20, 40, n),
-        "dewp": 10.0, "humid": 50.0, "wind_dir": 180.0, "wind_speed": 5.0, "precip": 0.0,
-        "pressure": 1013.0, "visib": 10.0,
-        "dep_time": 600.0, "dep_delay": 3.0, "arr_time": 900.0, "air_time": 300.0,
-        "arr_delay": [0.0, 30.0, np.nan, 16.0, 15.0, -5.0, np.nan, 100.0][:n],
-    })
+    return pd.DataFrame(
+        {
+            "flight_id": [f"f{i}" for i in range(n)],
+            "sched_dep": times,
+            "carrier": ["UA", "AA"] * (n // 2),
+            "origin": ["JFK", "EWR"] * (n // 2),
+            "dest": ["LAX"] * n,
+            "distance": np.arange(n) * 100.0 + 200,
+            "temp": np.linspace(20, 40, n),
+            "dewp": 10.0,
+            "humid": 50.0,
+            "wind_dir": 180.0,
+            "wind_speed": 5.0,
+            "precip": 0.0,
+            "pressure": 1013.0,
+            "visib": 10.0,
+            "dep_time": 600.0,
+            "dep_delay": 3.0,
+            "arr_time": 900.0,
+            "air_time": 300.0,
+            "arr_delay": [0.0, 30.0, np.nan, 16.0, 15.0, -5.0, np.nan, 100.0][:n],
+        }
+    )
 
 
 def test_features_follow_config_and_never_include_post_departure_columns(flights_config: DatasetConfig) -> None:

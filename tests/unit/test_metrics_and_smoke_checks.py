@@ -37,8 +37,10 @@ def test_check_predictions_names_each_problem() -> None:
 
 
 def test_partition_keys_are_safe_and_windows_ordered() -> None:
-    assert partition_key("train_flights", "manual__2026-01-01T00:00:00+00:00") == \
-        "train_flights__manual__2026-01-01T00_00_00_00_00"
+    assert (
+        partition_key("train_flights", "manual__2026-01-01T00:00:00+00:00")
+        == "train_flights__manual__2026-01-01T00_00_00_00_00"
+    )
     import datetime as dt
 
     import pytest
