@@ -140,7 +140,7 @@ class ServingPolicy(_Strict):
     max_body_bytes: int = Field(2_000_000, ge=1024, description="Request body size; more gets 413.")
     alias_poll_seconds: float = Field(10.0, gt=0, description="How often the service checks the champion alias.")
     deploy_wait_seconds: float = Field(180.0, gt=0, description="How long deploy waits for the new version.")
-    log_queue_records: int = Field(200_000, ge=100, description="Prediction-log records buffered in memory.")
+    log_queue_records: int = Field(100_000, ge=100, description="Prediction-log records buffered in memory.")
 
 
 class WindowConfig(_Strict):
