@@ -141,6 +141,9 @@ class ServingPolicy(_Strict):
     alias_poll_seconds: float = Field(10.0, gt=0, description="How often the service checks the champion alias.")
     deploy_wait_seconds: float = Field(180.0, gt=0, description="How long deploy waits for the new version.")
     log_queue_records: int = Field(100_000, ge=100, description="Prediction-log records buffered in memory.")
+    log_backpressure_ms: float = Field(
+        500.0, ge=0, description="Longest a request waits while a healthy prediction-log writer catches up."
+    )
 
 
 class WindowConfig(_Strict):

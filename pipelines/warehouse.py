@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from datetime import datetime
 from functools import lru_cache
+from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
@@ -19,7 +20,21 @@ def get_engine(url: str) -> sa.Engine:
         from pathlib import Path
 
         Path(url.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
-    return sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+    engine = sa.create_engine(url, pool_pre_ping=True, json_serializer=_json_dumps)
+    if url.startswith("sqlite"):
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+    return engine
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    """SQLite as a warehouse several processes share: the service's prediction log writes while steps read and
+    replay writes. WAL lets readers and a writer work at once, NORMAL sync skips the fsync of every commit (a crash
+    of the machine may lose the last commits, not corrupt the file), 30 s of patience for a locked database, and a
+    64 MB page cache so that inserting into a large table's indexes does not read from disk every time."""
+    cursor = dbapi_connection.cursor()
+    for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "busy_timeout=30000", "cache_size=-65536"):
+        cursor.execute(f"PRAGMA {pragma}")
+    cursor.close()
 
 
 def _json_dumps(value: object) -> str:

@@ -147,6 +147,7 @@ class PredictionLogWriter:
         self._dropped = 0
         self._write_errors = 0
         self._last_error: str | None = None
+        self._failing = False
         self._accepting = True
         self._abandoned = False
         self._closed = False
@@ -210,6 +211,12 @@ class PredictionLogWriter:
                 write_errors=self._write_errors,
                 last_error=self._last_error,
             )
+
+    def backlog(self) -> tuple[int, bool]:
+        """Records waiting or being written, and whether the database is taking writes (no failure since the last
+        success): the service slows down for a healthy writer that falls behind, never for a failing database."""
+        with self._lock:
+            return self._waiting + self._in_flight, not self._failing
 
     def close(self, timeout: float = 30.0) -> WriterStats:
         """Stop accepting, write what is queued within ``timeout`` seconds, count the rest dropped; idempotent."""
@@ -349,6 +356,7 @@ class PredictionLogWriter:
     def _settle(self, written: int) -> None:
         with self._lock:
             self._written += written
+            self._failing = False
             if self._abandoned:  # close() already counted these as lost: they made it after all
                 self._dropped -= written
             else:
@@ -374,6 +382,7 @@ class PredictionLogWriter:
         with self._lock:
             self._write_errors += 1
             self._last_error = _short(exc)
+            self._failing = True
             queued = self._waiting + self._in_flight
         held = self._error_throttle.allow()
         if held is not None:

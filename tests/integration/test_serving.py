@@ -441,3 +441,36 @@ def test_replay_is_idempotent(trained: Registry, service: str, monkeypatch: pyte
     # and the live performance joins those outcomes to the predictions
     perf = steps.live_performance("flights", "2013-04-01", "2013-04-04")
     assert sum(v["labelled"] for v in perf["versions"]) == truth
+
+
+def test_an_unreachable_log_database_costs_records_not_answers(
+    trained: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    import yaml
+
+    _, records = holdout_records(trained, 20)
+    # given a service whose prediction log holds at most 100 records and whose warehouse cannot be reached
+    datasets = tmp_path_factory.mktemp("datasets")
+    config = yaml.safe_load((REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml").read_text())
+    config["serving"] = {"log_queue_records": 100}
+    (datasets / "flights.yaml").write_text(yaml.safe_dump(config))
+    env = {
+        **trained.env,
+        "MLOPS_DATASETS_DIR": str(datasets),
+        "MLOPS_WAREHOUSE_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere",
+    }
+    proc, url = start_service(
+        Registry(env, trained.settings, trained.versions), tmp_path_factory.mktemp("unreachable"), name="serving-nodb"
+    )
+    try:
+        # when 30 requests of 20 records are answered
+        statuses = [httpx.post(f"{url}/predict", json={"records": records}, timeout=30).status_code for _ in range(30)]
+        # then every request is answered, without waiting on the failing database
+        assert statuses == [200] * 30
+        # and what the log could not keep is counted and reported: 100 queued, the other 500 dropped
+        log_state = httpx.get(f"{url}/model", timeout=5).json()["prediction_log"]
+        assert log_state["queued"] == 100 and log_state["dropped"] == 500 and log_state["written"] == 0
+        assert log_state["last_error"]
+        assert "mlops_prediction_log_dropped_records 500.0" in httpx.get(f"{url}/metrics", timeout=5).text
+    finally:
+        proc.stop()
