@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -30,8 +31,8 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, G
 
 from pipelines.config import DatasetConfig
 from pipelines.serving.contract import InputContract, InputError, contract_from_config, load_suite, parse_batch
+from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter
 from pipelines.serving.model_store import LoadedModel, ModelStore
-from pipelines.serving.prediction_log import PredictionLogWriter, PredictionRecord
 from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -137,7 +138,7 @@ class PredictionService:
             on_change=self._on_change,
             on_failure=lambda _v, _e: self.metrics.loads.labels("failure").inc(),
         )
-        self.writer = PredictionLogWriter(settings.warehouse_url, max_queue=self.policy.log_queue_records)
+        self.writer = ProcessLogWriter(settings.warehouse_url, max_queue=self.policy.log_queue_records)
         self.log_high_water = max(1, self.policy.log_queue_records // 10)
 
     def _on_change(self, old: LoadedModel | None, new: LoadedModel) -> None:
@@ -260,27 +261,22 @@ class PredictionService:
             )
         batch = parse_batch(payload, current.contract, self.policy.max_records)
         proba = current.predictor.predict(batch)
-        decisions = (proba >= current.threshold).astype(int).tolist()
+        decided = (proba >= current.threshold).astype(np.int8)
+        decisions = decided.tolist()
         probabilities = proba.tolist()
         request_id = batch.request_id or _new_request_id()
-        served_at = datetime.now(UTC)
-        self.writer.submit(
-            [
-                PredictionRecord(
-                    dataset=self.config.name,
-                    request_id=request_id,
-                    record_index=i,
-                    record_id=batch.ids[i],
-                    served_at=served_at,
-                    event_time=batch.event_times[i],
-                    model_name=current.name,
-                    model_version=current.version,
-                    features=batch.records[i],
-                    probability=probabilities[i],
-                    decision=decisions[i],
-                )
-                for i in range(batch.size)
-            ]
+        self.writer.submit_request(
+            LoggedRequest(
+                dataset=self.config.name,
+                request_id=request_id,
+                served_at=datetime.now(UTC),
+                model_name=current.name,
+                model_version=current.version,
+                body=body,
+                probabilities=np.ascontiguousarray(proba, np.float64).tobytes(),
+                decisions=decided.tobytes(),
+                size=batch.size,
+            )
         )
         self.metrics.records.labels(current.version).inc(batch.size)
         return JSONResponse(
