@@ -246,6 +246,10 @@ class PayloadSet:
         }
 
 
+FRESH_ID = "@@"  # replaced in every request by a growing counter (benchmarks/wrk/rotate.lua)
+FRESH_TIME = "1999-12-31T23:59:59"  # a valid time, replaced in every request by a growing one
+
+
 def build_payloads(setup: Setup, out: Path, opts: Options) -> list[PayloadSet]:
     """Real feature records of distinct flights of the snapshot, built as training builds them (NaN -> null)."""
     import numpy as np
@@ -279,7 +283,19 @@ def build_payloads(setup: Setup, out: Path, opts: Options) -> list[PayloadSet]:
     for size, slices in groups:
         lines = {
             BASELINE: [_dumps({"dataframe_records": records[s]}) for s in slices],
-            OURS: [_dumps({"records": records[s], "ids": ids[s], "event_times": times[s]}) for s in slices],
+            # Ids and event times carry placeholders that rotate.lua fills per request (a growing counter, a
+            # growing time): a real client sends fresh keys for events ahead in time, and a prediction log fed the
+            # same 1,000 keys and times again and again is a worst case of its own (its indexes get random inserts).
+            OURS: [
+                _dumps(
+                    {
+                        "records": records[s],
+                        "ids": [FRESH_ID + i for i in ids[s]],
+                        "event_times": [FRESH_TIME] * len(times[s]),
+                    }
+                )
+                for s in slices
+            ],
         }
         files = {}
         for server, bodies in lines.items():

@@ -5,10 +5,15 @@
 --   BODIES_FILE  one JSON request body per line
 --   count-versions  also read every response and count it by HTTP status and by "model_version"
 --                   (slower: only for the promotion run)
+-- A body holding "@@" gets it replaced, request by request, with a growing counter ("0000000042-"), and "1999-12-31T23:59:59"
+-- with a growing event time (2013-01-01 plus one second a request): each request then carries fresh record ids
+-- and a later event time, as real traffic does.
 -- At the end it prints one line "BENCH_JSON {...}" with exact figures for the harness to parse.
 
 local bodies = {}
 local next_body = 0
+local sent = 0
+local fresh_ids = false
 local request_path = "/"
 local threads = {}
 
@@ -41,6 +46,7 @@ function init(args)
    if #bodies == 0 then
       error("no request bodies in " .. file)
    end
+   fresh_ids = string.find(bodies[1], "@@", 1, true) ~= nil
    wrk.headers["Content-Type"] = "application/json"
    if args[3] == "count-versions" then
       response = count_response
@@ -49,7 +55,13 @@ end
 
 function request()
    next_body = next_body % #bodies + 1
-   return wrk.format("POST", request_path, nil, bodies[next_body])
+   local body = bodies[next_body]
+   if fresh_ids then
+      sent = sent + 1
+      body = string.gsub(body, "@@", string.format("%010d-", sent))
+      body = string.gsub(body, "1999%-12%-31T23:59:59", os.date("!%Y-%m-%dT%H:%M:%S", 1356998400 + sent))
+   end
+   return wrk.format("POST", request_path, nil, body)
 end
 
 local function merge(into, from)
