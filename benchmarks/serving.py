@@ -1357,7 +1357,7 @@ def reading(results: dict[str, Any]) -> str:
             parts.append(
                 f"Our prediction log kept pace, no record dropped (records/s {cells}): when a healthy writer falls "
                 "behind by a tenth of its queue bound the service holds requests back a little, so the backlog "
-                "stays bounded and is written within a second after the load (the same wait can cap our "
+                "stays bounded and is written out shortly after the load (the same wait can cap our "
                 "throughput with batches of 100 when the writer is the slower side)."
             )
         agreement = results.get("agreement")
