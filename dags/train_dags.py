@@ -33,7 +33,29 @@ def _run_context() -> Any:
     from pipelines.runs import RunContext
 
     ctx = get_current_context()
-    return RunContext(dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], reason=str(ctx["params"].get("reason")))
+    evidence = str(ctx["params"].get("evidence") or "")
+    return RunContext(
+        dag_id=ctx["dag"].dag_id,
+        run_id=ctx["run_id"],
+        reason=str(ctx["params"].get("reason")),
+        extra={"run.evidence": evidence} if evidence else {},
+    )
+
+
+def _window_params() -> tuple[str | None, str | None]:
+    """The run's window: the params; for a scheduled run without them, the ``retraining.train_days`` up to the
+    data interval's end; else None (the config's window)."""
+    ctx = get_current_context()
+    params = ctx["params"]
+    start, end = params.get("window_start"), params.get("window_end")
+    interval_end = ctx.get("data_interval_end")
+    if start or end or ctx["dag_run"].run_type != "scheduled" or interval_end is None:
+        return start, end
+    from pipelines import steps
+
+    days = steps.dataset_config(ctx["dag"].dag_id.removeprefix("train_"), _overrides()).retraining.train_days
+    last = interval_end.date()
+    return (last - timedelta(days=days)).isoformat(), last.isoformat()
 
 
 def _overrides() -> dict[str, Any]:
@@ -95,8 +117,9 @@ def build_training_dag(config: DatasetConfig) -> Any:
         dag_display_name=f"Train {dataset}",
         description=f"Validate, train, evaluate, gate, approve and deploy {config.model.registered_name}",
         doc_md=f"**{config.model.registered_name}**: {config.description}\n\n"
-        "Params: `window_start`/`window_end` (ISO dates, default the config's window), `reason`, and "
-        "`overrides` (a partial dataset config, validated).",
+        "Params: `window_start`/`window_end` (ISO dates, default the config's window; a scheduled run trains on "
+        "the `retraining.train_days` up to its data interval's end), `reason`, `evidence` (a link, set by "
+        "monitoring), and `overrides` (a partial dataset config, validated).",
         schedule=config.schedule,
         start_date=datetime(2024, 1, 1),
         catchup=False,
@@ -117,6 +140,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
                 description=f"Day after the window (default {config.window.end})",
             ),
             "reason": Param("manual", type="string", description="Why this run (manual, schedule, drift...)"),
+            "evidence": Param("", type="string", description="Link to what called for this run (a drift report)"),
             "overrides": Param({}, type="object", description="Partial dataset config merged over the YAML"),
         },
     )
@@ -126,11 +150,9 @@ def build_training_dag(config: DatasetConfig) -> Any:
             from pipelines import steps
             from pipelines.errors import PipelineError
 
-            params = get_current_context()["params"]
+            start, end = _window_params()
             try:
-                return steps.extract(
-                    dataset, _run_context(), params.get("window_start"), params.get("window_end"), _overrides()
-                )
+                return steps.extract(dataset, _run_context(), start, end, _overrides())
             except PipelineError as exc:
                 raise _fail_without_retry(exc) from exc
 

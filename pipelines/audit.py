@@ -1,4 +1,4 @@
-"""The audit trail: one row per approval, rejection, deployment or rollback, in the warehouse."""
+"""The audit trail: one row per approval, rejection, deployment, rollback or triggered retraining, in the warehouse."""
 
 from __future__ import annotations
 
@@ -38,6 +38,7 @@ EVENTS = (
     "smoke_test_failed",
     "serving_switch_failed",
     "rolled_back",
+    "retraining_triggered",
 )
 
 

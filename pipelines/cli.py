@@ -165,6 +165,18 @@ def _cmd_live_performance(args: argparse.Namespace) -> Any:
     return steps.live_performance(args.dataset, args.start, args.end)
 
 
+def _cmd_monitor(args: argparse.Namespace) -> Any:
+    return steps.monitor(args.dataset, _run(args), args.start, args.end, datetime.now(UTC))
+
+
+def _cmd_decide(args: argparse.Namespace) -> Any:
+    return steps.decide_retraining(args.dataset, _run(args), args.window_end, args.active_runs, datetime.now(UTC))
+
+
+def _cmd_reference(args: argparse.Namespace) -> Any:
+    return steps.prepare_reference(args.dataset, args.version)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlops`` / ``python -m pipelines`` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
@@ -217,7 +229,19 @@ def build_parser() -> argparse.ArgumentParser:
     outcomes.add_argument("--start", required=True)
     outcomes.add_argument("--end", required=True)
     add("live-performance", _cmd_live_performance, "live performance per model version", window=True, run=False)
+    _add_monitoring_commands(add)
     return parser
+
+
+def _add_monitoring_commands(add: Any) -> None:
+    monitor = add("monitor", _cmd_monitor, "check [start, end) of the prediction log for drift against the champion")
+    monitor.add_argument("--start", required=True)
+    monitor.add_argument("--end", required=True)
+    decide = add("decide", _cmd_decide, "apply the retraining policy to the monitoring history (records it)")
+    decide.add_argument("--window-end", required=True, help="end of the latest monitored window (ISO date)")
+    decide.add_argument("--active-runs", type=int, default=0, help="training runs in progress (default 0)")
+    reference = add("reference", _cmd_reference, "prepare the monitoring reference of a version", run=False)
+    reference.add_argument("--version", help="default: the champion")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -146,6 +146,81 @@ class ServingPolicy(_Strict):
     )
 
 
+# Evidently stat tests whose score is a distance (higher = more drift, drift when score >= threshold): the only
+# kind a threshold calibrated on the reference's own day-to-day spread makes sense for (p-values go the other way).
+DistanceMethod = Literal["wasserstein", "jensenshannon", "psi", "kl_div", "hellinger", "ed"]
+
+
+class DriftSettings(_Strict):
+    """How Evidently compares a window of live inputs with the champion's reference."""
+
+    features: list[str] | None = Field(None, description="Features that count for dataset drift; default all.")
+    ignore: list[str] = Field(
+        default_factory=list, description="Features reported but not counted (e.g. calendar parts of a window)."
+    )
+    num_method: DistanceMethod = Field("wasserstein", description="Evidently stat test for numeric features.")
+    cat_method: DistanceMethod = Field("jensenshannon", description="Evidently stat test for categorical features.")
+    threshold: float = Field(0.1, gt=0, description="Drift threshold of a feature when not calibrated.")
+    calibrate: bool = Field(
+        True, description="Per-feature thresholds from the reference's own day-to-day spread (once per champion)."
+    )
+    calibration_margin: float = Field(1.25, ge=1.0, description="Calibrated threshold = margin x worst reference day.")
+    drift_share: float = Field(0.3, gt=0, le=1, description="Dataset drift when this share of counted features drift.")
+    prediction_drift: bool = Field(True, description="Also test the drift of the predicted probability.")
+    sample_rows: int = Field(
+        50_000,
+        ge=1000,
+        description="Current rows above this are sampled uniformly (error bound in docs/monitoring.md).",
+    )
+    reference_rows: int = Field(20_000, ge=1000, description="Reference rows kept per champion (uniform sample).")
+
+
+class MonitoringPolicy(_Strict):
+    """The monitoring DAG: when it runs, what counts as enough data, where its results go."""
+
+    schedule: str | None = Field("@daily", description="Cron or preset of monitor_<dataset>; null: manual only.")
+    experiment: str | None = Field(
+        None, description="MLflow experiment for reports; default '<model experiment>-monitoring'."
+    )
+    min_rows: int = Field(300, ge=1, description="Fewer logged predictions in a window: 'insufficient data'.")
+    min_labelled: int = Field(200, ge=1, description="Fewer known outcomes: no live performance for the window.")
+    drift: DriftSettings = DriftSettings()
+
+
+class RetrainingPolicy(_Strict):
+    """When monitoring results call for retraining, and what limits it."""
+
+    enabled: bool = True
+    drift_windows: int = Field(3, ge=1, description="Retrain when this many consecutive windows show dataset drift.")
+    performance_floor: dict[str, float] = Field(
+        default_factory=dict, description="Retrain when a live metric falls below (above, for losses) this."
+    )
+    max_drop: dict[str, float] = Field(
+        default_factory=dict, description="Retrain when a live metric is worse than the champion's holdout by more."
+    )
+    performance_windows: int = Field(
+        1, ge=1, description="Live metrics are averaged over the latest this-many windows that have them."
+    )
+    cooldown_days: int = Field(7, ge=0, description="No retraining within this many days of the last one.")
+    max_retrainings: int = Field(2, ge=1, description="At most this many retrainings per period.")
+    period_days: int = Field(30, ge=1)
+    backoff_days: int = Field(
+        14, ge=0, description="After a rejected candidate, wait this long (doubled per rejection in a row)."
+    )
+    approval: Literal["manual", "auto"] = Field(
+        "manual", description="Whether a drift-triggered candidate needs a person's approval."
+    )
+    train_days: int = Field(90, ge=7, description="A triggered run trains on the days up to the monitored window.")
+
+    @field_validator("performance_floor", "max_drop")
+    @classmethod
+    def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
+        unknown = sorted(set(value) - set(METRICS))
+        if unknown:
+            raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+        return value
+
+
 class WindowConfig(_Strict):
     """Default training window, ``[start, end)`` on the time column."""
 
@@ -178,6 +253,8 @@ class DatasetConfig(_Strict):
     approval: ApprovalPolicy = ApprovalPolicy()
     deploy: DeployPolicy = DeployPolicy()
     serving: ServingPolicy = ServingPolicy()
+    monitoring: MonitoringPolicy = MonitoringPolicy()
+    retraining: RetrainingPolicy = RetrainingPolicy()
     window: WindowConfig
     schedule: str | None = None
     tags: list[str] = Field(default_factory=list)
@@ -194,7 +271,23 @@ class DatasetConfig(_Strict):
         unknown_slices = sorted(set(self.slices) - set(names))
         if unknown_slices:
             raise ValueError(f"slices {unknown_slices} are not features")
+        drift = self.monitoring.drift
+        unknown_drift = sorted((set(drift.features or []) | set(drift.ignore)) - set(names))
+        if unknown_drift:
+            raise ValueError(f"monitoring.drift features {unknown_drift} are not features")
         return self
+
+    @property
+    def monitoring_experiment(self) -> str:
+        """The MLflow experiment holding the monitoring reports."""
+        return self.monitoring.experiment or f"{self.model.experiment}-monitoring"
+
+    @property
+    def drift_features(self) -> list[str]:
+        """The features that count for dataset drift, in config order."""
+        drift = self.monitoring.drift
+        chosen = drift.features or self.feature_names
+        return [name for name in self.feature_names if name in chosen and name not in drift.ignore]
 
     @property
     def feature_names(self) -> list[str]:

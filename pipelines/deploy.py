@@ -174,6 +174,7 @@ def deploy(
                 "deploy.smoke_single_p50_ms": f"{report.single_p50_ms:.2f}",
             },
         )
+        _record_reference(config, settings, name, version)
         audit.record(
             settings.warehouse_url,
             audit.AuditEvent(
@@ -198,6 +199,16 @@ def deploy(
         smoke_single_p50_ms=round(report.single_p50_ms, 3),
         model_version_url=registry.version_url(settings, name, version),
     )
+
+
+def _record_reference(config: DatasetConfig, settings: Settings, name: str, version: str) -> None:
+    """Prepare the new champion's monitoring reference now (monitoring would otherwise do it on its first run)."""
+    from pipelines.monitoring.reference import record_reference
+
+    try:
+        record_reference(config, settings, name, version)
+    except Exception as exc:  # monitoring must not undo a good deployment: it prepares the reference itself later
+        log.warning("could not record the monitoring reference of v%s now (%s): monitoring will retry", version, exc)
 
 
 def _restore_alias(settings: Settings, name: str, previous: str | None) -> None:

@@ -239,3 +239,41 @@ def live_performance(dataset: str, start: str | date | None = None, end: str | d
         "end": str(end) if end else None,
         "versions": [p.to_dict() for p in performance(config, get_settings(), lo, hi)],
     }
+
+
+def monitor(dataset: str, run: RunContext, start: str | date, end: str | date, checked_at: datetime) -> Result:
+    """Check ``[start, end)`` of the prediction log for drift (and live performance) against the champion."""
+    from pipelines.monitoring.monitor import monitor_window
+
+    config = dataset_config(dataset)
+    window = Window(date.fromisoformat(str(start)), date.fromisoformat(str(end)))
+    result = monitor_window(config, get_settings(), window, run, checked_at).to_dict()
+    return save_result(dataset, run, "monitor", result)
+
+
+def decide_retraining(
+    dataset: str, run: RunContext, window_end: str | date, active_training_runs: int, decided_at: datetime
+) -> Result:
+    """Apply the retraining policy to the monitoring history up to ``window_end``; record the decision."""
+    from pipelines.monitoring.decide import decide
+
+    config = dataset_config(dataset)
+    request = decide(config, get_settings(), date.fromisoformat(str(window_end)), run, active_training_runs, decided_at)
+    return save_result(dataset, run, "decide", request.to_dict())
+
+
+def prepare_reference(dataset: str, version: str | None = None) -> Result:
+    """Prepare (once) the monitoring reference of ``version``, by default the champion."""
+    from pipelines import registry
+    from pipelines.errors import NotFoundError
+    from pipelines.monitoring.reference import record_reference
+
+    config = dataset_config(dataset)
+    settings = get_settings()
+    name = config.model.registered_name
+    if version is None:
+        champion = registry.alias_version(settings, name, registry.CHAMPION)
+        if champion is None:
+            raise NotFoundError(f"{name} has no champion: name the version")
+        version = str(champion.version)
+    return record_reference(config, settings, name, version)

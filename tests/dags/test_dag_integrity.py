@@ -61,6 +61,26 @@ def test_training_dag_shape(dagbag) -> None:
     assert dag.get_task("extract").retries >= 1
 
 
+def test_one_monitoring_dag_per_dataset_config(dagbag) -> None:
+    configs = sorted(p.stem for p in (REPO_ROOT / "pipelines" / "conf" / "datasets").glob("*.yaml"))
+    assert sorted(d for d in dagbag.dag_ids if d.startswith("monitor_")) == [f"monitor_{c}" for c in configs]
+
+
+def test_monitoring_dag_shape(dagbag) -> None:
+    dag = dagbag.dags["monitor_flights"]
+    # daily by default, no catch-up, one window at a time (the policy reads the windows before it)
+    assert dag.max_active_runs == 1
+    assert dag.catchup is False
+    assert dag.schedule == "@daily"
+    assert set(dag.params.keys()) >= {"window_start", "window_end"}
+    assert dag.get_task("check").downstream_task_ids == {"decide"}
+    assert dag.get_task("decide").downstream_task_ids == {"trigger_training"}
+    trigger = dag.get_task("trigger_training")
+    assert type(trigger).__name__ == "TriggerDagRunOperator"
+    assert trigger.trigger_dag_id == "train_flights"
+    assert trigger.skip_when_already_exists, "a rerun must not start a second training run"
+
+
 def test_parsing_touches_no_database_network_or_heavy_import(tmp_path: Path) -> None:
     """Parse every DAG file in a fresh interpreter where opening a socket or a database engine raises."""
     probe = textwrap.dedent(f"""

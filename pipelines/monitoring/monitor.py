@@ -1,0 +1,263 @@
+"""``monitor``: one window of what the prediction service answered, checked against the champion's reference.
+
+The window's logged inputs and probabilities (and, where known, outcomes) go through Evidently; the HTML reports
+and a JSON summary are written to ``<home>/monitoring/<dataset>/<start>_<end>/`` and logged to the monitoring
+experiment in MLflow (one run per window, reused when the window is checked again), the key numbers as metrics
+of that run and as points of the dataset's timeline run, so the MLflow UI charts them over time. A window with
+too few predictions gives ``insufficient_data``, never a drift alarm.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import sqlalchemy as sa
+
+from pipelines import registry
+from pipelines.config import DatasetConfig
+from pipelines.monitoring import store
+from pipelines.monitoring.drift import PROBABILITY, drift_report, performance_report
+from pipelines.monitoring.reference import load_reference
+from pipelines.runs import RunContext, Window
+from pipelines.settings import Settings
+
+log = logging.getLogger(__name__)
+
+WINDOW_TAG = "monitoring.window"
+DATASET_TAG = "monitoring.dataset"
+TIMELINE_TAG = "monitoring.timeline"
+EPOCH = date(1970, 1, 1)
+
+
+@dataclass(frozen=True)
+class MonitorResult:
+    """A window's verdict and where its evidence is."""
+
+    dataset: str
+    window_start: str
+    window_end: str
+    status: str
+    champion_version: str | None
+    rows: int
+    labelled: int
+    drift_share: float | None = None
+    dataset_drift: bool = False
+    drifted_features: list[str] = field(default_factory=list)
+    prediction_drift: bool | None = None
+    live_metrics: dict[str, float] = field(default_factory=dict)
+    message: str = ""
+    report_dir: str = ""
+    mlflow_run_id: str = ""
+    mlflow_run_url: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def live_window(config: DatasetConfig, settings: Settings, window: Window) -> pd.DataFrame:
+    """The window's logged records (features, probability, serving version) with the outcome where known."""
+    from pipelines.outcomes import ground_truth_table
+    from pipelines.serving.prediction_log import read_predictions
+    from pipelines.warehouse import get_engine, table_exists
+
+    frame = read_predictions(settings.warehouse_url, config.name, window.start_dt, window.end_dt)
+    target = config.target.name
+    frame = frame.rename(columns={"probability": PROBABILITY})
+    for column in config.feature_names:
+        if column not in frame:
+            frame[column] = None
+    engine = get_engine(settings.warehouse_url)
+    labels = pd.DataFrame({"record_id": pd.Series(dtype=object), target: pd.Series(dtype="float64")})
+    if not frame.empty and table_exists(engine, ground_truth_table.name):
+        truth = ground_truth_table
+        query = sa.select(truth.c.record_id, truth.c.label).where(
+            truth.c.dataset == config.name, truth.c.event_time >= window.start_dt, truth.c.event_time < window.end_dt
+        )
+        with engine.connect() as conn:
+            labels = pd.DataFrame(conn.execute(query).all(), columns=["record_id", target])
+    frame = frame.merge(labels.drop_duplicates("record_id"), on="record_id", how="left")
+    for feature in config.features:
+        if feature.type == "numeric":
+            frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce").astype("float64")
+        else:
+            frame[feature.name] = frame[feature.name].astype(object).where(frame[feature.name].notna(), None)
+    return frame
+
+
+def report_dir(settings: Settings, config: DatasetConfig, window: Window) -> Path:
+    """The window's partition for reports and summary."""
+    return settings.home / "monitoring" / config.name / f"{window.start}_{window.end}"
+
+
+def monitor_window(
+    config: DatasetConfig, settings: Settings, window: Window, run: RunContext, checked_at: datetime
+) -> MonitorResult:
+    """Check ``window`` of the prediction log against the champion's reference; store and log the result."""
+    name = config.model.registered_name
+    champion = registry.alias_version(settings, name, registry.CHAMPION)
+    live = live_window(config, settings, window)
+    out = report_dir(settings, config, window)
+    out.mkdir(parents=True, exist_ok=True)
+    for stale in out.glob("*.html"):
+        stale.unlink()
+    base: dict[str, Any] = {"dataset": config.name, "window_start": str(window.start), "window_end": str(window.end)}
+    if champion is None:
+        result = MonitorResult(
+            **base, status="no_champion", champion_version=None, rows=len(live), labelled=0,
+            message=f"{name} has no champion: nothing to compare the window with",
+        )  # fmt: skip
+        return _finish(config, settings, window, run, checked_at, result, {}, out)
+    version = str(champion.version)
+    labelled = live.dropna(subset=[config.target.name]) if not live.empty else live
+    labelled = labelled[labelled["model_version"] == version] if not labelled.empty else labelled
+    minimum = config.monitoring.min_rows
+    if len(live) < minimum:
+        result = MonitorResult(
+            **base, status="insufficient_data", champion_version=version, rows=len(live), labelled=len(labelled),
+            message=f"insufficient data: {len(live)} predictions logged in {window}, fewer than the {minimum} "
+            "monitoring.min_rows needs for a drift verdict",
+        )  # fmt: skip
+        log.warning(result.message)
+        return _finish(config, settings, window, run, checked_at, result, {}, out)
+
+    reference = load_reference(config, settings, name, version)
+    seed = config.model.seed + (window.start - EPOCH).days
+    # Prediction drift compares probabilities of the same model: only the records the champion answered.
+    current = live.copy()
+    current.loc[current["model_version"] != version, PROBABILITY] = None
+    drift, drift_snapshot = drift_report(reference.frame, current, config, reference.thresholds, sample_seed=seed)
+    drift_snapshot.save_html(str(out / "drift.html"))
+    details: dict[str, Any] = {"drift": drift.to_dict(), "reference": reference.info}
+    live_metrics: dict[str, float] = {}
+    if len(labelled) >= config.monitoring.min_labelled and labelled[config.target.name].nunique() == 2:
+        live_metrics, perf_snapshot = performance_report(labelled, config)
+        perf_snapshot.save_html(str(out / "performance.html"))
+    else:
+        details["performance_skipped"] = (
+            f"{len(labelled)} outcomes known for v{version} (monitoring.min_labelled {config.monitoring.min_labelled})"
+        )
+    status = "drift" if drift.dataset_drift else "ok"
+    message = (
+        f"{status}: {len(drift.drifted_features)} of {len(config.drift_features)} counted features drifted "
+        f"(share {drift.drift_share:.2f}, dataset drift at {config.monitoring.drift.drift_share:.2f})"
+        + (f": {', '.join(drift.drifted_features)}" if drift.drifted_features else "")
+    )
+    result = MonitorResult(
+        **base,
+        status=status,
+        champion_version=version,
+        rows=len(live),
+        labelled=len(labelled),
+        drift_share=drift.drift_share,
+        dataset_drift=drift.dataset_drift,
+        drifted_features=drift.drifted_features,
+        prediction_drift=drift.prediction.drifted if drift.prediction else None,
+        live_metrics=live_metrics,
+        message=message,
+    )
+    log.info("%s %s: %s", config.name, window, message)
+    return _finish(config, settings, window, run, checked_at, result, details, out)
+
+
+def _finish(
+    config: DatasetConfig,
+    settings: Settings,
+    window: Window,
+    run: RunContext,
+    checked_at: datetime,
+    result: MonitorResult,
+    details: dict[str, Any],
+    out: Path,
+) -> MonitorResult:
+    summary = {**result.to_dict(), **details, "report_dir": str(out)}
+    (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
+    run_id, url = _log_to_mlflow(config, settings, window, run, result, details, out)
+    result = MonitorResult(
+        **{**result.to_dict(), "report_dir": str(out), "mlflow_run_id": run_id, "mlflow_run_url": url}
+    )
+    store.save_result(
+        settings.warehouse_url,
+        {
+            "dataset": config.name,
+            "window_start": window.start,
+            "window_end": window.end,
+            "status": result.status,
+            "champion_version": result.champion_version or "",
+            "rows": result.rows,
+            "labelled": result.labelled,
+            "drift_share": result.drift_share,
+            "live_metrics": result.live_metrics,
+            "summary": json.loads(json.dumps(result.to_dict(), default=str)),
+            "evidence_url": url,
+            "run_key": run.key,
+            "checked_at": checked_at,
+        },
+    )
+    return result
+
+
+def _metrics(result: MonitorResult, details: dict[str, Any]) -> dict[str, float]:
+    metrics: dict[str, float] = {"rows": float(result.rows), "labelled": float(result.labelled)}
+    if result.status == "insufficient_data":
+        metrics["insufficient_data"] = 1.0
+    if result.drift_share is not None:
+        metrics["drift_share"] = result.drift_share
+        metrics["dataset_drift"] = float(result.dataset_drift)
+    drift = details.get("drift") or {}
+    for feature, info in (drift.get("features") or {}).items():
+        if info["score"] is not None:
+            metrics[f"drift_score.{feature}"] = float(info["score"])
+    if drift.get("prediction"):
+        metrics["drift_score.prediction"] = float(drift["prediction"]["score"])
+    metrics.update({f"live_{k}": v for k, v in result.live_metrics.items()})
+    return metrics
+
+
+def _log_to_mlflow(
+    config: DatasetConfig,
+    settings: Settings,
+    window: Window,
+    run: RunContext,
+    result: MonitorResult,
+    details: dict[str, Any],
+    out: Path,
+) -> tuple[str, str]:
+    """One run per window in the monitoring experiment (reused on a rerun) and a point on the timeline run."""
+    from mlflow.entities import Metric, RunTag
+
+    experiment = config.monitoring_experiment
+    exp_id = registry.experiment_id(settings, experiment)
+    mlf = registry.client(settings)
+    window_key = f"{window.start}_{window.end}"
+    tags = {DATASET_TAG: config.name, WINDOW_TAG: window_key}
+    run_id = registry.find_run_id(settings, experiment, tags)
+    first_time = run_id is None
+    if run_id is None:
+        run_id = mlf.create_run(exp_id, run_name=f"{config.name} {window_key}", tags=tags).info.run_id
+    all_tags = {
+        **run.lineage_tags(),
+        "monitoring.status": result.status,
+        "monitoring.champion_version": result.champion_version or "none",
+        "mlflow.note.content": result.message,
+    }
+    step = (window.start - EPOCH).days
+    timestamp = int(datetime.combine(window.end, datetime.min.time()).timestamp() * 1000)
+    metrics = [Metric(k, v, timestamp, step) for k, v in _metrics(result, details).items()]
+    mlf.log_batch(run_id, metrics=metrics, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+    mlf.log_artifacts(run_id, str(out), artifact_path="report")
+    mlf.set_terminated(run_id)
+    if first_time:
+        timeline = registry.find_run_id(settings, experiment, {TIMELINE_TAG: config.name})
+        if timeline is None:
+            timeline = mlf.create_run(
+                exp_id, run_name=f"{config.name} timeline", tags={TIMELINE_TAG: config.name, DATASET_TAG: config.name}
+            ).info.run_id
+            mlf.set_terminated(timeline)
+        mlf.log_batch(timeline, metrics=metrics)
+    return run_id, registry.run_url(settings, exp_id, run_id)
