@@ -184,6 +184,9 @@ class MonitoringPolicy(_Strict):
     )
     min_rows: int = Field(300, ge=1, description="Fewer logged predictions in a window: 'insufficient data'.")
     min_labelled: int = Field(200, ge=1, description="Fewer known outcomes: no live performance for the window.")
+    performance_days: int = Field(
+        7, ge=1, description="Live performance is scored on the champion's outcomes of the last this-many days."
+    )
     drift: DriftSettings = DriftSettings()
 
 

@@ -199,6 +199,27 @@ def live_performance(
     ]
 
 
+def labelled_predictions(
+    config: DatasetConfig, settings: Settings, start: datetime, end: datetime, version: str
+) -> pd.DataFrame:
+    """Probability and known outcome of every record ``version`` answered with event time in ``[start, end)``."""
+    engine = get_engine(settings.warehouse_url)
+    columns = ["probability", config.target.name]
+    if not table_exists(engine, PREDICTION_LOG_TABLE):
+        return pd.DataFrame(columns=columns)
+    _metadata.create_all(engine, tables=[ground_truth_table])
+    log_t, truth = prediction_log_table, ground_truth_table
+    query = (
+        sa.select(log_t.c.probability, truth.c.label)
+        .select_from(
+            log_t.join(truth, sa.and_(truth.c.dataset == log_t.c.dataset, truth.c.record_id == log_t.c.record_id))
+        )
+        .where(*log_filter(config.name, start, end), log_t.c.model_version == version)
+    )
+    with engine.connect() as conn:
+        return pd.DataFrame(conn.execute(query).all(), columns=columns)
+
+
 def _score(dataset: str, version: str, predictions: int, labelled: pd.DataFrame | None) -> VersionPerformance:
     if labelled is None or labelled.empty:
         return VersionPerformance(dataset=dataset, model_version=version, predictions=predictions, labelled=0)

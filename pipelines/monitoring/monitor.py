@@ -12,12 +12,11 @@ from __future__ import annotations
 import json
 import logging
 from dataclasses import asdict, dataclass, field
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import sqlalchemy as sa
 
 from pipelines import registry
 from pipelines.config import DatasetConfig
@@ -61,33 +60,28 @@ class MonitorResult:
 
 
 def live_window(config: DatasetConfig, settings: Settings, window: Window) -> pd.DataFrame:
-    """The window's logged records (features, probability, serving version) with the outcome where known."""
-    from pipelines.outcomes import ground_truth_table
+    """The window's logged records: the features as the model saw them, the probability and the serving version."""
     from pipelines.serving.prediction_log import read_predictions
-    from pipelines.warehouse import get_engine, table_exists
 
     frame = read_predictions(settings.warehouse_url, config.name, window.start_dt, window.end_dt)
-    target = config.target.name
     frame = frame.rename(columns={"probability": PROBABILITY})
-    for column in config.feature_names:
-        if column not in frame:
-            frame[column] = None
-    engine = get_engine(settings.warehouse_url)
-    labels = pd.DataFrame({"record_id": pd.Series(dtype=object), target: pd.Series(dtype="float64")})
-    if not frame.empty and table_exists(engine, ground_truth_table.name):
-        truth = ground_truth_table
-        query = sa.select(truth.c.record_id, truth.c.label).where(
-            truth.c.dataset == config.name, truth.c.event_time >= window.start_dt, truth.c.event_time < window.end_dt
-        )
-        with engine.connect() as conn:
-            labels = pd.DataFrame(conn.execute(query).all(), columns=["record_id", target])
-    frame = frame.merge(labels.drop_duplicates("record_id"), on="record_id", how="left")
     for feature in config.features:
+        values = frame[feature.name] if feature.name in frame else pd.Series(None, index=frame.index, dtype=object)
         if feature.type == "numeric":
-            frame[feature.name] = pd.to_numeric(frame[feature.name], errors="coerce").astype("float64")
+            frame[feature.name] = pd.to_numeric(values, errors="coerce").astype("float64")
         else:
-            frame[feature.name] = frame[feature.name].astype(object).where(frame[feature.name].notna(), None)
+            frame[feature.name] = values.astype(object).where(values.notna(), None)
     return frame
+
+
+def _trailing_outcomes(config: DatasetConfig, settings: Settings, window: Window, version: str) -> pd.DataFrame:
+    """The champion's predictions with known outcomes over the ``performance_days`` ending with the window: one
+    day of outcomes gives a noisy ROC AUC, and a week is what the champion's holdout score compares with."""
+    from pipelines.outcomes import labelled_predictions
+
+    start = window.end_dt - timedelta(days=config.monitoring.performance_days)
+    frame = labelled_predictions(config, settings, min(start, window.start_dt), window.end_dt, version)
+    return frame.rename(columns={"probability": PROBABILITY})
 
 
 def report_dir(settings: Settings, config: DatasetConfig, window: Window) -> Path:
@@ -114,8 +108,7 @@ def monitor_window(
         )  # fmt: skip
         return _finish(config, settings, window, run, checked_at, result, {}, out)
     version = str(champion.version)
-    labelled = live.dropna(subset=[config.target.name]) if not live.empty else live
-    labelled = labelled[labelled["model_version"] == version] if not labelled.empty else labelled
+    labelled = _trailing_outcomes(config, settings, window, version)
     minimum = config.monitoring.min_rows
     if len(live) < minimum:
         result = MonitorResult(
@@ -135,12 +128,15 @@ def monitor_window(
     drift_snapshot.save_html(str(out / "drift.html"))
     details: dict[str, Any] = {"drift": drift.to_dict(), "reference": reference.info}
     live_metrics: dict[str, float] = {}
+    days = config.monitoring.performance_days
     if len(labelled) >= config.monitoring.min_labelled and labelled[config.target.name].nunique() == 2:
         live_metrics, perf_snapshot = performance_report(labelled, config)
         perf_snapshot.save_html(str(out / "performance.html"))
+        details["performance"] = {"days": days, "labelled": len(labelled), **live_metrics}
     else:
         details["performance_skipped"] = (
-            f"{len(labelled)} outcomes known for v{version} (monitoring.min_labelled {config.monitoring.min_labelled})"
+            f"{len(labelled)} outcomes known for v{version} in the last {days} days "
+            f"(monitoring.min_labelled {config.monitoring.min_labelled})"
         )
     status = "drift" if drift.dataset_drift else "ok"
     message = (

@@ -12,7 +12,7 @@ import subprocess
 import sys
 import time
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Literal
 
 from pipelines.config import load_dataset_config
@@ -42,7 +42,7 @@ class DemoResult:
     champion_metrics: dict[str, float] = field(default_factory=dict)
     training: dict[str, Any] = field(default_factory=dict)
     replay: dict[str, Any] = field(default_factory=dict)
-    replay_run_id: str | None = None
+    timeline: Any = None
 
 
 def seed(stack: StackSettings, dataset: str, start: str, end: str) -> None:
@@ -114,7 +114,7 @@ def run_training(
         )
         approved_by = None
         if state not in TERMINAL_RUN_STATES:
-            approved_by = _approve(api, stack, dag_id, run_id, approval=approval, comment=approval_comment)
+            approved_by = answer_approval(api, stack, dag_id, run_id, approval=approval, comment=approval_comment)
             state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report)
         result = DemoResult(
             dag_id=dag_id,
@@ -157,7 +157,7 @@ def run_replay(
         api.close()
 
 
-def _approve(
+def answer_approval(
     api: AirflowClient, stack: StackSettings, dag_id: str, run_id: str, *, approval: str, comment: str
 ) -> str | None:
     detail = api.hitl_detail(dag_id, run_id, APPROVAL_TASK)
@@ -193,7 +193,9 @@ def champion(stack: StackSettings, model_name: str) -> tuple[str | None, dict[st
     return str(version.version), {k: metrics[k] for k in _SHOWN_METRICS if k in metrics}, dict(version.tags)
 
 
-def summary(stack: StackSettings, result: DemoResult, model_name: str, experiment: str) -> str:
+def summary(
+    stack: StackSettings, result: DemoResult, model_name: str, experiment: str, monitoring_experiment: str = ""
+) -> str:
     """What a newcomer reads at the end of ``make demo``."""
     version, metrics, tags = champion(stack, model_name)
     result.champion_version, result.champion_metrics = version, metrics
@@ -204,22 +206,28 @@ def summary(stack: StackSettings, result: DemoResult, model_name: str, experimen
         "  tasks: " + ", ".join(f"{t}={s}" for t, s in result.task_states.items()),
     ]
     if result.training:
-        lines.append(f"  candidate: {model_name} v{result.training.get('model_version')}")
+        lines.append(f"  trained: {model_name} v{result.training.get('model_version')}")
     if version is None:
         lines.append(f"  no champion for {model_name} yet")
     else:
         lines += [
-            f"  champion: {model_name} v{version} (approved by {tags.get('approval.by', '?')}, "
-            f"{tags.get('approval.mode', '?')}; gate {tags.get('gate.decision', '?')})",
+            f"  champion now: {model_name} v{version} (trained on {tags.get('data.window', '?')}; approved by "
+            f"{tags.get('approval.by', '?')}, {tags.get('approval.mode', '?')}; gate {tags.get('gate.decision', '?')})",
             "  holdout: " + ", ".join(f"{k.removeprefix('holdout_')} {v:.4f}" for k, v in metrics.items()),
         ]
     lines += _serving_lines(stack, result)
+    if result.timeline is not None:
+        from pipelines.stack.story import timeline_lines
+
+        lines += timeline_lines(result.timeline)
     lines += [
         "",
         f"  Airflow  {stack.airflow_url}  (login: {stack.airflow_admin_user} / {services.admin_password(stack)})",
         f"           this run: {stack.airflow_url}/dags/{result.dag_id}/runs/{result.run_id}",
         f"  MLflow   {stack.mlflow_url}",
         f"           experiment '{experiment}', registered model: {stack.mlflow_url}/#/models/{model_name}",
+        f"           monitoring: experiment '{monitoring_experiment or experiment + '-monitoring'}' "
+        "(a run per day; the 'timeline' run charts them)",
         "",
         f"  `make demo` again adds a run; `make down` stops the services (state stays in {stack.home}).",
         "=" * 78,
@@ -287,15 +295,24 @@ def main() -> int:
             approval_comment="approved by `make demo` on the user's behalf (REST API)",
         )
         if result.state == "success" and stack.demo_replay_days > 0:
-            start = config.window.end
-            result.replay_run_id, result.replay = run_replay(
-                stack, dataset, str(start), str(start + timedelta(days=stack.demo_replay_days))
+            from pipelines.stack.story import run_story
+
+            result.timeline = run_story(
+                stack,
+                dataset,
+                config.window.end,
+                max_days=stack.demo_replay_days,
+                days_after=stack.demo_days_after_switch,
+                approval=stack.demo_approval,
+                comment="drift-triggered candidate approved by `make demo` on the user's behalf (REST API)",
             )
+            result.replay = result.timeline.replay
     except (StackError, TimeoutError) as exc:
         log.error("demo failed: %s", exc)
         log.error("service logs are in %s; `make down` stops what was started", stack.logs_dir)
         return 1
-    sys.stdout.write(summary(stack, result, config.model.registered_name, config.model.experiment) + "\n")
+    text = summary(stack, result, config.model.registered_name, config.model.experiment, config.monitoring_experiment)
+    sys.stdout.write(text + "\n")
     return 0 if result.state == "success" else 1
 
 

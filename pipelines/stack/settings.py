@@ -41,10 +41,16 @@ class StackSettings(BaseSettings):
     )
 
     demo_replay_days: int = Field(
-        28,
+        84,
         ge=0,
         validation_alias="DEMO_REPLAY_DAYS",
-        description="Days replayed through the service after the first deployment.",
+        description="Most days replayed (and monitored) after the first deployment; 0: no replay.",
+    )
+    demo_days_after_switch: int = Field(
+        7,
+        ge=1,
+        validation_alias="DEMO_DAYS_AFTER_SWITCH",
+        description="Days replayed once a retrained champion serves, to show its live performance.",
     )
 
     @property
