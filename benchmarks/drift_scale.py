@@ -32,6 +32,7 @@ import json
 import math
 import os
 import platform
+import resource
 import secrets
 import subprocess
 import sys
@@ -68,6 +69,7 @@ SUBTLE_COLUMNS = {"humid": 1.0, "pressure": 1.0, "wind_speed": -1.0}  # sign of 
 BENCH_DRIFT_SHARE = 0.10
 DEFAULT_DRIFT_SHARE = 0.5  # Evidently's DataDriftPreset default
 DKW_CONFIDENCE = 0.999  # pipelines.monitoring.drift.DKW_CONFIDENCE
+QUIET = {"below": 0.3, "wait": 120.0}  # before each run: wait until other processes use under 0.3 cores
 
 
 @dataclass(frozen=True)
@@ -128,6 +130,34 @@ def _peak_rss_mb() -> float:
     return float("nan")
 
 
+def _cpu_s(who: int = resource.RUSAGE_SELF) -> float:
+    usage = resource.getrusage(who)
+    return usage.ru_utime + usage.ru_stime
+
+
+def _busy_s() -> float:
+    """CPU seconds the whole machine has spent busy since boot (all cores)."""
+    values = [int(v) for v in Path("/proc/stat").read_text().splitlines()[0].split()[1:9]]
+    return (sum(values) - values[3] - values[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def other_load(seconds: float = 2.0) -> float:
+    """Cores kept busy by other processes over ``seconds`` (this process idles meanwhile)."""
+    before = _busy_s()
+    time.sleep(seconds)
+    return (_busy_s() - before) / seconds
+
+
+def wait_for_quiet(limit: float, patience: float) -> float:
+    """Wait (at most ``patience`` s) until other processes use under ``limit`` cores; the last load seen."""
+    deadline = time.monotonic() + patience
+    load = other_load()
+    while load >= limit and time.monotonic() < deadline:
+        time.sleep(3.0)
+        load = other_load()
+    return load
+
+
 def worker(spec_path: Path) -> None:
     """Run the measured step described by ``spec_path`` and write its figures next to it."""
     spec = json.loads(spec_path.read_text())
@@ -150,6 +180,7 @@ def worker(spec_path: Path) -> None:
     out: dict[str, Any] = {"kind": spec["kind"], "import_s": imported - started, "rss_after_import_mb": _rss_mb()}
     warnings.simplefilter("ignore")
     config = DatasetConfig.model_validate(json.loads(Path(spec["config"]).read_text()))
+    cpu0 = _cpu_s()
     t0 = time.perf_counter()
     if spec["kind"] == "prep":
         out.update(_prep(spec, config))
@@ -163,6 +194,7 @@ def worker(spec_path: Path) -> None:
     else:
         raise ValueError(f"unknown worker kind {spec['kind']!r}")
     out["wall_s"] = time.perf_counter() - t0
+    out["cpu_s"] = _cpu_s() - cpu0
     out["peak_rss_mb"] = _peak_rss_mb()
     Path(spec["result"]).write_text(json.dumps(out, indent=2))
 
@@ -256,6 +288,8 @@ def run_worker(spec: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
     spec["result"] = str(folder / f"{name}.result.json")
     spec_path.write_text(json.dumps(spec, indent=2))
     env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    load_before = wait_for_quiet(QUIET["below"], QUIET["wait"])
+    busy0, children0 = _busy_s(), _cpu_s(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "benchmarks.drift_scale", "--worker", str(spec_path)],
@@ -266,13 +300,17 @@ def run_worker(spec: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
         check=False,
     )
     elapsed = time.perf_counter() - started
+    others = (_busy_s() - busy0 - (_cpu_s(resource.RUSAGE_CHILDREN) - children0)) / elapsed
     (folder / f"{name}.log").write_text(done.stdout + done.stderr)
     if done.returncode != 0:
         raise RuntimeError(f"worker {name} failed ({done.returncode}):\n{done.stderr[-3000:]}")
     result = json.loads(Path(spec["result"]).read_text())
     result["process_s"] = elapsed
+    result["other_cores"] = max(0.0, others)
+    result["other_cores_before"] = load_before
     print(
-        f"  {name}: {result['wall_s']:.1f} s, peak RSS {result['peak_rss_mb']:.0f} MB "
+        f"  {name}: {result['wall_s']:.1f} s ({result['cpu_s']:.1f} s CPU), peak RSS {result['peak_rss_mb']:.0f} MB, "
+        f"other processes {result['other_cores']:.2f} cores "
         f"(imports {result['import_s']:.1f} s, {result['rss_after_import_mb']:.0f} MB)",
         flush=True,
     )
@@ -620,8 +658,9 @@ def render_markdown(results: dict[str, Any]) -> str:
         "",
         "### Time and memory",
         "",
-        "| shift | check | rows scored | wall s | of which reading s | peak RSS MB | ours / default: time, RSS |",
-        "|---|---|---:|---:|---:|---:|---|",
+        "| shift | check | rows scored | wall s | of which reading s | CPU s | peak RSS MB "
+        "| ours / default: wall, CPU, RSS | other processes, cores |",
+        "|---|---|---:|---:|---:|---:|---:|---|---:|",
     ]
     for name in SHIFT_NAMES:
         entry = runs[name]
@@ -633,13 +672,13 @@ def render_markdown(results: dict[str, Any]) -> str:
             ratio = ""
             if key == "ours" and default is not None:
                 ratio = (
-                    f"**{cell['wall_s'] / default['wall_s']:.3f}x**, "
+                    f"**{cell['wall_s'] / default['wall_s']:.3f}x**, {cell['cpu_s'] / default['cpu_s']:.3f}x, "
                     f"**{cell['peak_rss_mb'] / default['peak_rss_mb']:.2f}x**"
                 )
             rows = cell.get("rows_used", cell.get("rows"))
             lines.append(
-                f"| {name} | {label} | {rows:,} | {cell['wall_s']:.1f} | {cell['read_s']:.1f} | "
-                f"{_mb(cell['peak_rss_mb'])} | {ratio} |"
+                f"| {name} | {label} | {rows:,} | {cell['wall_s']:.1f} | {cell['read_s']:.1f} | {cell['cpu_s']:.1f} | "
+                f"{_mb(cell['peak_rss_mb'])} | {ratio} | {cell['other_cores']:.2f} |"
             )
     imports = [runs[n][k] for n in SHIFT_NAMES for k in ("default", "ours_full", "ours") if k in runs[n]]
     read_all = runs["stable"].get("read_all")
@@ -726,6 +765,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--subtle-margin", type=float, default=0.02, help="subtle shift: whole-window scores = (1 +- this) x thresholds"
     )
     parser.add_argument("--seed", type=int, default=20131)
+    parser.add_argument(
+        "--quiet-below", type=float, default=0.3, help="before each run, wait until other processes use fewer cores"
+    )
+    parser.add_argument("--quiet-wait", type=float, default=120.0, help="...but at most this many seconds")
     parser.add_argument("--out", type=Path, default=None, help="working folder (default: a fresh one in runtime/)")
     parser.add_argument("--worker", type=Path, default=None, help=argparse.SUPPRESS)
     return parser
@@ -755,6 +798,7 @@ def main(argv: list[str] | None = None) -> int:
         seed=args.seed,
         out=out,
     )
+    QUIET.update(below=args.quiet_below, wait=args.quiet_wait)
     results = run(opts)
     (out / "results.json").write_text(json.dumps(results, indent=2, default=str))
     markdown = render_markdown(results)

@@ -45,6 +45,11 @@ def test_shipped_config_is_valid(flights_config: DatasetConfig) -> None:
         (lambda d: d["split"].update(holdout_fraction=1.5), "split.holdout_fraction"),
         (lambda d: d.update(slices=["tailnum"]), "slices ['tailnum'] are not features"),
         (lambda d: d["approval"].update(mode="sometimes"), "approval.mode"),
+        (lambda d: d["monitoring"]["drift"].update(ignore=["tailnum"]), "monitoring.drift features ['tailnum']"),
+        (lambda d: d["monitoring"]["drift"].update(num_method="ks"), "monitoring.drift.num_method"),
+        (lambda d: d["retraining"]["performance_floor"].update(auc=0.6), "unknown metric(s) ['auc']"),
+        (lambda d: d["retraining"].update(approval="never"), "retraining.approval"),
+        (lambda d: d["retraining"].update(drift_windows=0), "retraining.drift_windows"),
     ],
 )
 def test_invalid_config_is_refused_with_file_and_field(tmp_path: Path, mutate, expected: str) -> None:
@@ -88,3 +93,12 @@ def test_overrides_are_merged_and_validated(flights_config: DatasetConfig) -> No
         flights_config.with_overrides({"approval": {"mode": "never"}})
     with pytest.raises(ConfigError, match="forbidden"):
         flights_config.with_overrides({"features": [{"name": "arr_time", "type": "numeric"}]})
+
+
+def test_monitoring_settings_of_the_shipped_config(flights_config: DatasetConfig) -> None:
+    # given the shipped file, then calendar features are reported but not counted for dataset drift
+    assert "day_of_week" not in flights_config.drift_features and "month" not in flights_config.drift_features
+    assert len(flights_config.drift_features) == 13
+    # and the monitoring reports go to their own MLflow experiment
+    assert flights_config.monitoring_experiment == "flights-monitoring"
+    assert flights_config.monitoring.schedule == "@daily"
