@@ -28,6 +28,12 @@ DEFAULT_ARGS: dict[str, Any] = {
 }
 
 
+class TriggerTraining(TriggerDagRunOperator):
+    """Airflow's TriggerDagRunOperator with a templated ``note`` (it names the monitoring run that decided)."""
+
+    template_fields = (*TriggerDagRunOperator.template_fields, "note")
+
+
 def _run_context() -> Any:
     from pipelines.runs import RunContext
 
@@ -102,7 +108,7 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
                 log.info("  %s", reason)
             return "trigger_training" if decision["retrain"] else None
 
-        trigger = TriggerDagRunOperator(
+        trigger = TriggerTraining(
             task_id="trigger_training",
             trigger_dag_id=training_dag,
             trigger_run_id="{{ ti.xcom_pull(task_ids='decide', key='decision')['training_run_id'] }}",

@@ -184,7 +184,10 @@ def drift_report(
     scored_num = [c for c in numeric if c not in empty]
     scored_cat = [c for c in categorical if c not in empty]
     counted_scored = [c for c in counted if c not in empty]
-    with_prediction = drift.prediction_drift and PROBABILITY in used and PROBABILITY in reference
+    # prediction drift compares the champion with itself: a window it did not answer has nothing to compare
+    with_prediction = (
+        drift.prediction_drift and PROBABILITY in used and PROBABILITY in reference and used[PROBABILITY].notna().any()
+    )
     columns = [*scored_num, *scored_cat] + ([PROBABILITY] if with_prediction else [])
     num_columns = scored_num + ([PROBABILITY] if with_prediction else [])
 

@@ -11,6 +11,7 @@ import textwrap
 from pathlib import Path
 
 import pytest
+from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 
 from tests.conftest import REPO_ROOT
 
@@ -76,7 +77,8 @@ def test_monitoring_dag_shape(dagbag) -> None:
     assert dag.get_task("check").downstream_task_ids == {"decide"}
     assert dag.get_task("decide").downstream_task_ids == {"trigger_training"}
     trigger = dag.get_task("trigger_training")
-    assert type(trigger).__name__ == "TriggerDagRunOperator"
+    assert isinstance(trigger, TriggerDagRunOperator)
+    assert "note" in trigger.template_fields, "the note names the monitoring run that decided"
     assert trigger.trigger_dag_id == "train_flights"
     assert trigger.skip_when_already_exists, "a rerun must not start a second training run"
 
