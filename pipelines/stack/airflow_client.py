@@ -66,6 +66,11 @@ class AirflowClient:
         result: dict[str, Any] = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}")
         return result
 
+    def runs(self, dag_id: str, limit: int = 100) -> list[dict[str, Any]]:
+        """The DAG's runs, newest first (id, state, conf, note...)."""
+        found = self._call("GET", f"/dags/{dag_id}/dagRuns", params={"limit": limit, "order_by": "-run_after"})
+        return list(found["dag_runs"])
+
     def task_states(self, dag_id: str, run_id: str) -> dict[str, str | None]:
         """``{task_id: state}`` of a run."""
         tis = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]

@@ -97,7 +97,7 @@ def _monitor(api: AirflowClient, day: date) -> tuple[str, str, dict[str, str | N
 
 def _retrain_runs(api: AirflowClient) -> list[dict[str, Any]]:
     """``train_flights`` runs started by monitoring (their ids start with ``retrain__``)."""
-    runs = api._call("GET", f"/dags/{TRAIN}/dagRuns", params={"limit": 100})["dag_runs"]
+    runs = api.runs(TRAIN)
     return [r for r in runs if str(r["dag_run_id"]).startswith("retrain__")]
 
 
