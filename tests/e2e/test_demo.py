@@ -16,6 +16,7 @@ from tests.stack import env_for, make_stack_settings
 pytestmark = pytest.mark.e2e
 
 
+@pytest.mark.timeout(1800)  # the whole demo: about 12 minutes here, longer on a busy machine
 def test_demo_deploys_then_drift_retrains_and_switches_through_airflow_then_down_stops_everything(
     tmp_path: Path,
 ) -> None:
