@@ -214,7 +214,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
                 decided_by="policy",
                 decided_at=_started_at(),
                 mode="auto",
-                comment="gate passed; approval.mode is auto",
+                comment=f"gate passed; approval.mode is auto (run reason: {_run_context().reason})"[:2000],
                 overrides=_overrides(),
             )
 
