@@ -2,7 +2,7 @@
 
 Run from the repository root (``--help`` lists every option)::
 
-    .venv/bin/python -m benchmarks.drift_alarms [--workers 2] [--report-checks 30]
+    .venv/bin/python -m benchmarks.drift_alarms [--workers 2] [--report-checks 20]
 
 Every score is Evidently's: ``pipelines.monitoring.drift.drift_scores`` runs Evidently's own stat tests
 (Wasserstein / Jensen-Shannon, as configured) column by column, and Evidently's default test selection
@@ -17,10 +17,13 @@ days; a window is every flight of a day (or of a week), outcome known or not.
 
 - Stable windows: for each two-month block of 2013, the reference is its even days and every odd day a window
   (also every run of 7 consecutive odd days: an "odd-day week"); the block January-February is the issue's
-  construction.
+  construction. Consecutive days: in each block, alternate weeks are the reference and the days of the other
+  weeks the windows (also each of those weeks as one window).
 - Shift: the reference is the shipped training window 2013-01-01..2013-04-01; every day from 2013-04-01 is a window.
-- Spliced: the stable odd days of January-February, then July days from a known day: the delay, in windows, from
-  the first July window to the policy's trigger, for every start day.
+- Spliced: the first 10, 20 or 30 stable odd days of January-February, then July days from a known day: the
+  delay, in days, from the first July window to the policy's trigger, for every start day (weekly: July weeks).
+
+A champion trained on the shipped window also gives the day-by-day noise of live ROC AUC (``--no-auc`` skips it).
 
 The policy is ``pipelines.retraining.needs_retraining`` (the drift trigger only: no blocks, no performance rule).
 Raw figures go to ``runtime/benchmarks/drift_alarms-<time>-<random>/results.json``; the Markdown is printed and
@@ -86,6 +89,16 @@ class Setting:
 
 
 SHIPPED = "ours"
+SHORT = {
+    "default": "Evidently defaults",
+    "default_p3": "Evidently defaults + persistence 3",
+    "ours_p1": "ours as shipped (the days; persistence aside)",
+    SHIPPED: "ours as shipped",
+    "margin_1.0": "ours, margin 1.0",
+    "margin_1.5": "ours, margin 1.5",
+    "share_0.30": "ours, share 0.30",
+    "ours_week": "ours, weekly windows (weeks by first day)",
+}
 SETTINGS = [
     Setting("default", "Evidently defaults (0.1, share 0.5, all 15 features)", "default", None, 0.5, True, 1),
     Setting("default_p3", "Evidently defaults + persistence 3", "default", None, 0.5, True, 3),
@@ -413,13 +426,15 @@ def splice_figures(setting: Setting, scores: dict[str, Scores], config: Any) -> 
         return _delay_summary(delays, len(delays))
     stable_flag, _, _ = verdicts(setting, scores[SPLICE_BLOCK], config)
     stable = stable_flag.tolist()
+    already = 0
     for prefix in SPLICE_PREFIXES:
         for start in range(len(july) - WEEK + 1):
             sequence = stable[:prefix] + july[start:]
             fires = policy_fires(sequence, setting.persistence)
             found = next((i for i in range(prefix, len(sequence)) if fires[i]), None)
             delays.append(math.inf if found is None else found - prefix + 1)
-    return _delay_summary(delays, len(delays))
+            already += fires[prefix - 1]
+    return {**_delay_summary(delays, len(delays)), "already_firing": already}
 
 
 def _delay_summary(delays: list[float], count: int) -> dict[str, Any]:
@@ -605,7 +620,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     t = time.perf_counter()
     auc = auc_noise(frame, config) if not args.no_auc else None
     phases["auc"] = time.perf_counter() - t
-    thresholds = {name: thresholds_of(scores[name].calibration, 1.25) for name in [SPLICE_BLOCK, "shift"]}
+    margin = config.monitoring.drift.calibration_margin
+    thresholds = {name: thresholds_of(scores[name].calibration, margin) for name in [SPLICE_BLOCK, "shift"]}
+    calendar: dict[str, Any] = {}
+    for column in ("month", "day_of_week"):
+        live = scores["shift"].ours["day"][column]
+        limit = thresholds["shift"][column]
+        calendar[column] = {
+            "threshold": limit,
+            "days_over": int((live >= limit).sum()),
+            "days": len(live),
+            "scores": {day: float(live.loc[day]) for day in ("2013-04-01", "2013-07-04") if day in live.index},
+        }
     return {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": {"nproc": multiprocessing.cpu_count(), "kernel": platform.release(), "python": sys.version[:6]},
@@ -624,6 +650,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "figures": figures,
         "features": feature_counts(scores, config),
         "thresholds": thresholds,
+        "calendar": calendar,
         "spot_checks": checks,
         "auc": auc,
         "phases": phases,
@@ -658,6 +685,8 @@ def _delay(splice: dict[str, Any]) -> tuple[str, str]:
     if not splice["sequences"]:
         return "-", "-"
     spread = f"{text(splice['median'])} ({text(splice['min'])}-{text(splice['max'])})"
+    if splice.get("already_firing"):
+        spread += f"; already firing on the last stable window in {splice['already_firing']}/{splice['sequences']}"
     return spread, _count(splice["within_week"], splice["sequences"])
 
 
@@ -718,7 +747,11 @@ def _detail_tables(results: dict[str, Any]) -> str:
         "",
         "#### Per block: windows with dataset drift / policy fires",
         "",
-        "| block | odd days | " + " | ".join(keys) + " | alternate-week days | " + " | ".join(keys) + " |",
+        "| block | odd days | "
+        + " | ".join(SHORT[k] for k in keys)
+        + " | alternate-week days | "
+        + " | ".join(SHORT[k] for k in keys)
+        + " |",
         "|---|---:|" + "---|" * len(keys) + "---:|" + "---|" * len(keys),
     ]
     for first, second in BLOCKS:
@@ -731,7 +764,7 @@ def _detail_tables(results: dict[str, Any]) -> str:
                 errors = f" ({cell['errors']} error)" if cell["errors"] else ""
                 row += f" {cell['drift']} / {cell['fires']}{errors} |"
         lines.append(row)
-    lines += ["", "Windows with dataset drift, by setting (ours as shipped, persistence 1):", ""]
+    lines += ["", "Windows with dataset drift, ours as shipped:", ""]
     for part in ("stable", "alt"):
         found = [w for b in figures["ours_p1"][part].values() for w in b["drift_windows"]]
         lines.append(f"- {'odd days' if part == 'stable' else 'alternate-week days'}: {', '.join(found) or 'none'}")
@@ -745,8 +778,7 @@ def _detail_tables(results: dict[str, Any]) -> str:
     for key in ("default", "ours_p1", "margin_1.0", "margin_1.5", "share_0.30", "ours_week"):
         month_cells = figures[key]["shift"]["months"]
         cells = [f"{a}/{b}" for a, b in (month_cells.get(m, [0, 0]) for m in months)]
-        label = key + (" (weeks, by first day)" if key == "ours_week" else "")
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+        lines.append(f"| {SHORT[key]} | " + " | ".join(cells) + " |")
     counts = results["features"]
     lines += ["", "#### Which features drift on stable days (odd days, all blocks)", ""]
     lines += ["| feature | Evidently default (0.1) | ours (calibrated, margin 1.25) |", "|---|---:|---:|"]
@@ -773,6 +805,15 @@ def _checks_and_auc(results: dict[str, Any]) -> str:
         f"- Our `drift_report` on {ours['windows']} daily windows (the first of Jan-Feb's odd days and of the days "
         f"from 2013-04-01): the same verdict and the same drifted features on {ours['agree']} of {ours['windows']}.",
     ]
+    calendar = results.get("calendar")
+    if calendar:
+        lines += ["", "#### Calendar features against the shipped reference (Jan-Mar), days from 2013-04-01", ""]
+        for column, c in calendar.items():
+            scored = ", ".join(f"{score:.2f} on {day}" for day, score in c["scores"].items())
+            lines.append(
+                f"- `{column}`: beyond its calibrated threshold {c['threshold']:.2f} on {c['days_over']} of "
+                f"{c['days']} days (score {scored})."
+            )
     auc = results.get("auc")
     if auc:
         lines += [
@@ -808,7 +849,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--report-checks", type=int, default=20, help="windows per study checked by drift_report")
     parser.add_argument("--no-auc", action="store_true", help="skip the daily live ROC AUC of a champion")
     parser.add_argument("--out", type=Path, default=None, help="working folder (default: a fresh one in runtime/)")
+    parser.add_argument("--render", type=Path, default=None, help="only print the Markdown of a results.json")
     args = parser.parse_args(argv)
+    if args.render is not None:
+        print(render_markdown(json.loads(args.render.read_text())))
+        return 0
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S")
     out = args.out or RUNTIME_DIR / f"drift_alarms-{stamp}-{secrets.token_hex(3)}"
     out.mkdir(parents=True, exist_ok=True)

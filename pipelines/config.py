@@ -165,7 +165,9 @@ class DriftSettings(_Strict):
         True, description="Per-feature thresholds from the reference's own day-to-day spread (once per champion)."
     )
     calibration_margin: float = Field(1.25, ge=1.0, description="Calibrated threshold = margin x worst reference day.")
-    drift_share: float = Field(0.3, gt=0, le=1, description="Dataset drift when this share of counted features drift.")
+    drift_share: float = Field(
+        0.15, gt=0, le=1, description="Dataset drift when this share of counted features drift (docs/drift.md)."
+    )
     prediction_drift: bool = Field(True, description="Also test the drift of the predicted probability.")
     sample_rows: int = Field(
         50_000,

@@ -78,8 +78,9 @@ def method_of(config: DatasetConfig, column: str) -> str:
 
 
 def dkw_bound(rows_used: int, confidence: float = DKW_CONFIDENCE) -> float:
-    """Dvoretzky-Kiefer-Wolfowitz: with ``confidence``, every column's empirical CDF (and every category's share)
-    in a uniform sample of ``rows_used`` rows is within this distance of the whole window's."""
+    """Dvoretzky-Kiefer-Wolfowitz: with ``confidence``, a column's empirical CDF in a uniform sample of
+    ``rows_used`` rows is within this distance of the whole window's everywhere (so any one category's share is
+    within it, all of a column's categories at once within twice it)."""
     return math.sqrt(math.log(2.0 / (1.0 - confidence)) / (2.0 * rows_used))
 
 

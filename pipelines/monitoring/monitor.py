@@ -144,6 +144,12 @@ def monitor_window(
         f"(share {drift.drift_share:.2f}, dataset drift at {config.monitoring.drift.drift_share:.2f})"
         + (f": {', '.join(drift.drifted_features)}" if drift.drifted_features else "")
     )
+    missing = [name for name in config.drift_features if drift.features[name].score is None]
+    if missing:
+        # a feed that stopped is a data problem to fix, not a reason to retrain
+        status = "insufficient_data"
+        message = f"insufficient data: no value of {', '.join(missing)} in {window} (a data problem, not drift)"
+        log.warning(message)
     result = MonitorResult(
         **base,
         status=status,
