@@ -32,7 +32,7 @@ status: install
 
 ## test: the whole suite (unit, DAG integrity, integration with real services, end to end)
 test: install
-	$(BIN)/python -m pytest -q tests
+	$(BIN)/python -m pytest -q --durations=8 tests
 
 test-unit: install
 	$(BIN)/python -m pytest -q tests/unit tests/dags
