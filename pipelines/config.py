@@ -24,6 +24,14 @@ METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall"
 LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
 
 
+def known_metrics(value: dict[str, float]) -> dict[str, float]:
+    """``value`` itself when every key is a metric the pipeline computes; else a ValueError naming the others."""
+    unknown = sorted(set(value) - set(METRICS))
+    if unknown:
+        raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
+    return value
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -113,10 +121,7 @@ class GatePolicy(_Strict):
     @field_validator("floors", "max_regression")
     @classmethod
     def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(METRICS))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
-        return value
+        return known_metrics(value)
 
 
 class ApprovalPolicy(_Strict):
@@ -220,10 +225,7 @@ class RetrainingPolicy(_Strict):
     @field_validator("performance_floor", "max_drop")
     @classmethod
     def _known_metrics(cls, value: dict[str, float]) -> dict[str, float]:
-        unknown = sorted(set(value) - set(METRICS))
-        if unknown:
-            raise ValueError(f"unknown metric(s) {unknown}; known: {list(METRICS)}")
-        return value
+        return known_metrics(value)
 
 
 class WindowConfig(_Strict):
