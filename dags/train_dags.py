@@ -43,8 +43,7 @@ def _run_context() -> Any:
 
 
 def _window_params() -> tuple[str | None, str | None]:
-    """The run's window: the params; for a scheduled run without them, the ``retraining.train_days`` up to the
-    data interval's end; else None (the config's window)."""
+    """The run's window params; a scheduled run without them trains up to its data interval's end."""
     ctx = get_current_context()
     params = ctx["params"]
     start, end = params.get("window_start"), params.get("window_end")
@@ -53,9 +52,7 @@ def _window_params() -> tuple[str | None, str | None]:
         return start, end
     from pipelines import steps
 
-    days = steps.dataset_config(ctx["dag"].dag_id.removeprefix("train_"), _overrides()).retraining.train_days
-    last = interval_end.date()
-    return (last - timedelta(days=days)).isoformat(), last.isoformat()
+    return steps.scheduled_window(ctx["dag"].dag_id.removeprefix("train_"), interval_end.date(), _overrides())
 
 
 def _overrides() -> dict[str, Any]:

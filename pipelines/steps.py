@@ -57,6 +57,14 @@ def resolve_window(config: DatasetConfig, start: str | date | None, end: str | d
     )
 
 
+def scheduled_window(dataset: str, last: date, overrides: dict[str, Any] | None = None) -> tuple[str, str]:
+    """The window of a scheduled training run: the ``retraining.train_days`` before ``last`` (its interval's end)."""
+    from datetime import timedelta
+
+    days = dataset_config(dataset, overrides).retraining.train_days
+    return (last - timedelta(days=days)).isoformat(), last.isoformat()
+
+
 def seed(dataset: str, start: str | date, end: str | date) -> Result:
     """Load ``[start, end)`` of the dataset's source into its warehouse table."""
     from dataclasses import asdict
