@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo down status test test-unit test-integration lint lock install clean
+.PHONY: demo down status up-prod-local down-prod-local demo-prod-local compose-check test test-unit test-integration lint lock install clean
 
 ## install: a virtual environment from the lock file (redone when the lock changes)
 install: $(STAMP)
@@ -29,6 +29,22 @@ down:
 
 status: install
 	$(BIN)/python -m pipelines.stack status
+
+## up-prod-local: the production topology with native processes (PostgreSQL, Redis, CeleryExecutor, 2 workers)
+up-prod-local: install
+	MLOPS_PROFILE=production $(BIN)/python -m pipelines.stack up
+
+down-prod-local:
+	@if [ -x $(BIN)/python ]; then MLOPS_PROFILE=production $(BIN)/python -m pipelines.stack down; fi
+
+## demo-prod-local: `make demo` on that topology
+demo-prod-local: install
+	MLOPS_PROFILE=production $(BIN)/python -m pipelines.stack demo
+
+## compose-check: validate docker-compose.yaml with the example env file (needs docker compose or docker-compose)
+compose-check:
+	@if docker compose version >/dev/null 2>&1; then docker compose --env-file .env.example config -q; \
+	else docker-compose --env-file .env.example config -q; fi && echo "docker-compose.yaml: valid"
 
 ## test: the whole suite (unit, DAG integrity, integration with real services, end to end)
 test: install

@@ -1,4 +1,8 @@
-"""``python -m pipelines.stack up|down|status|demo``: manage the local stack."""
+"""``python -m pipelines.stack up|down|status|demo|databases``: manage the local stack.
+
+The profile comes from ``MLOPS_PROFILE`` (``embedded`` by default, ``production``: see docs/deployment.md).
+``databases`` creates the production profile's PostgreSQL databases and exits (compose's ``db-init`` runs it).
+"""
 
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from pipelines.stack.settings import StackSettings
 def main(argv: list[str] | None = None) -> int:
     """Start, stop or show the stack's services, or run the demo."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "demo"])
+    parser.add_argument("command", choices=["up", "down", "status", "demo", "databases"])
     args = parser.parse_args(argv)
     if args.command == "demo":
         from pipelines.stack.demo import main as demo
@@ -25,6 +29,11 @@ def main(argv: list[str] | None = None) -> int:
     configure(fmt="%(asctime)s %(message)s")
     stack = StackSettings()
     try:
+        if args.command == "databases":
+            from pipelines.stack.databases import ensure_databases
+
+            ensure_databases(stack.model_copy(update={"profile": "production"}))
+            return 0
         if args.command == "up":
             services.up(stack)
         elif args.command == "down":

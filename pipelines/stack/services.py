@@ -1,8 +1,10 @@
-"""The stack's services: an MLflow tracking server and Airflow (api-server, scheduler, dag-processor, triggerer).
+"""The stack's services: an MLflow tracking server, the prediction service and Airflow's components.
 
 Embedded default: MLflow on SQLite with artifacts served by the MLflow server from a local folder; Airflow on
-SQLite with the LocalExecutor. Every process gets the same environment (:func:`stack_env`), which also tells the
-pipeline's steps where MLflow, the warehouse and the runtime folder are.
+SQLite with the LocalExecutor. Production profile (``MLOPS_PROFILE=production``): the same services on
+PostgreSQL, Airflow with the CeleryExecutor, a Redis broker and ``CELERY_WORKERS`` Celery workers. Every process
+gets the same environment (:func:`stack_env`), which also tells the pipeline's steps where MLflow, the warehouse
+and the runtime folder are.
 """
 
 from __future__ import annotations
@@ -16,8 +18,10 @@ import sys
 from pathlib import Path
 
 import httpx
+from sqlalchemy.engine import make_url
 
 from pipelines.settings import REPO_ROOT, Settings
+from pipelines.stack import databases
 from pipelines.stack.processes import Service, StackError, wait_until
 from pipelines.stack.settings import StackSettings
 
@@ -61,6 +65,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "MLOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
             "MLOPS_AIRFLOW_UI_URL": stack.airflow_url,
             "MLOPS_SERVING_URL": stack.serving_url,
+            "MLOPS_WAREHOUSE_URL": stack.database_url("warehouse"),
             "MLFLOW_TRACKING_URI": stack.mlflow_url,
             "AIRFLOW_HOME": str(stack.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
@@ -69,7 +74,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(stack.airflow_parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(stack.airflow_parallelism),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{stack.airflow_home / 'airflow.db'}",
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": stack.database_url("airflow"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{stack.airflow_url}/execution/",
             "AIRFLOW__API__BASE_URL": stack.airflow_url,
             "AIRFLOW__API__HOST": stack.host,
@@ -87,7 +92,28 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "OMP_NUM_THREADS": "1",
         }
     )
+    if stack.production:
+        env.update(_celery_env(stack))
     return env
+
+
+def _celery_env(stack: StackSettings) -> dict[str, str]:
+    """What the production profile changes: the CeleryExecutor, its broker and result backend, the slots."""
+    slots = max(stack.airflow_parallelism, stack.celery_workers * stack.celery_concurrency)
+    result_backend = make_url(stack.database_url("airflow")).set(drivername="postgresql")
+    return {
+        "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
+        "AIRFLOW__CORE__PARALLELISM": str(slots),
+        "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(slots),
+        "AIRFLOW__CELERY__BROKER_URL": stack.redis_url,
+        "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + result_backend.render_as_string(hide_password=False),
+        "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(stack.celery_concurrency),
+        # A task that outlives the visibility timeout is handed to a second worker: 6 h is above any run here.
+        "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
+        "AIRFLOW__OPERATORS__DEFAULT_QUEUE": stack.celery_queue,
+        # Several workers share this machine: each reports its own name as the task's host (see worker_name).
+        "AIRFLOW__CORE__HOSTNAME_CALLABLE": "pipelines.stack.hostname.worker_hostname",
+    }
 
 
 def pipeline_settings(stack: StackSettings) -> Settings:
@@ -95,18 +121,20 @@ def pipeline_settings(stack: StackSettings) -> Settings:
     return Settings(
         home=stack.home,
         datasets_dir=stack.datasets_dir,
-        warehouse_url="",
+        warehouse_url=stack.database_url("warehouse"),
         mlflow_tracking_uri=stack.mlflow_url,
         airflow_ui_url=stack.airflow_url,
         serving_url=stack.serving_url,
     )
 
 
-def _service(stack: StackSettings, name: str, command: list[str], port: int | None = None) -> Service:
+def _service(
+    stack: StackSettings, name: str, command: list[str], port: int | None = None, env: dict[str, str] | None = None
+) -> Service:
     return Service(
         name=name,
         command=command,
-        env=stack_env(stack),
+        env={**stack_env(stack), **(env or {})},
         pid_file=stack.pids_dir / f"{name}.pid",
         log_file=stack.logs_dir / f"{name}.log",
         port=port,
@@ -117,6 +145,7 @@ def _service(stack: StackSettings, name: str, command: list[str], port: int | No
 def mlflow_service(stack: StackSettings) -> Service:
     """MLflow tracking server and registry: SQLite store, artifacts served from a local folder."""
     store = stack.mlflow_dir
+    backend = stack.database_url("mlflow")
     return _service(
         stack,
         "mlflow",
@@ -124,7 +153,7 @@ def mlflow_service(stack: StackSettings) -> Service:
             _bin("mlflow"),
             "server",
             "--backend-store-uri",
-            f"sqlite:///{store / 'mlflow.db'}",
+            backend,
             "--artifacts-destination",
             str(store / "artifacts"),
             "--serve-artifacts",
@@ -154,6 +183,26 @@ def airflow_services(stack: StackSettings) -> list[Service]:
     return services
 
 
+def worker_name(stack: StackSettings, index: int) -> str:
+    """Celery worker ``index``'s name (prefixed: stacks sharing one Redis tell their workers apart)."""
+    return f"{stack.db_prefix}-worker-{index}"
+
+
+def celery_workers(stack: StackSettings) -> list[Service]:
+    """The production profile's Celery workers, each its own process with its own log server port."""
+    if not stack.production:
+        return []
+    workers = []
+    for index in range(1, stack.celery_workers + 1):
+        name = worker_name(stack, index)
+        log_port = stack.worker_log_port + index - 1
+        command = [_bin("airflow"), "celery", "worker", "--concurrency", str(stack.celery_concurrency)]
+        command += ["--queues", stack.celery_queue, "--celery-hostname", f"{name}@%h"]
+        env = {"AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(log_port), "STACK_WORKER_NAME": name}
+        workers.append(_service(stack, f"airflow-{name}", command, port=log_port, env=env))
+    return workers
+
+
 def serving_service(stack: StackSettings, dataset: str = "flights") -> Service:
     """The prediction service of ``dataset``: answers with the registry's champion."""
     return _service(
@@ -176,7 +225,7 @@ def serving_service(stack: StackSettings, dataset: str = "flights") -> Service:
 
 def all_services(stack: StackSettings) -> list[Service]:
     """Every service of the stack, in start order."""
-    return [mlflow_service(stack), serving_service(stack), *airflow_services(stack)]
+    return [mlflow_service(stack), serving_service(stack), *airflow_services(stack), *celery_workers(stack)]
 
 
 def _write_passwords(stack: StackSettings) -> None:
@@ -222,12 +271,28 @@ def airflow_healthy(stack: StackSettings) -> bool:
     )
 
 
+def workers_answering(stack: StackSettings, timeout: float = 2.0) -> set[str]:
+    """Names of this stack's Celery workers that answer a ping over the broker."""
+    from celery import Celery
+
+    app = Celery(broker=stack.redis_url)
+    try:
+        replies = app.control.ping(timeout=timeout) or []
+    finally:
+        app.close()
+    answering = {name.split("@", 1)[0] for reply in replies for name in reply}
+    return answering & {worker_name(stack, i) for i in range(1, stack.celery_workers + 1)}
+
+
 def up(stack: StackSettings, timeout: float = 240.0) -> None:
     """Start (or keep) every service and wait until all are healthy; idempotent."""
     stack.home.mkdir(parents=True, exist_ok=True)
+    if stack.production:
+        databases.check_broker(stack)
+        databases.ensure_databases(stack)
     mlflow = mlflow_service(stack)
     serving = serving_service(stack)
-    airflow = airflow_services(stack)
+    airflow = airflow_services(stack) + celery_workers(stack)
     mlflow.start()
     serving.start()  # it waits for the registry on its own
     if all(s.pid() is None for s in airflow):
@@ -240,8 +305,15 @@ def up(stack: StackSettings, timeout: float = 240.0) -> None:
     wait_until(lambda: mlflow_healthy(stack), f"MLflow at {stack.mlflow_url}", timeout, [mlflow])
     wait_until(lambda: serving_healthy(stack), f"the prediction service at {stack.serving_url}", timeout, [serving])
     wait_until(lambda: airflow_healthy(stack), f"Airflow at {stack.airflow_url}", timeout, airflow)
+    if stack.production:
+        wanted = stack.celery_workers
+        wait_until(lambda: len(workers_answering(stack)) == wanted, f"{wanted} Celery workers", timeout, airflow)
     log.info(
-        "stack up: MLflow %s, Airflow %s, prediction service %s", stack.mlflow_url, stack.airflow_url, stack.serving_url
+        "stack up (%s): MLflow %s, Airflow %s, prediction service %s",
+        stack.profile,
+        stack.mlflow_url,
+        stack.airflow_url,
+        stack.serving_url,
     )
 
 

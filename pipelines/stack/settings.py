@@ -1,12 +1,23 @@
-"""How the local stack is laid out: ports, runtime folder, Airflow login. Read once from the environment."""
+"""How the local stack is laid out: profile, ports, runtime folder, databases, Airflow login. Read once.
+
+Two profiles, one switch (``MLOPS_PROFILE``):
+
+- ``embedded`` (default): Airflow on SQLite with the LocalExecutor, MLflow and the warehouse on SQLite files in
+  the runtime folder. Nothing to install beyond the lock file.
+- ``production``: the topology of ``docker-compose.yaml`` with native processes: Airflow with the CeleryExecutor
+  on PostgreSQL and a Redis broker, ``CELERY_WORKERS`` Celery workers, MLflow on PostgreSQL, the warehouse (and
+  the prediction log) on PostgreSQL; three databases named ``<STACK_DB_PREFIX>_airflow|_mlflow|_warehouse`` on
+  the server of ``STACK_POSTGRES_URL``.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field
+from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
 
 from pipelines.settings import REPO_ROOT
 
@@ -18,7 +29,16 @@ class StackSettings(BaseSettings):
     # populate_by_name: the lookup ignores case, so the field name ``home`` would read $HOME.
     model_config = SettingsConfigDict(extra="ignore", frozen=True)
 
-    home: Path = Field(REPO_ROOT / "runtime", validation_alias="MLOPS_HOME")
+    profile: Literal["embedded", "production"] = Field(
+        "embedded",
+        validation_alias="MLOPS_PROFILE",
+        description="embedded: SQLite + LocalExecutor; production: PostgreSQL + Redis + CeleryExecutor.",
+    )
+    home: Path = Field(
+        REPO_ROOT / "runtime",
+        validation_alias="MLOPS_HOME",
+        description="Runtime folder; the production profile defaults to runtime/prod-local (its own pid files).",
+    )
     datasets_dir: Path = Field(REPO_ROOT / "pipelines" / "conf" / "datasets", validation_alias="MLOPS_DATASETS_DIR")
     host: str = Field("127.0.0.1", validation_alias="STACK_HOST")
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
@@ -26,6 +46,22 @@ class StackSettings(BaseSettings):
     serving_port: int = Field(8000, ge=1, le=65535, validation_alias="SERVING_PORT")
     worker_log_port: int = Field(8793, ge=1, le=65535, validation_alias="AIRFLOW_WORKER_LOG_PORT")
     trigger_log_port: int = Field(8794, ge=1, le=65535, validation_alias="AIRFLOW_TRIGGER_LOG_PORT")
+    postgres_url: str = Field(
+        "postgresql://postgres@127.0.0.1:5432/postgres",
+        validation_alias="STACK_POSTGRES_URL",
+        description="production: a URL to the PostgreSQL server with the right to create databases.",
+    )
+    db_prefix: str = Field(
+        "mlops",
+        pattern=r"^[a-z][a-z0-9_]{0,40}$",
+        validation_alias="STACK_DB_PREFIX",
+        description="production: databases <prefix>_airflow, <prefix>_mlflow, <prefix>_warehouse; Celery queue.",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", validation_alias="STACK_REDIS_URL")
+    celery_workers: int = Field(2, ge=1, le=16, validation_alias="CELERY_WORKERS")
+    celery_concurrency: int = Field(
+        2, ge=1, le=32, validation_alias="CELERY_WORKER_CONCURRENCY", description="Task slots per Celery worker."
+    )
     airflow_admin_user: str = "admin"
     airflow_admin_password: str = Field(
         "",
@@ -52,6 +88,34 @@ class StackSettings(BaseSettings):
         validation_alias="DEMO_DAYS_AFTER_SWITCH",
         description="Days replayed once a retrained champion serves, to show its live performance.",
     )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _production_home(cls, values: dict[str, object]) -> dict[str, object]:
+        if values.get("MLOPS_PROFILE") == "production" and not values.get("MLOPS_HOME"):
+            values = {**values, "MLOPS_HOME": REPO_ROOT / "runtime" / "prod-local"}
+        return values
+
+    @property
+    def production(self) -> bool:
+        return self.profile == "production"
+
+    def database_url(self, purpose: Literal["airflow", "mlflow", "warehouse"]) -> str:
+        """SQLAlchemy URL of the database for ``purpose``: a SQLite file (embedded) or a PostgreSQL database."""
+        if not self.production:
+            files = {"airflow": self.airflow_home / "airflow.db", "mlflow": self.mlflow_dir / "mlflow.db"}
+            return f"sqlite:///{files.get(purpose, self.home / 'warehouse.db')}"
+        url = make_url(self.postgres_url).set(drivername="postgresql+psycopg2", database=self.database_name(purpose))
+        return url.render_as_string(hide_password=False)
+
+    def database_name(self, purpose: str) -> str:
+        """The PostgreSQL database of ``purpose`` in the production profile."""
+        return f"{self.db_prefix}_{purpose}"
+
+    @property
+    def celery_queue(self) -> str:
+        """The queue this stack's tasks go to: stacks sharing one Redis never take each other's tasks."""
+        return self.db_prefix
 
     @property
     def mlflow_url(self) -> str:

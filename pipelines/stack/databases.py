@@ -1,0 +1,83 @@
+"""The production profile's PostgreSQL databases (Airflow metadata, MLflow store, warehouse) and its Redis broker.
+
+``python -m pipelines.stack databases`` creates the databases if absent: the native ``make up-prod-local`` and
+the compose file's ``db-init`` service run the same code.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import make_url
+
+from pipelines.stack.processes import StackError
+from pipelines.stack.settings import StackSettings
+
+log = logging.getLogger(__name__)
+
+PURPOSES: tuple[Literal["airflow", "mlflow", "warehouse"], ...] = ("airflow", "mlflow", "warehouse")
+
+
+def _admin_engine(stack: StackSettings) -> sa.Engine:
+    url = make_url(stack.postgres_url).set(drivername="postgresql+psycopg2")
+    return sa.create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True, poolclass=sa.NullPool)
+
+
+def _existing(conn: sa.Connection) -> set[str]:
+    return set(conn.execute(sa.text("SELECT datname FROM pg_database")).scalars())
+
+
+def ensure_databases(stack: StackSettings) -> list[str]:
+    """Create the profile's three databases where absent; returns the names created (idempotent)."""
+    engine = _admin_engine(stack)
+    created = []
+    try:
+        with engine.connect() as conn:
+            existing = _existing(conn)
+            for purpose in PURPOSES:
+                name = stack.database_name(purpose)
+                if name not in existing:
+                    conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
+                    created.append(name)
+    except sa.exc.OperationalError as exc:
+        raise StackError(
+            f"cannot reach PostgreSQL at {make_url(stack.postgres_url).render_as_string(hide_password=True)} "
+            f"(STACK_POSTGRES_URL): {str(exc.orig).strip()}"
+        ) from exc
+    finally:
+        engine.dispose()
+    log.info(
+        "databases: %s (created: %s)",
+        ", ".join(stack.database_name(p) for p in PURPOSES),
+        ", ".join(created) or "none, all there",
+    )
+    return created
+
+
+def drop_databases(stack: StackSettings) -> list[str]:
+    """Drop the profile's databases, closing other sessions on them; returns the names dropped."""
+    engine = _admin_engine(stack)
+    dropped = []
+    try:
+        with engine.connect() as conn:
+            existing = _existing(conn)
+            for purpose in PURPOSES:
+                name = stack.database_name(purpose)
+                if name in existing:
+                    conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
+                    dropped.append(name)
+    finally:
+        engine.dispose()
+    return dropped
+
+
+def check_broker(stack: StackSettings, timeout: float = 3.0) -> None:
+    """Fail with a clear message when the Redis broker does not answer a PING."""
+    import redis
+
+    try:
+        redis.Redis.from_url(stack.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
+    except redis.RedisError as exc:
+        raise StackError(f"cannot reach the Redis broker at {stack.redis_url} (STACK_REDIS_URL): {exc}") from exc
