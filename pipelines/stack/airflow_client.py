@@ -76,6 +76,11 @@ class AirflowClient:
         tis = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
         return {ti["task_id"]: ti["state"] for ti in tis}
 
+    def task_hosts(self, dag_id: str, run_id: str) -> dict[str, str]:
+        """``{task_id: hostname}`` of the tasks of a run that ran somewhere (the worker that ran each)."""
+        tis = self._call("GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances")["task_instances"]
+        return {ti["task_id"]: ti["hostname"] for ti in tis if ti.get("hostname")}
+
     def xcom(self, dag_id: str, run_id: str, task_id: str, key: str = "return_value") -> Any:
         """A task's XCom value (deserialized)."""
         entry = self._call(

@@ -81,3 +81,15 @@ def check_broker(stack: StackSettings, timeout: float = 3.0) -> None:
         redis.Redis.from_url(stack.redis_url, socket_connect_timeout=timeout, socket_timeout=timeout).ping()
     except redis.RedisError as exc:
         raise StackError(f"cannot reach the Redis broker at {stack.redis_url} (STACK_REDIS_URL): {exc}") from exc
+
+
+def drop_queue(stack: StackSettings) -> int:
+    """Delete this stack's Celery queue from Redis (tasks never taken, the queue's binding); returns keys deleted."""
+    import redis
+
+    client = redis.Redis.from_url(stack.redis_url)
+    try:
+        queue = stack.celery_queue
+        return int(client.delete(queue, f"_kombu.binding.{queue}", f"_kombu.binding_permanent.{queue}"))
+    finally:
+        client.close()

@@ -1,0 +1,164 @@
+"""The production topology, started with native processes: the same DAGs on Airflow's distributed setup.
+
+Airflow with the CeleryExecutor on PostgreSQL, a Redis broker and two Celery workers; the MLflow server on
+PostgreSQL (artifacts served by it from a folder); the warehouse and the prediction log on PostgreSQL. The three
+databases are created with a name unique to this test run and dropped after, with the run's Celery queue.
+
+Skipped only when PostgreSQL or Redis is not listening (``STACK_POSTGRES_URL``, ``STACK_REDIS_URL``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import mlflow.artifacts
+import pytest
+import sqlalchemy as sa
+import yaml
+
+from pipelines import registry
+from pipelines.settings import get_settings
+from pipelines.stack import services
+from pipelines.stack.airflow_client import AirflowClient
+from pipelines.stack.demo import client, run_replay, run_training, wait_for_dag
+from pipelines.stack.settings import StackSettings
+from tests.conftest import REPO_ROOT
+from tests.stack import production_services_missing, running_stack
+
+pytestmark = pytest.mark.integration
+
+TRAIN, MONITOR = "train_flights", "monitor_flights"
+WINDOW = {"window_start": "2013-01-01", "window_end": "2013-03-01"}
+
+
+@pytest.fixture(scope="module")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
+    missing = production_services_missing()
+    if missing:
+        pytest.skip(f"the production topology needs PostgreSQL and Redis: {missing}")
+    folder = tmp_path_factory.mktemp("datasets")
+    config = yaml.safe_load((REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml").read_text())
+    config["monitoring"]["schedule"] = None  # runs on demand only: no run for today's empty window
+    (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    with running_stack(tmp_path_factory.mktemp("stack"), folder, profile="production") as running:
+        from pipelines import steps
+
+        steps.seed("flights", "2013-01-01", "2013-03-08")
+        yield running
+
+
+@pytest.fixture(scope="module")
+def api(stack: StackSettings) -> Iterator[AirflowClient]:
+    api = client(stack)
+    yield api
+    api.close()
+
+
+@pytest.fixture(scope="module")
+def trained(stack: StackSettings, api: AirflowClient) -> dict[str, object]:
+    """``train_flights`` run through the scheduler and the Celery workers, approved through the REST API."""
+    result = run_training(
+        stack,
+        "flights",
+        {"reason": "production topology", **WINDOW},
+        approval="api",
+        approval_comment="ok on celery",
+        timeout=900,
+    )
+    return {"result": result, "hosts": api.task_hosts(TRAIN, result.run_id)}
+
+
+def test_every_store_of_the_topology_is_postgresql_and_the_executor_is_celery(stack: StackSettings) -> None:
+    # given the production profile's environment
+    env = services.stack_env(stack)
+
+    # then Airflow, MLflow and the warehouse each have their own PostgreSQL database and tasks go through Redis
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
+    urls = {purpose: stack.database_url(purpose) for purpose in ("airflow", "mlflow", "warehouse")}
+    assert all(url.startswith("postgresql+psycopg2://") for url in urls.values())
+    assert len({url.rsplit("/", 1)[1] for url in urls.values()}) == 3
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == urls["airflow"]
+    assert env["MLOPS_WAREHOUSE_URL"] == urls["warehouse"] == get_settings().warehouse_url
+    assert "--backend-store-uri" in (command := services.mlflow_service(stack).command)
+    assert command[command.index("--backend-store-uri") + 1] == urls["mlflow"]
+    # and both workers answer over the broker
+    assert services.workers_answering(stack) == {services.worker_name(stack, 1), services.worker_name(stack, 2)}
+
+
+def test_train_flights_with_its_approval_runs_to_success_on_both_workers(
+    stack: StackSettings, trained: dict[str, object]
+) -> None:
+    # given the run triggered, approved through the REST API and followed to its end (fixture)
+    result = trained["result"]
+    hosts: dict[str, str] = trained["hosts"]  # type: ignore[assignment]
+
+    # then every step succeeded and version 1 is the champion, approved by the admin
+    assert result.state == "success", result.task_states  # type: ignore[attr-defined]
+    for task in ("extract", "validate", "train", "evaluate", "gate", "route", "approve", "deploy"):
+        assert result.task_states[task] == "success", (task, result.task_states)  # type: ignore[attr-defined]
+    # and the tasks were spread over both Celery workers (each reports its own name as the task's host)
+    workers = {services.worker_name(stack, 1), services.worker_name(stack, 2)}
+    assert set(hosts.values()) == workers, hosts
+
+
+def test_the_registry_alias_tags_and_artifacts_are_in_mlflow_on_postgresql(
+    stack: StackSettings, trained: dict[str, object], tmp_path: Path
+) -> None:
+    # given the approved run (fixture)
+    settings = get_settings()
+    mlflow_client = registry.client(settings)
+
+    # then the champion alias points at version 1 with the lineage and approval tags
+    version = registry.alias_version(settings, "flights-delay", registry.CHAMPION)
+    assert version is not None and str(version.version) == "1"
+    tags = dict(version.tags)
+    assert tags["airflow.run_id"] == trained["result"].run_id  # type: ignore[attr-defined]
+    assert tags["approval.status"] == "approved" and tags["approval.by"] == stack.airflow_admin_user
+    assert tags["deploy.status"] == "champion"
+    # and the model's files come back through the MLflow server, which keeps them in its artifacts folder
+    model_dir = Path(
+        mlflow.artifacts.download_artifacts(f"models:/flights-delay/{version.version}", dst_path=str(tmp_path))
+    )
+    assert (model_dir / "MLmodel").is_file()
+    assert any((stack.mlflow_dir / "artifacts").rglob("MLmodel"))
+    # and the registry itself is in the MLflow database on PostgreSQL
+    engine = sa.create_engine(stack.database_url("mlflow"), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        aliases = conn.execute(sa.text("SELECT alias, version FROM registered_model_aliases")).all()
+    engine.dispose()
+    assert ("champion", 1) in [tuple(row) for row in aliases]
+    assert mlflow_client.get_run(version.run_id).data.metrics["holdout_roc_auc"] > 0.5
+
+
+def test_replayed_predictions_and_monitoring_land_in_the_postgresql_warehouse(
+    stack: StackSettings, api: AirflowClient, trained: dict[str, object]
+) -> None:
+    # given the deployed champion (fixture) and two days replayed through the prediction service
+    _, replay = run_replay(stack, "flights", "2013-03-08", "2013-03-10", timeout=600)
+    assert replay["days_replayed"] == 2 and replay["rejected"] == 0, replay
+
+    # when monitor_flights checks the first day
+    wait_for_dag(api, MONITOR)
+    api.unpause(MONITOR)
+    run_id = api.trigger(MONITOR, {"window_start": "2013-03-08", "window_end": "2013-03-09"})
+    state = api.follow(MONITOR, run_id, timeout=600, on_change=lambda _: None)
+
+    # then it succeeds on a Celery worker, with its report in MLflow and its row in the warehouse on PostgreSQL
+    assert state == "success", api.task_states(MONITOR, run_id)
+    assert set(api.task_hosts(MONITOR, run_id).values()) <= {
+        services.worker_name(stack, 1),
+        services.worker_name(stack, 2),
+    }
+    checked = api.xcom(MONITOR, run_id, "check")
+    assert checked["status"] in {"ok", "drift"}, checked
+    artifacts = {a.path for a in registry.client(get_settings()).list_artifacts(checked["mlflow_run_id"], "report")}
+    assert {"report/drift.html", "report/summary.json"} <= artifacts
+    engine = sa.create_engine(stack.database_url("warehouse"), poolclass=sa.NullPool)
+    with engine.connect() as conn:
+        logged = conn.execute(sa.text("SELECT count(*) FROM prediction_log WHERE dataset = 'flights'")).scalar_one()
+        results = conn.execute(sa.text("SELECT status FROM monitoring_results WHERE dataset = 'flights'")).all()
+    engine.dispose()
+    assert logged == replay["answered"] > 0
+    assert [row[0] for row in results] == [checked["status"]]
