@@ -4,11 +4,13 @@ Airflow with the CeleryExecutor on PostgreSQL, a Redis broker and two Celery wor
 PostgreSQL (artifacts served by it from a folder); the warehouse and the prediction log on PostgreSQL. The three
 databases are created with a name unique to this test run and dropped after, with the run's Celery queue.
 
-Skipped only when PostgreSQL or Redis is not listening (``STACK_POSTGRES_URL``, ``STACK_REDIS_URL``).
+Skipped only when PostgreSQL or Redis is not listening (``STACK_POSTGRES_URL``, ``STACK_REDIS_URL``), and
+then failed instead where ``MLOPS_REQUIRE_SERVICES=1`` (CI sets it: there both run).
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -35,6 +37,8 @@ WINDOW = {"window_start": "2013-01-01", "window_end": "2013-03-01"}
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
     missing = production_services_missing()
+    if missing and os.environ.get("MLOPS_REQUIRE_SERVICES") == "1":
+        pytest.fail(f"MLOPS_REQUIRE_SERVICES=1 but {missing}")
     if missing:
         pytest.skip(f"the production topology needs PostgreSQL and Redis: {missing}")
     folder = tmp_path_factory.mktemp("datasets")
