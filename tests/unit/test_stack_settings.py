@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from pydantic import ValidationError
 
 from pipelines.settings import REPO_ROOT
 from pipelines.stack.settings import StackSettings
@@ -41,3 +42,68 @@ def test_bad_values_are_refused_with_the_variable_named(monkeypatch: pytest.Monk
     monkeypatch.setenv("AIRFLOW_PORT", "not-a-port")
     with pytest.raises(ValueError, match="AIRFLOW_PORT"):
         StackSettings()
+
+
+_PROFILE_VARS = ("MLOPS_PROFILE", "MLOPS_HOME", "STACK_POSTGRES_URL", "STACK_DB_PREFIX", "STACK_REDIS_URL")
+
+
+def test_the_embedded_profile_keeps_every_store_in_sqlite_files(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # given no profile chosen
+    for name in _PROFILE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    # when the stack's environment is built
+    from pipelines.stack.services import stack_env
+
+    stack = StackSettings()
+    env = stack_env(stack)
+    # then Airflow runs the LocalExecutor on SQLite, and MLflow and the warehouse are SQLite files in the runtime
+    assert stack.profile == "embedded" and env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}"
+    assert env["MLOPS_WAREHOUSE_URL"] == f"sqlite:///{tmp_path / 'warehouse.db'}"
+    assert stack.database_url("mlflow") == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
+    assert "AIRFLOW__CELERY__BROKER_URL" not in env
+
+
+def test_one_switch_moves_every_store_to_postgresql_and_the_executor_to_celery(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    # given the production profile on a named server, prefix and broker
+    for name in _PROFILE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_PROFILE", "production")
+    monkeypatch.setenv("STACK_POSTGRES_URL", "postgresql://ops:pw@db.internal:5433/postgres")
+    monkeypatch.setenv("STACK_DB_PREFIX", "team_a")
+    monkeypatch.setenv("STACK_REDIS_URL", "redis://broker.internal:6380/2")
+    monkeypatch.setenv("CELERY_WORKERS", "3")
+    # when the stack's environment is built
+    from pipelines.stack.services import celery_workers, stack_env, worker_name
+
+    assert StackSettings().home == REPO_ROOT / "runtime" / "prod-local"  # its own runtime folder by default
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    stack = StackSettings()
+    env = stack_env(stack)
+    # then Airflow, MLflow and the warehouse each get their own database on that server
+    base = "postgresql+psycopg2://ops:pw@db.internal:5433/team_a_"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == base + "airflow"
+    assert stack.database_url("mlflow") == base + "mlflow"
+    assert env["MLOPS_WAREHOUSE_URL"] == base + "warehouse"
+    # and tasks go through that broker to this stack's own queue, with results in the metadata database
+    assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
+    assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://broker.internal:6380/2"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://ops:pw@db.internal:5433/team_a_airflow"
+    assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "team_a"
+    # and the slots cover every worker, each a process with its own name and log port
+    assert int(env["AIRFLOW__CORE__PARALLELISM"]) == 3 * stack.celery_concurrency
+    workers = celery_workers(stack)
+    assert [w.name for w in workers] == [f"airflow-{worker_name(stack, i)}" for i in (1, 2, 3)]
+    assert [w.port for w in workers] == [stack.worker_log_port + i for i in range(3)]
+    assert all("--queues" in w.command and "team_a" in w.command for w in workers)
+
+
+def test_a_database_prefix_that_is_not_a_plain_identifier_is_refused() -> None:
+    # given a prefix that would need quoting in SQL, then the settings refuse it naming the variable
+    with pytest.raises(ValidationError, match="STACK_DB_PREFIX"):
+        StackSettings(MLOPS_PROFILE="production", STACK_DB_PREFIX='x"; DROP DATABASE y; --')  # type: ignore[call-arg]
