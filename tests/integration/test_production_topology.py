@@ -133,7 +133,17 @@ def test_the_registry_alias_tags_and_artifacts_are_in_mlflow_on_postgresql(
         aliases = conn.execute(sa.text("SELECT alias, version FROM registered_model_aliases")).all()
     engine.dispose()
     assert ("champion", 1) in [tuple(row) for row in aliases]
-    assert mlflow_client.get_run(version.run_id).data.metrics["holdout_roc_auc"] > 0.5
+    # and the training run has its metrics, plots, gate decision, config and data inputs, as on the embedded stack
+    run = mlflow_client.get_run(version.run_id)
+    assert run.data.metrics["holdout_roc_auc"] > 0.5
+    logged = {
+        a.path
+        for folder in ("evaluation", "gate", "config")
+        for a in mlflow_client.list_artifacts(run.info.run_id, folder)
+    }
+    assert "gate/decision.json" in logged and any(path.endswith(".png") for path in logged), logged
+    assert any(path.startswith("config/") for path in logged), logged
+    assert run.inputs.dataset_inputs, "no dataset inputs logged"
 
 
 def test_replayed_predictions_and_monitoring_land_in_the_postgresql_warehouse(
