@@ -18,6 +18,7 @@ ENV PYTHONUNBUFFERED=1 \
     VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:$PATH \
     PYTHONPATH=/opt/mlops \
+    MLFLOW_DISABLE_TELEMETRY=true \
     AIRFLOW_HOME=/opt/airflow \
     MLOPS_HOME=/runtime
 

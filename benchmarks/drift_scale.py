@@ -32,7 +32,6 @@ import argparse
 import json
 import math
 import os
-import platform
 import resource
 import secrets
 import subprocess
@@ -43,6 +42,8 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 from typing import Any
+
+from benchmarks.machine import describe as describe_machine
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = REPO_ROOT / "runtime" / "benchmarks"
@@ -488,24 +489,6 @@ def sample_study(
 # Parent side: the run.
 
 
-def machine() -> dict[str, Any]:
-    cpu_model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    memory_kb = next(
-        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal:")
-    )
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_model": cpu_model,
-        "memory_gb": round(memory_kb / 2**20, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
 def versions() -> dict[str, str]:
     names = ["evidently", "pandas", "pyarrow", "scikit-learn", "scipy", "numpy"]
     return {name: metadata.version(name) for name in names}
@@ -628,7 +611,7 @@ def run(opts: Options) -> dict[str, Any]:
     started = time.perf_counter()
     results: dict[str, Any] = {
         "started_at": datetime.now(UTC).isoformat(timespec="seconds"),
-        "machine": machine(),
+        "machine": describe_machine(),
         "versions": versions(),
         "commit": commit(),
         "options": {**opts.__dict__, "out": str(opts.out)},

@@ -26,7 +26,6 @@ import contextlib
 import json
 import logging
 import os
-import platform
 import re
 import resource
 import secrets
@@ -47,6 +46,8 @@ from typing import IO, Any
 
 import httpx
 import psutil
+
+from benchmarks.machine import describe as describe_machine
 
 log = logging.getLogger("benchmarks.serving")
 
@@ -1069,22 +1070,6 @@ def _wait_for_version(url: str, version: str, deadline: float) -> float | None:
 # Context of the run.
 
 
-def machine() -> dict[str, Any]:
-    cpu_model = ""
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu_model = line.split(":", 1)[1].strip()
-            break
-    return {
-        "nproc": len(os.sched_getaffinity(0)),
-        "cpu_count": os.cpu_count(),
-        "cpu_model": cpu_model,
-        "memory_gb": round(psutil.virtual_memory().total / 2**30, 1),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-    }
-
-
 def code_version() -> dict[str, Any]:
     """The commit measured, whether the serving code differs from it, and a hash of that code as it was read."""
     import hashlib
@@ -1531,7 +1516,7 @@ def run(opts: Options) -> dict[str, Any]:
 
     results: dict[str, Any] = {
         "started_at": started_at.isoformat(),
-        "machine": machine(),
+        "machine": describe_machine(),
         "versions": versions(),
         "code": code_version(),
         "options": {**asdict(opts), "reuse": str(opts.reuse) if opts.reuse else None},

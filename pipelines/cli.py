@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
@@ -248,6 +249,8 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point; exit 1 with a one-line error for expected failures."""
     args = build_parser().parse_args(argv)
     configure(args.verbose)
+    # Before any thread starts: MLflow's telemetry thread mutates the environment (see stack.services).
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
         _print(args.func(args))
     except PipelineError as exc:

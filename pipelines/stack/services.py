@@ -30,6 +30,13 @@ log = logging.getLogger(__name__)
 AIRFLOW_COMPONENTS = ("api-server", "scheduler", "dag-processor", "triggerer")
 
 
+# MLflow's usage telemetry is on by default: it would try to reach the internet from every process, and its
+# background thread sets and unsets an environment variable, which raced with a request reading the environment
+# (KeyError '_MLFLOW_TELEMETRY_SESSION_ID' failed a task under load on the Celery workers). The server's job
+# runner (GenAI jobs, unused here) starts seven extra processes of ~260 MB each.
+MLFLOW_QUIET = {"MLFLOW_DISABLE_TELEMETRY": "true", "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+
+
 def _bin(name: str) -> str:
     """An executable of the running virtual environment (``mlflow``, ``airflow``)."""
     return str(Path(sys.executable).parent / name)
@@ -90,6 +97,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "AIRFLOW__LOGGING__WORKER_LOG_SERVER_PORT": str(stack.worker_log_port),
             "AIRFLOW__LOGGING__TRIGGER_LOG_SERVER_PORT": str(stack.trigger_log_port),
             "OMP_NUM_THREADS": "1",
+            **MLFLOW_QUIET,
         }
     )
     if stack.production:
