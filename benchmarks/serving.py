@@ -164,8 +164,8 @@ def run_step(args: list[str], env: dict[str, str], logs: Path) -> dict[str, Any]
 
 def prepare_models(home: Path, env: dict[str, str]) -> Setup:
     """Seed the warehouse and train two versions with the project's steps; version 1 becomes champion."""
-    from pipelines.config import load_dataset_config
-    from pipelines.runs import RunContext
+    from pipelines.core.config import load_dataset_config
+    from pipelines.core.runs import RunContext
 
     started = time.monotonic()
     logs = home / "logs"
@@ -256,8 +256,8 @@ def build_payloads(setup: Setup, out: Path, opts: Options) -> list[PayloadSet]:
     import numpy as np
     import pandas as pd
 
-    from pipelines.config import load_dataset_config
-    from pipelines.features import build_features
+    from pipelines.core.config import load_dataset_config
+    from pipelines.data.features import build_features
 
     config = load_dataset_config(DATASET)
     frame = pd.read_parquet(setup.snapshot_path)

@@ -63,10 +63,10 @@ from typing import Any
 import yaml
 
 from benchmarks.machine import describe as describe_machine
-from pipelines.logging_setup import configure
+from pipelines.core.logging_setup import configure
 from pipelines.stack import databases, services
 from pipelines.stack.airflow_client import TERMINAL_RUN_STATES, AirflowClient
-from pipelines.stack.demo import wait_for_dag
+from pipelines.stack.dag_runs import wait_for_dag
 from pipelines.stack.processes import free_port, port_is_free
 from pipelines.stack.settings import StackSettings
 
@@ -437,10 +437,10 @@ def write_dataset_configs(folder: Path, names: list[str]) -> None:
 
 def seed_all(stack: StackSettings, names: list[str]) -> float:
     """Seed every name's table with the window (the flights read once; the pipeline's own ``seed``)."""
-    from pipelines.config import load_dataset_config
-    from pipelines.runs import Window
-    from pipelines.seed import seed
-    from pipelines.sources import load_source
+    from pipelines.core.config import load_dataset_config
+    from pipelines.core.runs import Window
+    from pipelines.data.seed import seed
+    from pipelines.data.sources import load_source
 
     started = time.perf_counter()
     settings = services.pipeline_settings(stack)

@@ -16,8 +16,8 @@ from typing import Any
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipelines.config import DatasetConfig, dataset_config_paths, load_config_file
-from pipelines.settings import get_settings
+from pipelines.core.config import DatasetConfig, dataset_config_paths, load_config_file
+from pipelines.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -35,7 +35,7 @@ class TriggerTraining(TriggerDagRunOperator):
 
 
 def _run_context() -> Any:
-    from pipelines.runs import RunContext
+    from pipelines.core.runs import RunContext
 
     ctx = get_current_context()
     return RunContext(dag_id=ctx["dag"].dag_id, run_id=ctx["run_id"], reason="monitoring")

@@ -12,8 +12,8 @@ from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipelines.config import DatasetConfig, dataset_config_paths, load_config_file
-from pipelines.settings import get_settings
+from pipelines.core.config import DatasetConfig, dataset_config_paths, load_config_file
+from pipelines.core.settings import get_settings
 
 DEFAULT_ARGS: dict[str, Any] = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30)}
 
@@ -50,8 +50,8 @@ def build_replay_dag(config: DatasetConfig) -> Any:
         @task
         def replay() -> dict[str, Any]:
             from pipelines import steps
-            from pipelines.errors import ConfigError
-            from pipelines.runs import RunContext
+            from pipelines.core.errors import ConfigError
+            from pipelines.core.runs import RunContext
 
             ctx = get_current_context()
             params = ctx["params"]

@@ -15,8 +15,8 @@ from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipelines.config import DatasetConfig, dataset_config_paths, load_config_file
-from pipelines.settings import get_settings
+from pipelines.core.config import DatasetConfig, dataset_config_paths, load_config_file
+from pipelines.core.settings import get_settings
 
 log = logging.getLogger(__name__)
 
@@ -30,7 +30,7 @@ DEFAULT_ARGS: dict[str, Any] = {
 
 def _run_context() -> Any:
     """The pipeline's view of the current Airflow run (ids, reason, partition key)."""
-    from pipelines.runs import RunContext
+    from pipelines.core.runs import RunContext
 
     ctx = get_current_context()
     evidence = str(ctx["params"].get("evidence") or "")
@@ -145,7 +145,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
         @task(retries=3)
         def extract() -> dict[str, Any]:
             from pipelines import steps
-            from pipelines.errors import PipelineError
+            from pipelines.core.errors import PipelineError
 
             start, end = _window_params()
             try:
@@ -156,7 +156,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
         @task(retries=0)
         def validate(snapshot: dict[str, Any]) -> dict[str, Any]:
             from pipelines import steps
-            from pipelines.errors import PipelineError
+            from pipelines.core.errors import PipelineError
 
             try:
                 return steps.validate(dataset, _run_context(), snapshot, _overrides())
@@ -231,7 +231,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
         def deploy() -> dict[str, Any]:
             """Runs after either approval path; its only upstreams are the approvals (none ran: skipped)."""
             from pipelines import steps
-            from pipelines.errors import PipelineError
+            from pipelines.core.errors import PipelineError
 
             ti = get_current_context()["ti"]
             trained, snapshot = ti.xcom_pull(task_ids="train"), ti.xcom_pull(task_ids="extract")

@@ -16,9 +16,9 @@ from pathlib import Path
 from typing import Any
 
 from pipelines import steps
-from pipelines.errors import PipelineError
-from pipelines.logging_setup import configure
-from pipelines.runs import RunContext
+from pipelines.core.errors import PipelineError
+from pipelines.core.logging_setup import configure
+from pipelines.core.runs import RunContext
 
 log = logging.getLogger("pipelines")
 
@@ -134,8 +134,8 @@ def _cmd_rollback(args: argparse.Namespace) -> Any:
 
 
 def _cmd_propose_suite(args: argparse.Namespace) -> Any:
-    from pipelines.settings import get_settings
-    from pipelines.validation import propose_suite
+    from pipelines.core.settings import get_settings
+    from pipelines.data.validation.profile import propose_suite
 
     config = steps.dataset_config(args.dataset)
     out = Path(args.out) if args.out else get_settings().home / "proposed" / f"{config.expectation_suite}.json"
@@ -144,8 +144,8 @@ def _cmd_propose_suite(args: argparse.Namespace) -> Any:
 
 
 def _cmd_champion(args: argparse.Namespace) -> Any:
-    from pipelines import registry
-    from pipelines.settings import get_settings
+    from pipelines.core import registry
+    from pipelines.core.settings import get_settings
 
     config = steps.dataset_config(args.dataset)
     version = registry.alias_version(get_settings(), config.model.registered_name, registry.CHAMPION)

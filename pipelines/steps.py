@@ -13,10 +13,10 @@ from datetime import date, datetime
 from pathlib import Path
 from typing import Any
 
-from pipelines.config import DatasetConfig, load_dataset_config
-from pipelines.errors import NotFoundError
-from pipelines.runs import RunContext, Window
-from pipelines.settings import Settings, get_settings
+from pipelines.core.config import DatasetConfig, load_dataset_config
+from pipelines.core.errors import NotFoundError
+from pipelines.core.runs import RunContext, Window
+from pipelines.core.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
 
@@ -69,7 +69,7 @@ def seed(dataset: str, start: str | date, end: str | date) -> Result:
     """Load ``[start, end)`` of the dataset's source into its warehouse table."""
     from dataclasses import asdict
 
-    from pipelines.seed import seed as seed_rows
+    from pipelines.data.seed import seed as seed_rows
 
     config = dataset_config(dataset)
     return asdict(seed_rows(config, get_settings(), resolve_window(config, start, end)))
@@ -83,7 +83,7 @@ def extract(
     overrides: dict[str, Any] | None = None,
 ) -> Result:
     """Snapshot the run's window of the warehouse to Parquet, with its data version."""
-    from pipelines.extract import extract as extract_window
+    from pipelines.data.extract import extract as extract_window
 
     config = dataset_config(dataset, overrides)
     snapshot = extract_window(config, get_settings(), resolve_window(config, start, end), run)
@@ -92,7 +92,7 @@ def extract(
 
 def validate(dataset: str, run: RunContext, snapshot: Result, overrides: dict[str, Any] | None = None) -> Result:
     """Run the dataset's expectation suite on the snapshot; raises ``DataValidationError`` on failure."""
-    from pipelines.validation import validate_snapshot
+    from pipelines.data.validation.run import validate_snapshot
 
     config = dataset_config(dataset, overrides)
     summary = validate_snapshot(config, get_settings(), snapshot["path"], run)
@@ -103,7 +103,7 @@ def train(
     dataset: str, run: RunContext, snapshot: Result, validation: Result, overrides: dict[str, Any] | None = None
 ) -> Result:
     """Train, log and register a candidate (reuses the run's version when rerun)."""
-    from pipelines.training import train as train_model
+    from pipelines.training.train import train as train_model
 
     config = dataset_config(dataset, overrides)
     result = train_model(config, get_settings(), snapshot, validation, run)
@@ -114,7 +114,7 @@ def evaluate(
     dataset: str, run: RunContext, snapshot: Result, trained: Result, overrides: dict[str, Any] | None = None
 ) -> Result:
     """Score candidate and champion on the holdout; log metrics and plots to the candidate's run."""
-    from pipelines.evaluation import evaluate as evaluate_model
+    from pipelines.training.evaluate import evaluate as evaluate_model
 
     config = dataset_config(dataset, overrides)
     result = evaluate_model(config, get_settings(), snapshot, trained)
@@ -134,11 +134,11 @@ def gate(
 
     The result carries the approval mode and the Markdown evidence for the approver.
     """
-    from pipelines.approval import approval_body, record_gate
-    from pipelines.gate import decide
+    from pipelines.release.approval import approval_body, record_gate
+    from pipelines.release.gate import promotion_decision
 
     config = dataset_config(dataset, overrides)
-    decision = decide(config.gate, evaluation)
+    decision = promotion_decision(config.gate, evaluation)
     log.info(decision.summary())
     for reason in decision.reasons:
         log.info("  %s", reason)
@@ -168,7 +168,7 @@ def record_approval(
     overrides: dict[str, Any] | None = None,
 ) -> Result:
     """Record an approval decision (a person's, the policy's, or a timeout) on the version and in the audit."""
-    from pipelines.approval import record_approval as record
+    from pipelines.release.approval import record_approval as record
 
     config = dataset_config(dataset, overrides)
     rec = record(
@@ -193,27 +193,47 @@ def deploy(
     deployed_at: datetime,
     overrides: dict[str, Any] | None = None,
 ) -> Result:
-    """Move ``champion`` to the approved version and smoke-test it."""
-    from pipelines.deploy import deploy as deploy_version
+    """Move ``champion`` to the approved version, smoke-test it, switch the service, prepare monitoring's reference."""
+    from pipelines.release.deploy import deploy as deploy_version
+    from pipelines.serving.switch import ServiceSwitch
 
     config = dataset_config(dataset, overrides)
-    result = deploy_version(config, get_settings(), trained, snapshot, run, deployed_at)
+    settings = get_settings()
+    result = deploy_version(
+        config, settings, trained, snapshot, run, deployed_at, ServiceSwitch.from_settings(settings)
+    )
+    if result.changed:
+        _prepare_reference_now(config, settings, result.model_name, result.champion_version)
     return save_result(dataset, run, "deploy", result.to_dict())
+
+
+def _prepare_reference_now(config: DatasetConfig, settings: Settings, name: str, version: str) -> None:
+    """Prepare the new champion's monitoring reference now (monitoring would otherwise do it on its first run)."""
+    from pipelines.monitoring.reference import record_reference
+
+    try:
+        record_reference(config, settings, name, version)
+    except Exception as exc:  # monitoring must not undo a good deployment: it prepares the reference itself later
+        log.warning("could not record the monitoring reference of v%s now (%s): monitoring will retry", version, exc)
 
 
 def rollback(dataset: str, run: RunContext, at: datetime, to_version: str | None = None, reason: str = "") -> Result:
     """Move ``champion`` back to the previous champion (or ``to_version``)."""
-    from pipelines.deploy import rollback as rollback_alias
+    from pipelines.release.rollback import rollback as rollback_alias
+    from pipelines.serving.switch import ServiceSwitch
 
     config = dataset_config(dataset)
-    return rollback_alias(config, get_settings(), run, at, to_version, reason).to_dict()
+    settings = get_settings()
+    return rollback_alias(
+        config, settings, run, at, to_version, reason, ServiceSwitch.from_settings(settings)
+    ).to_dict()
 
 
 def replay(
     dataset: str, run: RunContext, start: str | date, end: str | date, batch_size: int = 50, concurrency: int = 4
 ) -> Result:
     """Replay ``[start, end)`` day by day through the prediction service, then record the outcomes."""
-    from pipelines.replay import replay as replay_days
+    from pipelines.monitoring.replay import replay as replay_days
 
     config = dataset_config(dataset)
     return replay_days(
@@ -228,7 +248,7 @@ def replay(
 
 def record_outcomes(dataset: str, start: str | date, end: str | date, observed_at: datetime) -> Result:
     """Record the known outcomes of ``[start, end)`` as ground truth for the logged predictions."""
-    from pipelines.outcomes import record_outcomes as record
+    from pipelines.monitoring.outcomes import record_outcomes as record
 
     config = dataset_config(dataset)
     return record(config, get_settings(), resolve_window(config, start, end), observed_at).to_dict()
@@ -236,7 +256,7 @@ def record_outcomes(dataset: str, start: str | date, end: str | date, observed_a
 
 def live_performance(dataset: str, start: str | date | None = None, end: str | date | None = None) -> Result:
     """Live performance per model version: logged predictions joined to ground truth (event time in the range)."""
-    from pipelines.outcomes import live_performance as performance
+    from pipelines.monitoring.outcomes import live_performance as performance
 
     config = dataset_config(dataset)
     lo = datetime.combine(date.fromisoformat(str(start)), datetime.min.time()) if start else None
@@ -263,7 +283,7 @@ def decide_retraining(
     dataset: str, run: RunContext, window_end: str | date, active_training_runs: int, decided_at: datetime
 ) -> Result:
     """Apply the retraining policy to the monitoring history up to ``window_end``; record the decision."""
-    from pipelines.monitoring.decide import decide
+    from pipelines.monitoring.decide import decide_retraining as decide
 
     config = dataset_config(dataset)
     request = decide(config, get_settings(), date.fromisoformat(str(window_end)), run, active_training_runs, decided_at)
@@ -272,8 +292,8 @@ def decide_retraining(
 
 def prepare_reference(dataset: str, version: str | None = None) -> Result:
     """Prepare (once) the monitoring reference of ``version``, by default the champion."""
-    from pipelines import registry
-    from pipelines.errors import NotFoundError
+    from pipelines.core import registry
+    from pipelines.core.errors import NotFoundError
     from pipelines.monitoring.reference import record_reference
 
     config = dataset_config(dataset)

@@ -28,12 +28,12 @@ COOKIE_NAME_JWT_TOKEN = "_token"  # airflow.api_fastapi.auth.managers.base_auth_
 
 
 def data_docs_site_dir() -> Path:
-    """The folder of the Data Docs site: ``pipelines.validation.data_docs_site_dir`` when it exists."""
-    from pipelines.settings import get_settings
+    """The folder of the Data Docs site: ``pipelines.data.validation.run.data_docs_site_dir`` when it exists."""
+    from pipelines.core.settings import get_settings
 
     settings = get_settings()
     try:
-        from pipelines.validation import data_docs_site_dir as site_dir
+        from pipelines.data.validation.run import data_docs_site_dir as site_dir
     except ImportError:
         return settings.gx_dir / "uncommitted" / "data_docs" / "local_site"
     return Path(site_dir(settings))

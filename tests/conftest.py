@@ -18,7 +18,7 @@ def pytest_configure(config: pytest.Config) -> None:
 @pytest.fixture
 def flights_config():
     """The shipped flights dataset config, as loaded by the pipeline."""
-    from pipelines.config import load_config_file
+    from pipelines.core.config import load_config_file
 
     return load_config_file(REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml")
 
@@ -26,7 +26,7 @@ def flights_config():
 @pytest.fixture
 def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     """Settings whose state (warehouse, MLflow store, snapshots, Data Docs) lives in a temporary folder."""
-    from pipelines.settings import get_settings
+    from pipelines.core.settings import get_settings
 
     home = tmp_path / "runtime"
     monkeypatch.setenv("MLOPS_HOME", str(home))

@@ -85,7 +85,7 @@ def running_stack(
     home: Path, datasets_dir: Path | None = None, profile: Profile = "embedded"
 ) -> Iterator[StackSettings]:
     """Start MLflow and Airflow for real, point this process's pipeline settings at them, stop them after."""
-    from pipelines.settings import get_settings
+    from pipelines.core.settings import get_settings
 
     stack = make_stack_settings(home, datasets_dir, profile)
     saved = dict(os.environ)

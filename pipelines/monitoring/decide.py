@@ -2,9 +2,10 @@
 
 The facts come from where they live: monitoring history and past retraining requests from the warehouse, the
 champion and candidates from the MLflow registry, active training runs from Airflow (counted by the caller). The
-decision itself is :func:`pipelines.retraining.needs_retraining`, a pure function. A decision to retrain names
-the training run to start (a run id derived from the window, so a rerun cannot start a second one) and its conf:
-the reason, a link to the evidence, the window to train on and the approval policy for drift-triggered candidates.
+decision itself is :func:`pipelines.monitoring.retraining.needs_retraining`, a pure function. A decision to
+retrain names the training run to start (a run id derived from the window, so a rerun cannot start a second
+one) and its conf: the reason, a link to the evidence, the window to train on and the approval policy for
+drift-triggered candidates.
 """
 
 from __future__ import annotations
@@ -14,12 +15,12 @@ from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from pipelines import audit, registry
-from pipelines.config import DatasetConfig
+from pipelines.core import audit, registry
+from pipelines.core.config import DatasetConfig
+from pipelines.core.runs import RunContext
+from pipelines.core.settings import Settings
 from pipelines.monitoring import store
-from pipelines.retraining import Retraining, TrainingState, needs_retraining
-from pipelines.runs import RunContext
-from pipelines.settings import Settings
+from pipelines.monitoring.retraining import Retraining, TrainingState, needs_retraining
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +92,7 @@ def _champion_metrics(settings: Settings, run_id: str | None) -> dict[str, float
     return {k.removeprefix("holdout_"): v for k, v in metrics.items() if k.startswith("holdout_")}
 
 
-def decide(
+def decide_retraining(
     config: DatasetConfig,
     settings: Settings,
     window_end: date,
@@ -148,20 +149,18 @@ def decide(
         }
         audit.record(
             settings.warehouse_url,
-            audit.AuditEvent(
-                event_at=decided_at,
-                dataset=config.name,
-                model_name=name,
-                model_version=state.champion_version or "none",
-                event="retraining_triggered",
-                actor=run.dag_id,
-                mode="policy",
-                comment=(
-                    f"{decision.summary()}; training run {run_id} on [{start}, {window_end}); candidate approval: "
-                    f"{config.retraining.approval} (retraining.approval); evidence {decision.evidence_url}"
-                )[:2000],
-                run_key=run.key,
-            ),
+            "retraining_triggered",
+            at=decided_at,
+            dataset=config.name,
+            model_name=name,
+            model_version=state.champion_version or "none",
+            actor=run.dag_id,
+            mode="policy",
+            comment=(
+                f"{decision.summary()}; training run {run_id} on [{start}, {window_end}); candidate approval: "
+                f"{config.retraining.approval} (retraining.approval); evidence {decision.evidence_url}"
+            )[:2000],
+            run_key=run.key,
         )
     store.save_decision(
         settings.warehouse_url,

@@ -21,7 +21,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines.config import DatasetConfig
+from pipelines.core.config import DatasetConfig
 
 log = logging.getLogger(__name__)
 

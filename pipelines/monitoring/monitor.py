@@ -18,13 +18,13 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import registry
-from pipelines.config import DatasetConfig
+from pipelines.core import registry
+from pipelines.core.config import DatasetConfig
+from pipelines.core.runs import RunContext, Window
+from pipelines.core.settings import Settings
 from pipelines.monitoring import store
 from pipelines.monitoring.drift import PROBABILITY, drift_report, performance_report
 from pipelines.monitoring.reference import load_reference
-from pipelines.runs import RunContext, Window
-from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def live_window(config: DatasetConfig, settings: Settings, window: Window) -> pd
 def _trailing_outcomes(config: DatasetConfig, settings: Settings, window: Window, version: str) -> pd.DataFrame:
     """The champion's predictions with known outcomes over the ``performance_days`` ending with the window: one
     day of outcomes gives a noisy ROC AUC, and a week is what the champion's holdout score compares with."""
-    from pipelines.outcomes import labelled_predictions
+    from pipelines.monitoring.outcomes import labelled_predictions
 
     start = window.end_dt - timedelta(days=config.monitoring.performance_days)
     frame = labelled_predictions(config, settings, min(start, window.start_dt), window.end_dt, version)

@@ -19,11 +19,11 @@ from typing import Any
 
 import pandas as pd
 
-from pipelines import registry
-from pipelines.config import DatasetConfig
-from pipelines.errors import NotFoundError
+from pipelines.core import registry
+from pipelines.core.config import DatasetConfig
+from pipelines.core.errors import NotFoundError
+from pipelines.core.settings import Settings
 from pipelines.monitoring.drift import DAY, PROBABILITY, calibrate, sample_rows
-from pipelines.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -50,7 +50,7 @@ def local_dir(settings: Settings, config: DatasetConfig, version: str) -> Path:
 
 def build_reference(config: DatasetConfig, model: Any, snapshot: pd.DataFrame, version: str) -> Reference:
     """Score the snapshot's labelled rows with ``model``, sample them and calibrate the thresholds on its days."""
-    from pipelines.features import prepare
+    from pipelines.data.features import prepare
 
     data = prepare(snapshot, config)
     frame = data.features.copy()
@@ -116,7 +116,7 @@ def record_reference(config: DatasetConfig, settings: Settings, name: str, versi
             f"{name} v{version}: its training snapshot {snapshot_path or '(no data.snapshot tag)'} is not on this "
             "machine, so its monitoring reference cannot be prepared"
         )
-    from pipelines.extract import load_snapshot
+    from pipelines.data.extract import load_snapshot
 
     model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     reference = build_reference(config, model, load_snapshot(snapshot_path), version)

@@ -6,14 +6,14 @@ Both are keyed by the data interval, so rerunning a window replaces its row inst
 from __future__ import annotations
 
 import json
-from datetime import date, datetime
+from datetime import date
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipelines.retraining import WindowResult
-from pipelines.warehouse import get_engine
+from pipelines.core.warehouse import get_engine
+from pipelines.monitoring.retraining import WindowResult
 
 _metadata = sa.MetaData()
 results_table = sa.Table(
@@ -132,10 +132,3 @@ def decisions(url: str, dataset: str, retrain_only: bool = False) -> list[dict[s
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) else value
-
-
-def utc_naive(value: datetime) -> datetime:
-    """``value`` as a naive UTC datetime (what the tables store)."""
-    from datetime import UTC
-
-    return value.astimezone(UTC).replace(tzinfo=None) if value.tzinfo else value

@@ -24,10 +24,10 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from pipelines.config import load_dataset_config
-    from pipelines.logging_setup import configure
+    from pipelines.core.config import load_dataset_config
+    from pipelines.core.logging_setup import configure
+    from pipelines.core.settings import get_settings
     from pipelines.serving.app import create_app
-    from pipelines.settings import get_settings
 
     configure()
     settings = get_settings()

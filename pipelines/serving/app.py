@@ -29,11 +29,13 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from pipelines.config import DatasetConfig
-from pipelines.serving.contract import InputContract, InputError, contract_from_config, load_suite, parse_batch
+from pipelines.core.config import DatasetConfig
+from pipelines.core.settings import Settings
+from pipelines.data.validation.suite import load_suite, suite_path
 from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter
 from pipelines.serving.model_store import LoadedModel, ModelStore
-from pipelines.settings import Settings
+from pipelines.serving.parsing import InputError, parse_batch
+from pipelines.training.contract import InputContract, contract_from_config
 
 log = logging.getLogger(__name__)
 
@@ -127,7 +129,10 @@ class PredictionService:
         self.config = config
         self.settings = settings
         self.policy = config.serving
-        self.contract = contract_from_config(config, load_suite(settings.expectations_dir, config.expectation_suite))
+        # the fallback contract, for a champion without one in its metadata: bounds from the suite when there is one
+        has_suite = suite_path(settings.expectations_dir, config.expectation_suite).is_file()
+        suite = load_suite(settings.expectations_dir, config.expectation_suite) if has_suite else None
+        self.contract = contract_from_config(config, suite)
         self.metrics = ServingMetrics.create()
         self.store = ModelStore(
             config.model.registered_name,

@@ -24,7 +24,8 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.serving.prediction_log import PredictionLogWriter, PredictionRecord, WriterStats
+from pipelines.serving.log_writer import PredictionLogWriter, WriterStats
+from pipelines.serving.prediction_log import PredictionRecord
 
 log = logging.getLogger(__name__)
 
@@ -78,7 +79,7 @@ def records_of(request: LoggedRequest) -> list[PredictionRecord]:
 
 def _child(url: str, max_queue: int, reader: Any, counters: Any, error: Any) -> None:
     """The writer process: receive pickled request lists, write their records, publish the counters."""
-    from pipelines.logging_setup import configure
+    from pipelines.core.logging_setup import configure
 
     # A stop signal to the service's process group reaches this process too: it must not die with records in
     # hand. It ends when the service says so, or when the service is gone (end of the pipe): then it writes out.

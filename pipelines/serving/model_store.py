@@ -19,12 +19,12 @@ from typing import Any
 
 import numpy as np
 
-from pipelines.serving.contract import METADATA_KEY, Batch, InputContract, contract_from_signature, parse_batch
+from pipelines.serving.parsing import Batch, parse_batch
 from pipelines.serving.predictors import Predictor, PyfuncPredictor, best_predictor
+from pipelines.training.contract import METADATA_KEY, THRESHOLD_KEY, InputContract, contract_from_signature
 
 log = logging.getLogger(__name__)
 
-THRESHOLD_KEY = "mlops.threshold"
 ALIAS = "champion"
 
 

@@ -1,37 +1,23 @@
-"""The prediction log: every record the prediction service answers, stored in the warehouse off the request path.
+"""The prediction log: the table of every record the prediction service answered, and the queries on it.
 
-The service calls :meth:`PredictionLogWriter.submit` from its event loop: that only appends the batch to an
-in-memory queue bounded in records. One background thread takes up to ``batch_size`` records at a time and
-inserts them in one transaction, ignoring duplicates of ``(dataset, request_id, record_index)`` (a client retry or
-a replay is stored once). When the database is down the thread keeps its batch and retries; the queue fills up to
-its bound and further batches are dropped and counted. Every submitted record is, at all times, either written,
-still queued (waiting or being written) or counted as dropped.
+Records are written by :mod:`pipelines.serving.log_writer` (off the request path); monitoring, the outcomes join
+and the demo read them back here.
 """
 
 from __future__ import annotations
 
-import functools
-import logging
-import math
-import threading
-import time
-from collections import deque
-from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
+from datetime import datetime
 from typing import Any
 
 import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
-from pipelines.warehouse import get_engine, table_exists
-
-log = logging.getLogger(__name__)
+from pipelines.core.warehouse import get_engine, table_exists
 
 TABLE = "prediction_log"
 UNIQUE_CONSTRAINT = "uq_prediction_log_record"
-_UNIQUE_COLUMNS = ("dataset", "request_id", "record_index")
+UNIQUE_COLUMNS = ("dataset", "request_id", "record_index")
 
 _metadata = sa.MetaData()
 prediction_log_table = sa.Table(
@@ -49,10 +35,16 @@ prediction_log_table = sa.Table(
     sa.Column("features", sa.JSON, nullable=False),
     sa.Column("probability", sa.Float, nullable=False),
     sa.Column("decision", sa.Integer, nullable=False),
-    sa.UniqueConstraint(*_UNIQUE_COLUMNS, name=UNIQUE_CONSTRAINT),
+    sa.UniqueConstraint(*UNIQUE_COLUMNS, name=UNIQUE_CONSTRAINT),
     sa.Index("ix_prediction_log_dataset_event_time", "dataset", "event_time"),
     sa.Index("ix_prediction_log_dataset_record_id", "dataset", "record_id"),
 )
+
+
+def create_table(engine: sa.Engine) -> None:
+    """Create the prediction log table (and its indexes) if it does not exist."""
+    _metadata.create_all(engine, tables=[prediction_log_table])
+
 
 FIXED_COLUMNS = (
     "request_id",
@@ -64,7 +56,6 @@ FIXED_COLUMNS = (
     "probability",
     "decision",
 )
-_LOG_EVERY_SECONDS = 10.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -82,478 +73,6 @@ class PredictionRecord:
     features: dict[str, Any]
     probability: float
     decision: int
-
-
-@dataclass(frozen=True)
-class WriterStats:
-    """Counts in records: ``submitted == written + dropped + queued`` (``queued`` includes the batch in flight)."""
-
-    submitted: int
-    written: int
-    dropped: int
-    queued: int
-    write_errors: int
-    last_error: str | None
-
-
-class _Throttle:
-    """Lets one message through every ``interval`` seconds and counts the ones held back."""
-
-    def __init__(self, interval: float = _LOG_EVERY_SECONDS) -> None:
-        self._interval = interval
-        self._last = -math.inf
-        self._held = 0
-        self._lock = threading.Lock()
-
-    def allow(self) -> int | None:
-        """How many messages were held back since the last one let through, or None to hold this one back."""
-        now = time.monotonic()
-        with self._lock:
-            if now - self._last < self._interval:
-                self._held += 1
-                return None
-            held, self._held, self._last = self._held, 0, now
-            return held
-
-
-class PredictionLogWriter:
-    """Writes prediction records to the ``prediction_log`` table from one background thread."""
-
-    def __init__(
-        self,
-        url: str,
-        *,
-        max_queue: int = 100_000,
-        batch_size: int = 2_000,
-        flush_interval: float = 0.25,
-        retry_interval: float = 1.0,
-    ) -> None:
-        if max_queue < 1 or batch_size < 1 or flush_interval <= 0 or retry_interval <= 0:
-            raise ValueError("max_queue and batch_size must be >= 1, flush_interval and retry_interval > 0")
-        self._url = url
-        self._max_queue = max_queue
-        self._batch_size = batch_size
-        self._flush_interval = flush_interval
-        self._retry_interval = retry_interval
-        self._lock = threading.Lock()
-        self._close_lock = threading.Lock()
-        self._wake = threading.Event()
-        self._abandon = threading.Event()
-        self._pending: deque[tuple[PredictionRecord, ...]] = deque()
-        self._waiting = 0
-        self._in_flight = 0
-        self._submitted = 0
-        self._written = 0
-        self._dropped = 0
-        self._write_errors = 0
-        self._last_error: str | None = None
-        self._failing = False
-        self._accepting = True
-        self._abandoned = False
-        self._closed = False
-        self._table_ready = False
-        self._thread: threading.Thread | None = None
-        self._drop_throttle = _Throttle()
-        self._error_throttle = _Throttle()
-        self._reject_throttle = _Throttle()
-
-    def start(self) -> None:
-        """Create the table (or note that the database is not reachable yet) and start the writer thread."""
-        with self._lock:
-            if self._thread is not None or not self._accepting:
-                return
-        try:
-            self._ensure_table()
-        except Exception as exc:
-            self._note_error(exc, "creating the table")
-        self._launch()
-
-    def submit(self, records: Sequence[PredictionRecord]) -> bool:
-        """Queue ``records`` for writing without blocking; False (and counted dropped) when the queue is full."""
-        n = len(records)
-        if n == 0:
-            return True
-        batch = records if isinstance(records, tuple) else tuple(records)
-        with self._lock:
-            self._submitted += n
-            accepted = self._accepting and self._waiting + self._in_flight + n <= self._max_queue
-            if accepted:
-                self._pending.append(batch)
-                self._waiting += n
-                full = self._waiting >= self._batch_size
-            else:
-                self._dropped += n
-                closed = not self._accepting
-        if accepted:
-            if full:
-                self._wake.set()
-            return True
-        held = self._drop_throttle.allow()
-        if held is not None:
-            reason = "the writer is closed" if closed else f"the queue holds its maximum of {self._max_queue} records"
-            log.warning(
-                "prediction log: dropped %d records because %s (%d dropped in all; %d warnings held back)",
-                n,
-                reason,
-                self.stats().dropped,
-                held,
-            )
-        return False
-
-    def stats(self) -> WriterStats:
-        """The counters, read consistently."""
-        with self._lock:
-            return WriterStats(
-                submitted=self._submitted,
-                written=self._written,
-                dropped=self._dropped,
-                queued=self._waiting + self._in_flight,
-                write_errors=self._write_errors,
-                last_error=self._last_error,
-            )
-
-    def backlog(self) -> tuple[int, bool]:
-        """Records waiting or being written, and whether the database is taking writes (no failure since the last
-        success): the service slows down for a healthy writer that falls behind, never for a failing database."""
-        with self._lock:
-            return self._waiting + self._in_flight, not self._failing
-
-    def close(self, timeout: float = 30.0) -> WriterStats:
-        """Stop accepting, write what is queued within ``timeout`` seconds, count the rest dropped; idempotent."""
-        with self._close_lock:
-            if self._closed:
-                return self.stats()
-            with self._lock:
-                self._accepting = False
-                has_work = self._waiting + self._in_flight > 0
-            if self._thread is None and has_work:
-                self._launch()
-            self._wake.set()
-            if self._thread is not None:
-                self._thread.join(timeout)
-            with self._lock:
-                lost = self._waiting + self._in_flight
-                if lost:
-                    self._abandoned = True
-                    self._dropped += lost
-                    self._pending.clear()
-                    self._waiting = self._in_flight = 0
-            self._abandon.set()
-            self._closed = True
-        final = self.stats()
-        if lost:
-            log.error(
-                "prediction log: %d records lost: not written within %.1f s of closing (last error: %s)",
-                lost,
-                timeout,
-                final.last_error,
-            )
-        else:
-            log.info("prediction log closed: %d records written, %d dropped", final.written, final.dropped)
-        return final
-
-    # The writer thread.
-
-    def _launch(self) -> None:
-        self._thread = threading.Thread(target=self._run, name="prediction-log-writer", daemon=True)
-        self._thread.start()
-
-    def _run(self) -> None:
-        try:
-            self._loop()
-        except Exception:  # a bug, not a database error: say so loudly; close() counts what is left as lost
-            log.exception("prediction log: the writer thread stopped")
-
-    def _loop(self) -> None:
-        batch: list[PredictionRecord] = []
-        while not self._abandon.is_set():
-            if not batch:
-                self._wake.wait(self._flush_interval)
-                with self._lock:
-                    self._wake.clear()
-                    batch = self._take_locked()
-                    if self._waiting >= self._batch_size or (not self._accepting and self._waiting):
-                        self._wake.set()
-                    if not batch and not self._accepting:
-                        return
-                if not batch:
-                    continue
-            batch = self._write(batch)
-            if batch:
-                self._abandon.wait(self._retry_interval)
-
-    def _take_locked(self) -> list[PredictionRecord]:
-        """Move up to ``batch_size`` waiting records in flight (the caller holds the lock)."""
-        taken: list[PredictionRecord] = []
-        room = self._batch_size
-        while self._pending and room > 0:
-            head = self._pending.popleft()
-            if len(head) > room:
-                self._pending.appendleft(head[room:])
-                head = head[:room]
-            taken.extend(head)
-            room -= len(head)
-        self._waiting -= len(taken)
-        self._in_flight += len(taken)
-        return taken
-
-    def _ensure_table(self) -> sa.Engine:
-        engine = get_engine(self._url)
-        if not self._table_ready:
-            _metadata.create_all(engine, tables=[prediction_log_table])
-            self._table_ready = True
-        return engine
-
-    def _write(self, batch: list[PredictionRecord]) -> list[PredictionRecord]:
-        """Insert ``batch`` in one transaction; the records still to write (empty on success)."""
-        try:
-            engine = self._ensure_table()
-            dialect = engine.dialect.name
-            text_times = dialect == "sqlite"
-            rows: list[Any] = (
-                [_tuple_row(r, text_times) for r in batch] if dialect in _FAST else [_row(r) for r in batch]
-            )
-        except Exception as exc:
-            self._note_error(exc, f"converting {len(batch)} records")
-            return self._write_one_by_one(batch)
-        try:
-            with engine.begin() as conn:
-                inserted = _insert(conn, dialect, rows)
-        except Exception as exc:
-            self._note_error(exc, f"writing {len(batch)} records")
-            if not _is_bad_data(exc):
-                self._table_ready = False  # the table may have been dropped: check again on the next try
-                return batch
-            return self._write_one_by_one(batch)
-        if inserted is not None and inserted < len(batch):
-            log.debug("prediction log: %d of %d records were already stored", len(batch) - inserted, len(batch))
-        self._settle(len(batch))
-        return []
-
-    def _write_one_by_one(self, batch: list[PredictionRecord]) -> list[PredictionRecord]:
-        """Isolate the records the database refuses; stop at the first error that is not about the data."""
-        for i, record in enumerate(batch):
-            if self._abandon.is_set():
-                return batch[i:]
-            try:
-                row = _row(record)
-            except Exception as exc:
-                self._reject(record, exc)
-                continue
-            try:
-                engine = self._ensure_table()
-                with engine.begin() as conn:
-                    conn.execute(_insert_statement(engine.dialect.name), [row])
-            except Exception as exc:
-                if not _is_bad_data(exc):
-                    self._note_error(exc, f"writing {len(batch) - i} records")
-                    return batch[i:]
-                self._reject(record, exc)
-            else:
-                self._settle(1)
-        return []
-
-    def _settle(self, written: int) -> None:
-        with self._lock:
-            self._written += written
-            self._failing = False
-            if self._abandoned:  # close() already counted these as lost: they made it after all
-                self._dropped -= written
-            else:
-                self._in_flight -= written
-
-    def _reject(self, record: PredictionRecord, exc: BaseException) -> None:
-        with self._lock:
-            if not self._abandoned:
-                self._dropped += 1
-                self._in_flight -= 1
-        held = self._reject_throttle.allow()
-        if held is not None:
-            log.error(
-                "prediction log: the database refused record %d of request %s (%s): %s (%d more refusals not logged)",
-                record.record_index,
-                record.request_id,
-                record.dataset,
-                _short(exc),
-                held,
-            )
-
-    def _note_error(self, exc: BaseException, doing: str) -> None:
-        with self._lock:
-            self._write_errors += 1
-            self._last_error = _short(exc)
-            self._failing = True
-            queued = self._waiting + self._in_flight
-        held = self._error_throttle.allow()
-        if held is not None:
-            log.warning(
-                "prediction log: %s failed (%s); %d records queued, retried every %.1f s while the database fails "
-                "(%d warnings held back)",
-                doing,
-                _short(exc),
-                queued,
-                self._retry_interval,
-                held,
-            )
-
-
-def _is_bad_data(exc: BaseException) -> bool:
-    """Whether the database refused the data itself (retrying the same rows cannot help)."""
-    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError | TypeError | ValueError):
-        return True
-    if type(exc).__module__.startswith("psycopg2"):  # raised by the raw cursor of the fast PostgreSQL path
-        import psycopg2
-
-        return isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError)
-    # A bind value that cannot be converted (e.g. not JSON serialisable) fails before reaching the database.
-    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
-
-
-def _short(exc: BaseException) -> str:
-    lines = str(exc).strip().splitlines()
-    return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-@functools.cache
-def _insert_statement(dialect: str) -> sa.Insert:
-    if dialect == "sqlite":
-        return sqlite.insert(prediction_log_table).on_conflict_do_nothing(index_elements=list(_UNIQUE_COLUMNS))
-    if dialect == "postgresql":
-        # RETURNING lets SQLAlchemy 2.1 send the batch as multi-row VALUES pages (twice as fast as executemany,
-        # which it otherwise falls back to for an INSERT with ON CONFLICT).
-        statement = postgresql.insert(prediction_log_table).on_conflict_do_nothing(constraint=UNIQUE_CONSTRAINT)
-        return statement.returning(prediction_log_table.c.id)
-    return sa.insert(prediction_log_table)
-
-
-# The two dialects the warehouse runs on get multi-row inserts straight through their driver. Under load the
-# service's event loop holds the GIL nearly all the time; SQLAlchemy's per-row parameter processing (~30 us a
-# record) and sqlite3's executemany (which gives the GIL up and takes it back for every row, waiting up to the 5 ms
-# switch interval each time) left the writer at ~800 records/s while the service answered 3,000 a second.
-# Other dialects go through SQLAlchemy Core.
-_FAST = frozenset({"sqlite", "postgresql"})
-_COLUMNS = (
-    "dataset",
-    "request_id",
-    "record_index",
-    "record_id",
-    "served_at",
-    "event_time",
-    "model_name",
-    "model_version",
-    "features",
-    "probability",
-    "decision",
-)
-_SQLITE_ROWS_PER_STATEMENT = 2000  # 11 parameters a row: under SQLite's limit of 32,766 bound parameters
-_POSTGRES_INSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES %s ON CONFLICT ON CONSTRAINT {UNIQUE_CONSTRAINT} DO NOTHING"
-)
-
-
-@functools.cache
-def _sqlite_insert(rows: int) -> str:
-    """INSERT of ``rows`` rows at once, ignoring records already stored."""
-    values = ", ".join(["(" + ", ".join("?" * len(_COLUMNS)) + ")"] * rows)
-    return (
-        f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES {values} "
-        f"ON CONFLICT ({', '.join(_UNIQUE_COLUMNS)}) DO NOTHING"
-    )
-
-
-def _insert(conn: sa.Connection, dialect: str, rows: list[Any]) -> int | None:
-    """Insert ``rows`` (tuples for the fast dialects, dicts otherwise); the number inserted when known."""
-    if dialect == "sqlite":
-        # Multi-row statements, not executemany: sqlite3 releases the GIL around each step, and a thread that
-        # takes it back once per row waits up to the switch interval (5 ms) each time behind a busy event loop.
-        for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
-            conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(v for row in chunk for v in row))
-        return None
-    if dialect == "postgresql":
-        from psycopg2.extras import execute_values
-
-        with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-            execute_values(cursor, _POSTGRES_INSERT, rows, page_size=1000)
-        return None
-    result = conn.execute(_insert_statement(dialect), rows)
-    return len(result.all()) if result.returns_rows else None
-
-
-def _features_json(features: dict[str, Any]) -> str:
-    """The features as JSON text: orjson for plain values (NaN becomes null), sanitised first otherwise."""
-    import orjson
-
-    try:
-        return orjson.dumps(features, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:
-        return orjson.dumps({str(k): _json_value(v) for k, v in features.items()}).decode()
-
-
-def _tuple_row(record: PredictionRecord, text_times: bool) -> tuple[Any, ...]:
-    """One row for the driver's bulk insert, in ``_COLUMNS`` order, stored as SQLAlchemy would store it.
-
-    ``text_times``: SQLite keeps date-times as text; SQLAlchemy writes them without offset (UTC here for
-    ``served_at``, local wall clock for ``event_time``) and parses that format back.
-    """
-    served_at = record.served_at
-    served_at = served_at.replace(tzinfo=UTC) if served_at.tzinfo is None else served_at.astimezone(UTC)
-    event_time = record.event_time
-    if event_time is not None and event_time.tzinfo is not None:
-        event_time = event_time.replace(tzinfo=None)
-    # isoformat with microseconds is the text SQLAlchemy writes (and compares against) for SQLite date-times
-    served: Any = served_at.replace(tzinfo=None).isoformat(" ", "microseconds") if text_times else served_at
-    event: Any = event_time.isoformat(" ", "microseconds") if text_times and event_time is not None else event_time
-    if not isinstance(record.record_index, int):
-        raise TypeError(f"record_index must be an int, got {type(record.record_index).__name__}")
-    return (
-        record.dataset,
-        record.request_id,
-        record.record_index,
-        record.record_id,
-        served,
-        event,
-        record.model_name,
-        str(record.model_version),
-        _features_json(record.features),
-        float(record.probability),
-        int(record.decision),
-    )
-
-
-def _row(record: PredictionRecord) -> dict[str, Any]:
-    served_at = record.served_at
-    served_at = served_at.replace(tzinfo=UTC) if served_at.tzinfo is None else served_at.astimezone(UTC)
-    event_time = record.event_time
-    if event_time is not None and event_time.tzinfo is not None:
-        event_time = event_time.replace(tzinfo=None)  # naive wall clock, like the warehouse's time column
-    return {
-        "dataset": record.dataset,
-        "request_id": record.request_id,
-        "record_index": int(record.record_index),
-        "record_id": record.record_id,
-        "served_at": served_at,
-        "event_time": event_time,
-        "model_name": record.model_name,
-        "model_version": str(record.model_version),
-        "features": {str(k): _json_value(v) for k, v in record.features.items()},
-        "probability": float(record.probability),
-        "decision": int(record.decision),
-    }
-
-
-def _json_value(value: Any) -> Any:
-    """A JSON-safe feature value: None for NaN and missing values, plain Python for numpy scalars."""
-    if value is None or type(value) in (str, int, bool):
-        return value
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    item = getattr(value, "item", None)  # numpy scalars
-    return _json_value(item()) if callable(item) else value
 
 
 # Queries used by the demo, monitoring and tests.

@@ -22,7 +22,8 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from pipelines.serving.contract import Batch, InputContract
+from pipelines.serving.parsing import Batch
+from pipelines.training.contract import InputContract
 
 log = logging.getLogger(__name__)
 

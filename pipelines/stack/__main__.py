@@ -11,7 +11,7 @@ import json
 import logging
 import sys
 
-from pipelines.logging_setup import configure
+from pipelines.core.logging_setup import configure
 from pipelines.stack import services
 from pipelines.stack.processes import StackError
 from pipelines.stack.settings import StackSettings

@@ -12,7 +12,9 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeVar
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 
@@ -143,14 +145,23 @@ def free_port(host: str = "127.0.0.1") -> int:
 
 
 def wait_until(
-    check: Callable[[], bool], what: str, timeout: float, services: Sequence[Service] = (), interval: float = 1.0
-) -> None:
-    """Poll ``check`` until it is true; fail early, with the log's end, if one of ``services`` died."""
+    check: Callable[[], T],
+    what: str,
+    timeout: float,
+    services: Sequence[Service] = (),
+    interval: float = 1.0,
+) -> T:
+    """Poll ``check`` until it returns a true value, and return that value.
+
+    An exception from ``check`` counts as "not yet". Fails early, with the log's end, if one of ``services`` died;
+    on timeout, raises :class:`StackError` naming ``what`` (with the end of each service's log).
+    """
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         with contextlib.suppress(Exception):
-            if check():
-                return
+            result = check()
+            if result:
+                return result
         for service in services:
             if service.pid() is None:
                 raise StackError(

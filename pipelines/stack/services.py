@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 from sqlalchemy.engine import make_url
 
-from pipelines.settings import REPO_ROOT, Settings
+from pipelines.core.settings import REPO_ROOT, Settings
 from pipelines.stack import databases
 from pipelines.stack.processes import Service, StackError, wait_until
 from pipelines.stack.settings import StackSettings

@@ -19,7 +19,7 @@ from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 
-from pipelines.settings import REPO_ROOT
+from pipelines.core.settings import REPO_ROOT
 
 
 class StackSettings(BaseSettings):

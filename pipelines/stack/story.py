@@ -16,14 +16,14 @@ from datetime import date, datetime, time, timedelta
 from typing import Any, Literal
 
 from pipelines.stack import services
-from pipelines.stack.airflow_client import TERMINAL_RUN_STATES, AirflowClient
+from pipelines.stack.airflow_client import AirflowClient
+from pipelines.stack.dag_runs import champion, client, follow_training, run_replay, wait_for_dag
 from pipelines.stack.processes import StackError
 from pipelines.stack.settings import StackSettings
 
 log = logging.getLogger(__name__)
 
 CHUNK_DAYS = 7
-APPROVAL_TASK = "approve"
 
 
 @dataclass
@@ -84,32 +84,6 @@ def _new_retraining(stack: StackSettings, dataset: str, after: date, handled: se
     return None
 
 
-def _follow_training(
-    api: AirflowClient,
-    stack: StackSettings,
-    dataset: str,
-    run_id: str,
-    *,
-    approval: Literal["api", "ui"],
-    comment: str,
-) -> tuple[str, str | None]:
-    """Follow the triggered training run, answer its approval, return its final state and who approved."""
-    from pipelines.stack.demo import answer_approval
-
-    dag_id = f"train_{dataset}"
-    log.info(
-        "the retraining policy started %s run %s: %s/dags/%s/runs/%s", dag_id, run_id, stack.airflow_url, dag_id, run_id
-    )
-    state = api.follow(
-        dag_id, run_id, timeout=1200, on_change=_report, stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input"
-    )
-    approved_by = None
-    if state not in TERMINAL_RUN_STATES:
-        approved_by = answer_approval(api, stack, dag_id, run_id, approval=approval, comment=comment)
-        state = api.follow(dag_id, run_id, timeout=1200, on_change=_report)
-    return state, approved_by
-
-
 def _report(states: dict[str, str | None]) -> None:
     log.info("  retraining tasks: %s", ", ".join(f"{t}={s or 'none'}" for t, s in states.items()))
 
@@ -125,8 +99,6 @@ def run_story(
     comment: str,
 ) -> Timeline:
     """Replay from ``start`` with daily monitoring until the policy's new champion served ``days_after`` days."""
-    from pipelines.stack.demo import champion, client, run_replay, wait_for_dag
-
     api = client(stack)
     timeline = Timeline(dataset=dataset, start=start, end=start)
     limit = start + timedelta(days=max_days)
@@ -158,8 +130,23 @@ def run_story(
             timeline.detected, timeline.decision = decided["window_end"], str(decided["summary"])
             timeline.training_run_id = run_id
             timeline.evidence = str((decided.get("training_conf") or {}).get("evidence", ""))
-            timeline.training_state, timeline.approved_by = _follow_training(
-                api, stack, dataset, run_id, approval=approval, comment=comment
+            log.info(
+                "the retraining policy started train_%s run %s: %s/dags/train_%s/runs/%s",
+                dataset,
+                run_id,
+                stack.airflow_url,
+                dataset,
+                run_id,
+            )
+            timeline.training_state, timeline.approved_by = follow_training(
+                api,
+                stack,
+                f"train_{dataset}",
+                run_id,
+                approval=approval,
+                comment=comment,
+                timeout=1200,
+                on_change=_report,
             )
             version = champion(stack, model_name)[0]
             if timeline.training_state == "success" and version != timeline.old_version:
@@ -177,16 +164,16 @@ def run_story(
 
 
 def _model_name(stack: StackSettings, dataset: str) -> str:
-    from pipelines.config import load_dataset_config
+    from pipelines.core.config import load_dataset_config
 
     return load_dataset_config(dataset, stack.datasets_dir).model.registered_name
 
 
 def _read_back(stack: StackSettings, timeline: Timeline) -> None:
     """Fill the timeline from what the pipeline recorded."""
-    from pipelines.config import load_dataset_config
+    from pipelines.core.config import load_dataset_config
     from pipelines.monitoring import store
-    from pipelines.outcomes import live_performance
+    from pipelines.monitoring.outcomes import live_performance
     from pipelines.serving.prediction_log import served_by_version
 
     settings = services.pipeline_settings(stack)

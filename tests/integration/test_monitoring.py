@@ -24,10 +24,11 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipelines import audit, registry, steps
-from pipelines.config import DatasetConfig
-from pipelines.runs import RunContext, Window
-from pipelines.settings import Settings, get_settings
+from pipelines import steps
+from pipelines.core import audit, registry
+from pipelines.core.config import DatasetConfig
+from pipelines.core.runs import RunContext, Window
+from pipelines.core.settings import Settings, get_settings
 from pipelines.stack import services
 from pipelines.stack.processes import Service, free_port, wait_until
 from tests.conftest import REPO_ROOT
@@ -95,8 +96,8 @@ def _start_service(env: dict[str, str], home: Path) -> tuple[Service, str]:
 @pytest.fixture(scope="module")
 def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
     """MLflow; Jan-Mar 2013 seeded; v1 trained on it and deployed; days replayed through the service."""
-    from pipelines.replay import replay
-    from pipelines.sources import load_source
+    from pipelines.data.sources import load_source
+    from pipelines.monitoring.replay import replay
 
     home = tmp_path_factory.mktemp("monitoring") / "runtime"
     stack = make_stack_settings(home)
@@ -175,7 +176,7 @@ def _decide(day: date) -> dict[str, Any]:
 
 
 def _scalar(settings: Settings, sql: str, **params: Any) -> Any:
-    from pipelines.warehouse import get_engine
+    from pipelines.core.warehouse import get_engine
 
     with get_engine(settings.warehouse_url).connect() as conn:
         return conn.execute(sa.text(sql), params).scalar_one()

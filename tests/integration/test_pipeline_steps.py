@@ -12,9 +12,10 @@ from datetime import UTC, datetime
 
 import pytest
 
-from pipelines import audit, registry, steps
-from pipelines.errors import SmokeTestError
-from pipelines.runs import RunContext
+from pipelines import steps
+from pipelines.core import audit, registry
+from pipelines.core.errors import SmokeTestError
+from pipelines.core.runs import RunContext
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -212,7 +212,7 @@ def _site_dir(env: dict[str, str]) -> Path:
 @pytest.fixture(scope="module")
 def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     """A real api-server with the plugin, and one finished run of each stand-in DAG."""
-    from pipelines.training import TrainResult
+    from pipelines.training.train import TrainResult
 
     tmp = tmp_path_factory.mktemp("plugin")
     port = _free_port()

@@ -15,11 +15,13 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipelines.outcomes import live_performance, record_outcomes
-from pipelines.seed import seed
-from pipelines.serving.prediction_log import PredictionLogWriter, count, read_predictions, served_by_version
-from pipelines.settings import Settings
-from pipelines.warehouse import get_engine
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import get_engine
+from pipelines.data.seed import seed
+from pipelines.monitoring.outcomes import live_performance, record_outcomes
+from pipelines.serving.log_writer import PredictionLogWriter
+from pipelines.serving.prediction_log import count, read_predictions, served_by_version
+from pipelines.stack.processes import wait_until
 from tests.unit.test_outcomes import (
     DAYS,
     LABELLED,
@@ -31,12 +33,12 @@ from tests.unit.test_outcomes import (
     stored_truth,
     three_days,
 )
-from tests.unit.test_prediction_log import _batch, _record, _wait_until
+from tests.unit.test_prediction_log import _batch, _record
 
 pytestmark = pytest.mark.integration
 
 HOST = "127.0.0.1:5432"
-LOGGER = "pipelines.serving.prediction_log"
+LOGGER = "pipelines.serving.log_writer"
 
 
 def _server() -> tuple[str, sa.Engine]:
@@ -157,7 +159,7 @@ def test_an_unreachable_postgresql_fills_the_queue_then_drops(caplog: pytest.Log
     # when 8 batches of 10 records arrive
     with caplog.at_level(logging.WARNING, logger=LOGGER):
         accepted = [writer.submit(_batch(10, f"req-{i}")) for i in range(8)]
-        _wait_until(lambda: writer.stats().write_errors >= 2, "failed writes")
+        wait_until(lambda: writer.stats().write_errors >= 2, "failed writes", timeout=30, interval=0.01)
     stats = writer.stats()
 
     # then 5 batches wait, 3 are dropped and counted, and the connection error is kept

@@ -19,11 +19,11 @@ import pytest
 import sqlalchemy as sa
 import yaml
 
-from pipelines import registry
-from pipelines.settings import get_settings
+from pipelines.core import registry
+from pipelines.core.settings import get_settings
 from pipelines.stack import services
 from pipelines.stack.airflow_client import AirflowClient
-from pipelines.stack.demo import client, run_replay, run_training, wait_for_dag
+from pipelines.stack.dag_runs import client, run_replay, run_training, wait_for_dag
 from pipelines.stack.settings import StackSettings
 from tests.conftest import REPO_ROOT
 from tests.stack import production_services_missing, running_stack

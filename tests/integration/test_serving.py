@@ -24,9 +24,10 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipelines import registry, steps
-from pipelines.runs import RunContext
-from pipelines.settings import Settings, get_settings
+from pipelines import steps
+from pipelines.core import registry
+from pipelines.core.runs import RunContext
+from pipelines.core.settings import Settings, get_settings
 from pipelines.stack import services
 from pipelines.stack.processes import Service, free_port, wait_until
 from tests.conftest import REPO_ROOT
@@ -119,9 +120,9 @@ def service(trained: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iter
 
 def holdout_records(reg: Registry, n: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
     """``n`` rows of v1's snapshot (some with missing weather) as model inputs, and as JSON records."""
-    from pipelines.config import load_dataset_config
-    from pipelines.extract import load_snapshot
-    from pipelines.features import build_features
+    from pipelines.core.config import load_dataset_config
+    from pipelines.data.extract import load_snapshot
+    from pipelines.data.features import build_features
 
     frame = load_snapshot(reg.versions["v1"]["snapshot"]["path"])
     with_nulls = frame[frame["temp"].isna()].head(n // 5)  # a few records with missing weather, then the latest
@@ -319,7 +320,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(trained: Regi
 def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
     trained: Registry, service: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    from pipelines.errors import SmokeTestError
+    from pipelines.core.errors import SmokeTestError
 
     trained.set_champion("2")
     wait_for_version(service, "2")
@@ -351,7 +352,7 @@ def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
 
 
 def _logged(settings: Settings, prefix: str) -> pd.DataFrame:
-    from pipelines.warehouse import get_engine
+    from pipelines.core.warehouse import get_engine
 
     with get_engine(settings.warehouse_url).connect() as conn:
         return pd.read_sql(
@@ -402,7 +403,7 @@ def test_the_prediction_log_holds_exactly_the_records_answered(
 
 
 def test_replay_is_idempotent(trained: Registry, service: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    from pipelines.warehouse import get_engine
+    from pipelines.core.warehouse import get_engine
 
     monkeypatch.setenv("MLOPS_SERVING_URL", service)
     get_settings.cache_clear()

@@ -14,10 +14,11 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines import audit, registry, steps
-from pipelines.settings import get_settings
+from pipelines import steps
+from pipelines.core import audit, registry
+from pipelines.core.settings import get_settings
 from pipelines.stack.airflow_client import AirflowClient
-from pipelines.stack.demo import APPROVAL_TASK, client, run_training, wait_for_dag
+from pipelines.stack.dag_runs import APPROVAL_TASK, client, run_training, wait_for_dag
 from pipelines.stack.settings import StackSettings
 from tests.conftest import REPO_ROOT
 from tests.stack import running_stack
@@ -165,7 +166,7 @@ def test_a_rejected_candidate_is_tagged_and_never_deployed(stack: StackSettings,
 def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_path: Path) -> None:
     import sqlalchemy as sa
 
-    from pipelines.warehouse import get_engine
+    from pipelines.core.warehouse import get_engine
 
     versions_before = len(registry.client(get_settings()).search_model_versions("name = 'flights-delay'"))
     # given a week of the warehouse where distances became negative

@@ -16,13 +16,14 @@ import pandas as pd
 import pytest
 
 from pipelines import steps
-from pipelines.config import DatasetConfig, load_config_file
-from pipelines.errors import DataValidationError
-from pipelines.runs import RunContext, Window
-from pipelines.seed import seed
-from pipelines.settings import Settings
-from pipelines.sources import load_source
-from pipelines.validation import data_docs_site_dir, gx_context_dir, propose_suite, validate_snapshot
+from pipelines.core.config import DatasetConfig, load_config_file
+from pipelines.core.errors import DataValidationError
+from pipelines.core.runs import RunContext, Window
+from pipelines.core.settings import Settings
+from pipelines.data.seed import seed
+from pipelines.data.sources import load_source
+from pipelines.data.validation.profile import propose_suite
+from pipelines.data.validation.run import data_docs_site_dir, gx_context_dir, validate_snapshot
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration

@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.config import DatasetConfig, load_config_file
-from pipelines.errors import ConfigError
+from pipelines.core.config import DatasetConfig, load_config_file
+from pipelines.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
 SHIPPED = REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml"

@@ -7,7 +7,9 @@ from datetime import datetime
 
 import pytest
 
-from pipelines.serving.contract import InputContract, InputError, contract_from_config, load_suite, parse_batch
+from pipelines.data.validation.suite import load_suite
+from pipelines.serving.parsing import InputError, parse_batch
+from pipelines.training.contract import InputContract, contract_from_config
 from tests.conftest import REPO_ROOT
 
 

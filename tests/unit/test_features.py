@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.config import DatasetConfig
-from pipelines.features import LeakageError, assert_no_leakage, build_features, prepare, time_split
+from pipelines.core.config import DatasetConfig
+from pipelines.data.features import LeakageError, assert_no_leakage, build_features, prepare, time_split
 
 POST_DEPARTURE = ["dep_time", "dep_delay", "arr_time", "arr_delay", "air_time"]
 

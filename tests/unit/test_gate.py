@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from pipelines.config import GatePolicy, SliceFloor
-from pipelines.gate import Scores, decide, should_promote
+from pipelines.core.config import GatePolicy, SliceFloor
+from pipelines.release.gate import Scores, promotion_decision, should_promote
 
 POLICY = GatePolicy(
     floors={"roc_auc": 0.65, "log_loss": 0.55},
@@ -71,6 +71,6 @@ def test_missing_metric_fails_its_check() -> None:
 
 def test_decide_reads_evaluation_output() -> None:
     evaluation = {"candidate": GOOD, "candidate_slices": {}, "champion": {**GOOD, "roc_auc": 0.80}}
-    decision = decide(POLICY, evaluation)
+    decision = promotion_decision(POLICY, evaluation)
     assert not decision.passed
     assert "gate failed" in decision.summary()

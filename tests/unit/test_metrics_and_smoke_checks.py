@@ -7,9 +7,9 @@ import math
 import numpy as np
 import pandas as pd
 
-from pipelines.deploy import check_predictions
-from pipelines.metrics import classification_metrics, finite, slice_metrics
-from pipelines.runs import Window, partition_key
+from pipelines.core.runs import Window, partition_key
+from pipelines.release.deploy import check_predictions
+from pipelines.training.metrics import classification_metrics, finite, slice_metrics
 
 
 def test_perfect_and_random_scores() -> None:

@@ -11,16 +11,17 @@ import pytest
 import sqlalchemy as sa
 from sklearn.metrics import brier_score_loss, f1_score, log_loss, precision_score, recall_score, roc_auc_score
 
-from pipelines.config import DatasetConfig, load_config_file
-from pipelines.errors import NotFoundError
-from pipelines.features import build_target
-from pipelines.outcomes import VersionPerformance, live_performance, record_outcomes
-from pipelines.runs import Window
-from pipelines.seed import seed
-from pipelines.serving.prediction_log import PredictionLogWriter, PredictionRecord
-from pipelines.settings import Settings
-from pipelines.sources import load_source
-from pipelines.warehouse import get_engine
+from pipelines.core.config import DatasetConfig, load_config_file
+from pipelines.core.errors import NotFoundError
+from pipelines.core.runs import Window
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import get_engine
+from pipelines.data.features import build_target
+from pipelines.data.seed import seed
+from pipelines.data.sources import load_source
+from pipelines.monitoring.outcomes import VersionPerformance, live_performance, record_outcomes
+from pipelines.serving.log_writer import PredictionLogWriter
+from pipelines.serving.prediction_log import PredictionRecord
 from tests.conftest import REPO_ROOT
 
 OBSERVED_AT = datetime(2026, 3, 2, 9, 30, tzinfo=UTC)

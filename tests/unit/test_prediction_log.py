@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import logging
-import time
-from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -14,20 +12,14 @@ import pandas as pd
 import pytest
 import sqlalchemy as sa
 
-from pipelines.serving.prediction_log import (
-    FIXED_COLUMNS,
-    PredictionLogWriter,
-    PredictionRecord,
-    WriterStats,
-    count,
-    read_predictions,
-    served_by_version,
-)
-from pipelines.warehouse import get_engine
+from pipelines.core.warehouse import get_engine
+from pipelines.serving.log_writer import PredictionLogWriter, WriterStats
+from pipelines.serving.prediction_log import FIXED_COLUMNS, PredictionRecord, count, read_predictions, served_by_version
+from pipelines.stack.processes import wait_until
 
 SERVED_AT = datetime(2026, 3, 1, 12, 0, 0, 123456, tzinfo=UTC)
 EVENT_TIME = datetime(2013, 1, 2, 6, 0)
-LOGGER = "pipelines.serving.prediction_log"
+LOGGER = "pipelines.serving.log_writer"
 
 
 def _record(index: int, request_id: str = "req-1", version: str = "1", **changes: Any) -> PredictionRecord:
@@ -62,15 +54,6 @@ def _blocked_url(tmp_path: Path) -> tuple[str, Path]:
     blocker = tmp_path / "blocked"
     blocker.write_text("not a folder")
     return _sqlite_url(blocker / "log.db"), blocker
-
-
-def _wait_until(condition: Callable[[], bool], what: str, limit: float = 30.0) -> None:
-    """Poll ``condition`` (a state, not a duration, is what the tests check); fail after ``limit`` seconds."""
-    deadline = time.monotonic() + limit
-    while not condition():
-        if time.monotonic() > deadline:
-            pytest.fail(f"gave up waiting for: {what}")
-        time.sleep(0.01)
 
 
 def _balanced(stats: WriterStats) -> bool:
@@ -162,7 +145,7 @@ def test_a_full_queue_drops_and_counts_while_the_database_is_unreachable(
 
         # when more records are submitted than the queue holds
         accepted = [writer.submit(_batch(3, f"req-{i}")) for i in range(4)]
-        _wait_until(lambda: writer.stats().write_errors >= 2, "the writer to fail and retry")
+        wait_until(lambda: writer.stats().write_errors >= 2, "the writer to fail and retry", timeout=30, interval=0.01)
 
     # then the batch that does not fit is refused and counted, and the rest waits, all accounted for
     assert accepted == [True, True, True, False]
@@ -183,7 +166,7 @@ def test_close_with_an_unreachable_database_counts_the_leftover_as_lost(
     writer = PredictionLogWriter(url, batch_size=5, flush_interval=0.01, retry_interval=0.05)
     writer.start()
     writer.submit(_batch(12))
-    _wait_until(lambda: writer.stats().write_errors >= 1, "a failed write")
+    wait_until(lambda: writer.stats().write_errors >= 1, "a failed write", timeout=30, interval=0.01)
 
     # when it is closed with a short timeout
     with caplog.at_level(logging.ERROR, logger=LOGGER):
@@ -203,7 +186,7 @@ def test_queued_records_are_written_once_the_database_is_back(tmp_path: Path) ->
     writer = PredictionLogWriter(url, batch_size=8, flush_interval=0.01, retry_interval=0.05)
     writer.start()
     writer.submit(_batch(20, "req-1"))
-    _wait_until(lambda: writer.stats().write_errors >= 2, "failed writes")
+    wait_until(lambda: writer.stats().write_errors >= 2, "failed writes", timeout=30, interval=0.01)
     assert writer.stats().queued == 20
 
     # when the database becomes reachable (the blocking file goes away) and more records arrive

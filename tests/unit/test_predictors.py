@@ -6,8 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.modeling import build_model
-from pipelines.serving.contract import FieldSpec, InputContract, contract_from_config, load_suite
+from pipelines.data.validation.suite import load_suite
 from pipelines.serving.predictors import (
     CompiledPredictor,
     FramePredictor,
@@ -17,6 +16,8 @@ from pipelines.serving.predictors import (
     probe_batch,
     split_batch,
 )
+from pipelines.training.contract import FieldSpec, InputContract, contract_from_config
+from pipelines.training.modeling import build_model
 from tests.conftest import REPO_ROOT
 
 

@@ -5,8 +5,14 @@ from __future__ import annotations
 from datetime import date, timedelta
 from typing import Any
 
-from pipelines.config import RetrainingPolicy
-from pipelines.retraining import Decision, Retraining, TrainingState, WindowResult, needs_retraining
+from pipelines.core.config import RetrainingPolicy
+from pipelines.monitoring.retraining import (
+    Retraining,
+    RetrainingDecision,
+    TrainingState,
+    WindowResult,
+    needs_retraining,
+)
 
 NOW = date(2013, 6, 10)
 PREFIXES = ("TRIGGER ", "NO TRIGGER ", "BLOCK ", "OK ")
@@ -62,7 +68,7 @@ def _retraining(day: date, outcome: Any = "deployed") -> Retraining:
     return Retraining(triggered_for=day, run_id=f"run-{day}", outcome=outcome)
 
 
-def _lines(decision: Decision, prefix: str) -> list[str]:
+def _lines(decision: RetrainingDecision, prefix: str) -> list[str]:
     return [r for r in decision.reasons if r.startswith(prefix)]
 
 

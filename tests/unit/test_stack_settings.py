@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 from pydantic import ValidationError
 
-from pipelines.settings import REPO_ROOT
+from pipelines.core.settings import REPO_ROOT
 from pipelines.stack.settings import StackSettings
 
 

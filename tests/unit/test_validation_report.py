@@ -11,21 +11,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from pipelines.settings import Settings
-from pipelines.validation import (
+from pipelines.core.settings import Settings
+from pipelines.data.validation.profile import (
     NUMERIC_TYPES,
     STRING_TYPES,
-    ValidationSummary,
-    data_docs_site_dir,
-    data_docs_url,
-    describe_failure,
-    failure_message,
     mostly_not_null,
     profile_expectations,
     row_count_bounds,
-    suite_json,
     widened_bounds,
 )
+from pipelines.data.validation.report import describe_failure, failure_message
+from pipelines.data.validation.run import data_docs_site_dir, data_docs_url
+from pipelines.data.validation.suite import suite_json
+from pipelines.data.validation.summary import ValidationSummary
 from tests.conftest import REPO_ROOT
 
 COLUMNS = ["temp", "distance", "carrier"]

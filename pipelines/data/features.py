@@ -8,7 +8,7 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
-from pipelines.config import DatasetConfig
+from pipelines.core.config import DatasetConfig
 
 log = logging.getLogger(__name__)
 

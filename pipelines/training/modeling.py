@@ -12,8 +12,8 @@ from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from pipelines.config import DatasetConfig
-from pipelines.errors import ConfigError
+from pipelines.core.config import DatasetConfig
+from pipelines.core.errors import ConfigError
 
 # Types the preprocessing stores that skops (MLflow's default sklearn format) must be told to trust; the
 # estimator's own types come from ``model.skops_trusted_types`` in the dataset config.

@@ -8,7 +8,7 @@ from datetime import datetime
 
 import sqlalchemy as sa
 
-from pipelines.warehouse import get_engine
+from pipelines.core.warehouse import get_engine
 
 log = logging.getLogger(__name__)
 
@@ -59,21 +59,45 @@ class AuditEvent:
             raise ValueError(f"unknown audit event {self.event!r}; known: {EVENTS}")
 
 
-def record(warehouse_url: str, event: AuditEvent) -> None:
-    """Write ``event``; writing the same event of the same run again replaces it (idempotent)."""
+def record(
+    warehouse_url: str,
+    event: str,
+    *,
+    at: datetime,
+    dataset: str,
+    model_name: str,
+    model_version: str,
+    actor: str,
+    mode: str,
+    comment: str,
+    run_key: str,
+) -> AuditEvent:
+    """Write one event of the trail; writing the same event of the same run again replaces it (idempotent)."""
+    row = AuditEvent(
+        event_at=at,
+        dataset=dataset,
+        model_name=model_name,
+        model_version=model_version,
+        event=event,
+        actor=actor,
+        mode=mode,
+        comment=comment,
+        run_key=run_key,
+    )
     engine = get_engine(warehouse_url)
     _metadata.create_all(engine, tables=[audit_table])
     with engine.begin() as conn:
         conn.execute(
             sa.delete(audit_table).where(
-                audit_table.c.model_name == event.model_name,
-                audit_table.c.model_version == event.model_version,
-                audit_table.c.event == event.event,
-                audit_table.c.run_key == event.run_key,
+                audit_table.c.model_name == row.model_name,
+                audit_table.c.model_version == row.model_version,
+                audit_table.c.event == row.event,
+                audit_table.c.run_key == row.run_key,
             )
         )
-        conn.execute(sa.insert(audit_table).values(**asdict(event)))
-    log.info("audit: %s v%s %s by %s (%s)", event.model_name, event.model_version, event.event, event.actor, event.mode)
+        conn.execute(sa.insert(audit_table).values(**asdict(row)))
+    log.info("audit: %s v%s %s by %s (%s)", row.model_name, row.model_version, row.event, row.actor, row.mode)
+    return row
 
 
 def history(warehouse_url: str, model_name: str) -> list[dict[str, object]]:

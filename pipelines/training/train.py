@@ -17,11 +17,11 @@ from typing import Any
 
 import yaml
 
-from pipelines import registry
-from pipelines.config import DatasetConfig
-from pipelines.extract import load_snapshot
-from pipelines.runs import RunContext
-from pipelines.settings import Settings
+from pipelines.core import registry
+from pipelines.core.config import DatasetConfig
+from pipelines.core.runs import RunContext
+from pipelines.core.settings import Settings
+from pipelines.data.extract import load_snapshot
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +49,8 @@ class TrainResult:
 
 def serving_metadata(config: DatasetConfig, settings: Settings) -> dict[str, Any]:
     """What the prediction service needs besides the model: its input contract and decision threshold."""
-    from pipelines.serving.contract import METADATA_KEY, contract_from_config, load_suite
-    from pipelines.serving.model_store import THRESHOLD_KEY
+    from pipelines.data.validation.suite import load_suite
+    from pipelines.training.contract import METADATA_KEY, THRESHOLD_KEY, contract_from_config
 
     contract = contract_from_config(config, load_suite(settings.expectations_dir, config.expectation_suite))
     return {METADATA_KEY: contract.to_dict(), THRESHOLD_KEY: config.model.threshold}
@@ -73,8 +73,8 @@ def train(
     from mlflow.models import infer_signature
     from sklearn.metrics import log_loss, roc_auc_score
 
-    from pipelines.features import prepare, time_split
-    from pipelines.modeling import build_model, trusted_types
+    from pipelines.data.features import prepare, time_split
+    from pipelines.training.modeling import build_model, trusted_types
 
     name = config.model.registered_name
     exp_id = registry.experiment_id(settings, config.model.experiment)

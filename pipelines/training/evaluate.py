@@ -15,12 +15,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from pipelines import registry
-from pipelines.config import DatasetConfig
-from pipelines.extract import load_snapshot
-from pipelines.features import prepare, time_split
-from pipelines.metrics import classification_metrics, finite, slice_metrics
-from pipelines.settings import Settings
+from pipelines.core import registry
+from pipelines.core.config import DatasetConfig
+from pipelines.core.settings import Settings
+from pipelines.data.extract import load_snapshot
+from pipelines.data.features import prepare, time_split
+from pipelines.training.metrics import classification_metrics, finite, slice_metrics
 
 log = logging.getLogger(__name__)
 
@@ -139,7 +139,7 @@ def _log(
     import matplotlib.pyplot as plt
     import mlflow
 
-    from pipelines import plots
+    from pipelines.training import plots
 
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"holdout_{k}": v for k, v in result.candidate.items()})

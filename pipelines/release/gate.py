@@ -6,7 +6,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from pipelines.config import LOWER_IS_BETTER, GatePolicy
+from pipelines.core.config import LOWER_IS_BETTER, GatePolicy
 
 
 @dataclass(frozen=True)
@@ -18,7 +18,7 @@ class Scores:
 
 
 @dataclass(frozen=True)
-class Decision:
+class PromotionDecision:
     """Pass or fail, with one line per check (``PASS ...`` / ``FAIL ...``), failures first."""
 
     passed: bool
@@ -41,7 +41,7 @@ def _better(metric: str) -> str:
     return "lower" if metric in LOWER_IS_BETTER else "higher"
 
 
-def should_promote(candidate: Scores, champion: Scores | None, policy: GatePolicy) -> Decision:
+def should_promote(candidate: Scores, champion: Scores | None, policy: GatePolicy) -> PromotionDecision:
     """Decide whether ``candidate`` may replace ``champion`` under ``policy``.
 
     Checks, each giving a reason: absolute floors (ceilings for lower-is-better metrics); no regression against
@@ -94,10 +94,10 @@ def should_promote(candidate: Scores, champion: Scores | None, policy: GatePolic
 
     passed = not any(r.startswith("FAIL") for r in reasons)
     reasons.sort(key=lambda r: not r.startswith("FAIL"))
-    return Decision(passed=passed, reasons=reasons)
+    return PromotionDecision(passed=passed, reasons=reasons)
 
 
-def decide(policy: GatePolicy, evaluation: dict[str, Any]) -> Decision:
+def promotion_decision(policy: GatePolicy, evaluation: dict[str, Any]) -> PromotionDecision:
     """:func:`should_promote` on the output of ``evaluate``."""
     candidate = Scores(evaluation["candidate"], evaluation.get("candidate_slices") or {})
     champion = Scores(evaluation["champion"]) if evaluation.get("champion") else None

@@ -7,10 +7,10 @@ from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any
 
-from pipelines import audit, registry
-from pipelines.config import DatasetConfig
-from pipelines.runs import RunContext
-from pipelines.settings import Settings
+from pipelines.core import audit, registry
+from pipelines.core.config import DatasetConfig
+from pipelines.core.runs import RunContext
+from pipelines.core.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -102,17 +102,15 @@ def record_approval(
     )
     audit.record(
         settings.warehouse_url,
-        audit.AuditEvent(
-            event_at=decided_at,
-            dataset=config.name,
-            model_name=rec.model_name,
-            model_version=rec.model_version,
-            event=status,
-            actor=decided_by,
-            mode=mode,
-            comment=comment,
-            run_key=run.key,
-        ),
+        status,
+        at=decided_at,
+        dataset=config.name,
+        model_name=rec.model_name,
+        model_version=rec.model_version,
+        actor=decided_by,
+        mode=mode,
+        comment=comment,
+        run_key=run.key,
     )
     log.info(
         "%s v%s %s by %s (%s)%s",
@@ -154,15 +152,13 @@ def record_gate(
     if not decision["passed"]:
         audit.record(
             settings.warehouse_url,
-            audit.AuditEvent(
-                event_at=decided_at,
-                dataset=config.name,
-                model_name=trained["model_name"],
-                model_version=str(trained["model_version"]),
-                event="gate_failed",
-                actor="gate",
-                mode="policy",
-                comment="; ".join(r for r in decision["reasons"] if r.startswith("FAIL"))[:2000],
-                run_key=run.key,
-            ),
+            "gate_failed",
+            at=decided_at,
+            dataset=config.name,
+            model_name=trained["model_name"],
+            model_version=str(trained["model_version"]),
+            actor="gate",
+            mode="policy",
+            comment="; ".join(r for r in decision["reasons"] if r.startswith("FAIL"))[:2000],
+            run_key=run.key,
         )

@@ -2,8 +2,8 @@
 
 Every rule is evaluated and gives reason lines, whatever the other rules say, each prefixed so it can be grepped:
 ``TRIGGER`` / ``NO TRIGGER`` for what calls for retraining (drift, live performance), ``BLOCK`` / ``OK`` for what
-stops it. A line reads ``<PREFIX> <head>: <details>``; :meth:`Decision.summary` joins the heads. Dates are data
-time (window ends), never the wall clock, so a replay or a backfill decides as the original run did.
+stops it. A line reads ``<PREFIX> <head>: <details>``; :meth:`RetrainingDecision.summary` joins the heads. Dates
+are data time (window ends), never the wall clock, so a replay or a backfill decides as the original run did.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from dataclasses import asdict, dataclass, field
 from datetime import date, timedelta
 from typing import Any, Literal
 
-from pipelines.config import LOWER_IS_BETTER, RetrainingPolicy
+from pipelines.core.config import LOWER_IS_BETTER, RetrainingPolicy
 
 _EPS = 1e-9  # float noise: a metric exactly at its floor, or a drop exactly at its margin, does not trigger
 _DISABLED = "BLOCK retraining disabled"
@@ -57,7 +57,7 @@ class TrainingState:
 
 
 @dataclass(frozen=True)
-class Decision:
+class RetrainingDecision:
     """Retrain or not, the trigger (``drift``, ``performance`` or None), one reason line per rule, in rule order."""
 
     retrain: bool
@@ -247,7 +247,9 @@ def _backoff(state: TrainingState, policy: RetrainingPolicy) -> str:
     return f"OK backoff over since {until}: {detail}"
 
 
-def needs_retraining(history: Sequence[WindowResult], state: TrainingState, policy: RetrainingPolicy) -> Decision:
+def needs_retraining(
+    history: Sequence[WindowResult], state: TrainingState, policy: RetrainingPolicy
+) -> RetrainingDecision:
     """Decide from the monitoring ``history`` whether to retrain the champion now (``state.now``, data time).
 
     Triggers, on the current champion's windows up to ``now`` with enough data: the last ``drift_windows`` all
@@ -288,7 +290,7 @@ def needs_retraining(history: Sequence[WindowResult], state: TrainingState, poli
     blocked = any(line.startswith("BLOCK ") for line in blocks)
 
     evidence = performance_window if trigger == "performance" else (windows[-1] if windows else None)
-    return Decision(
+    return RetrainingDecision(
         retrain=policy.enabled and champion is not None and trigger is not None and not blocked,
         trigger=trigger,
         reasons=reasons,

@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import pandas as pd
 
-from pipelines.config import DatasetConfig
-from pipelines.runs import Window
-from pipelines.settings import Settings
-from pipelines.sources import load_source
-from pipelines.warehouse import get_engine, replace_window
+from pipelines.core.config import DatasetConfig
+from pipelines.core.runs import Window
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import get_engine, replace_window
+from pipelines.data.sources import load_source
 
 log = logging.getLogger(__name__)
 

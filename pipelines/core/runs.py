@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from functools import lru_cache
 
-from pipelines.settings import REPO_ROOT
+from pipelines.core.settings import REPO_ROOT
 
 
 @dataclass(frozen=True)

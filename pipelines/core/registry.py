@@ -5,7 +5,7 @@ from __future__ import annotations
 import logging
 from typing import TYPE_CHECKING
 
-from pipelines.settings import Settings
+from pipelines.core.settings import Settings
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient

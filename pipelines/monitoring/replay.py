@@ -24,12 +24,12 @@ import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from pipelines.config import DatasetConfig
-from pipelines.errors import PipelineError
-from pipelines.features import build_features
-from pipelines.runs import Window
-from pipelines.settings import Settings
-from pipelines.warehouse import get_engine, replace_window
+from pipelines.core.config import DatasetConfig
+from pipelines.core.errors import PipelineError
+from pipelines.core.runs import Window
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import get_engine, replace_window
+from pipelines.data.features import build_features
 
 log = logging.getLogger(__name__)
 
@@ -130,9 +130,9 @@ def replay(
     source: pd.DataFrame | None = None,
 ) -> ReplayResult:
     """Replay every day of ``window`` not replayed before through the service at ``settings.serving_url``."""
-    from pipelines.outcomes import record_outcomes
+    from pipelines.data.sources import load_source
+    from pipelines.monitoring.outcomes import record_outcomes
     from pipelines.serving.client import ServingClient
-    from pipelines.sources import load_source
 
     if not settings.serving_url:
         raise ReplayError("no prediction service to replay to: set MLOPS_SERVING_URL (the stack sets it)")

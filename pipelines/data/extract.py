@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pandas as pd
 
-from pipelines.config import DatasetConfig
-from pipelines.errors import NotFoundError
-from pipelines.runs import RunContext, Window
-from pipelines.settings import Settings
-from pipelines.warehouse import get_engine, read_window, table_exists
+from pipelines.core.config import DatasetConfig
+from pipelines.core.errors import NotFoundError
+from pipelines.core.runs import RunContext, Window
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import get_engine, read_window, table_exists
 
 log = logging.getLogger(__name__)
 

@@ -20,14 +20,14 @@ import sqlalchemy as sa
 from sklearn.metrics import brier_score_loss, f1_score, log_loss, precision_score, recall_score, roc_auc_score
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipelines.config import DatasetConfig
-from pipelines.errors import NotFoundError
-from pipelines.features import build_target
-from pipelines.runs import Window
+from pipelines.core.config import DatasetConfig
+from pipelines.core.errors import NotFoundError
+from pipelines.core.runs import Window
+from pipelines.core.settings import Settings
+from pipelines.core.warehouse import get_engine, read_window, table_exists
+from pipelines.data.features import build_target
 from pipelines.serving.prediction_log import TABLE as PREDICTION_LOG_TABLE
 from pipelines.serving.prediction_log import log_filter, prediction_log_table, version_sort_key
-from pipelines.settings import Settings
-from pipelines.warehouse import get_engine, read_window, table_exists
 
 log = logging.getLogger(__name__)
 

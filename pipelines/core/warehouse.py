@@ -77,12 +77,3 @@ def read_window(engine: sa.Engine, table: str, time_column: str, start: datetime
         frame = pd.read_sql(query, conn)
     frame[time_column] = pd.to_datetime(frame[time_column])
     return frame
-
-
-def time_bounds(engine: sa.Engine, table: str, time_column: str) -> tuple[datetime | None, datetime | None, int]:
-    """Earliest and latest time and the row count of ``table``."""
-    tbl = _reflect(engine, table)
-    col = tbl.c[time_column]
-    with engine.connect() as conn:
-        lo, hi, count = conn.execute(sa.select(sa.func.min(col), sa.func.max(col), sa.func.count())).one()
-    return (pd.Timestamp(lo).to_pydatetime() if lo else None, pd.Timestamp(hi).to_pydatetime() if hi else None, count)

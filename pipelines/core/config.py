@@ -16,7 +16,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from pipelines.errors import ConfigError
+from pipelines.core.errors import ConfigError
 
 DATASET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,40}$"
 ALLOWED_ESTIMATOR_PREFIXES = ("sklearn.",)
@@ -357,7 +357,7 @@ def dataset_config_paths(datasets_dir: Path) -> list[Path]:
 def load_dataset_config(name: str, datasets_dir: Path | None = None) -> DatasetConfig:
     """Load the config of the dataset called ``name``."""
     if datasets_dir is None:
-        from pipelines.settings import get_settings
+        from pipelines.core.settings import get_settings
 
         datasets_dir = get_settings().datasets_dir
     return load_config_file(datasets_dir / f"{name}.yaml")

@@ -1,0 +1,192 @@
+"""Driving the loop's DAGs through Airflow's REST API, as ``make demo`` does: trigger, follow, answer approvals.
+
+Shared by the demo's two halves (``demo``: the first training run; ``story``: replay, monitoring, retraining) and
+by the tests that drive a real Airflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+from pipelines.stack import services
+from pipelines.stack.airflow_client import TERMINAL_RUN_STATES, AirflowApiError, AirflowClient
+from pipelines.stack.processes import StackError
+from pipelines.stack.settings import StackSettings
+
+log = logging.getLogger(__name__)
+
+APPROVAL_TASK = "approve"
+SHOWN_METRICS = ("holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_f1")
+
+
+@dataclass
+class DemoResult:
+    """What one demo run did, for the summary and for tests."""
+
+    dag_id: str
+    run_id: str
+    state: str
+    task_states: dict[str, str | None]
+    approved_by: str | None = None
+    champion_version: str | None = None
+    champion_metrics: dict[str, float] = field(default_factory=dict)
+    training: dict[str, Any] = field(default_factory=dict)
+    replay: dict[str, Any] = field(default_factory=dict)
+    timeline: Any = None
+
+
+def client(stack: StackSettings) -> AirflowClient:
+    """A REST client logged in as the stack's admin."""
+    return AirflowClient(stack.airflow_url, stack.airflow_admin_user, services.admin_password(stack))
+
+
+def wait_for_dag(api: AirflowClient, dag_id: str, timeout: float = 180.0) -> None:
+    """Wait until the dag-processor has parsed ``dag_id``; fail with the import errors if it cannot."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        errors = api.import_errors()
+        if errors:
+            raise StackError(
+                "DAG files failed to import:\n"
+                + "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
+            )
+        try:
+            api.dag(dag_id)
+            return
+        except AirflowApiError:
+            time.sleep(2)
+    raise StackError(f"Airflow did not parse {dag_id} within {timeout:.0f} s")
+
+
+def _report(states: dict[str, str | None]) -> None:
+    log.info("tasks: %s", ", ".join(f"{task}={state or 'none'}" for task, state in states.items()))
+
+
+def run_training(
+    stack: StackSettings,
+    dataset: str,
+    conf: dict[str, Any],
+    *,
+    approval: Literal["api", "ui"],
+    approval_comment: str,
+    timeout: float = 900.0,
+) -> DemoResult:
+    """Trigger ``train_<dataset>``, answer (or wait for) its approval, and follow it to the end."""
+    dag_id = f"train_{dataset}"
+    api = client(stack)
+    try:
+        wait_for_dag(api, dag_id)
+        api.unpause(dag_id)
+        run_id = api.trigger(dag_id, conf, note=f"started by `make demo` ({conf.get('reason', 'demo')})")
+        log.info("triggered %s run %s: %s/dags/%s/runs/%s", dag_id, run_id, stack.airflow_url, dag_id, run_id)
+        state, approved_by = follow_training(
+            api, stack, dag_id, run_id, approval=approval, comment=approval_comment, timeout=timeout, on_change=_report
+        )
+        result = DemoResult(
+            dag_id=dag_id,
+            run_id=run_id,
+            state=state,
+            task_states=api.task_states(dag_id, run_id),
+            approved_by=approved_by,
+        )
+        if result.task_states.get("train") == "success":
+            result.training = api.xcom(dag_id, run_id, "train")
+        return result
+    finally:
+        api.close()
+
+
+def run_replay(
+    stack: StackSettings, dataset: str, start: str, end: str, timeout: float = 900.0
+) -> tuple[str, dict[str, Any]]:
+    """Trigger ``replay_<dataset>`` for ``[start, end)`` and follow it; returns its run id and the task's result."""
+    dag_id = f"replay_{dataset}"
+    api = client(stack)
+    try:
+        wait_for_dag(api, dag_id)
+        api.unpause(dag_id)
+        run_id = api.trigger(dag_id, {"start": start, "end": end}, note="started by `make demo`")
+        log.info(
+            "replaying %s [%s, %s) through the prediction service: %s/dags/%s/runs/%s",
+            dataset,
+            start,
+            end,
+            stack.airflow_url,
+            dag_id,
+            run_id,
+        )
+        state = api.follow(dag_id, run_id, timeout=timeout, on_change=_report)
+        if state != "success":
+            raise StackError(f"{dag_id} run {run_id} ended {state}: see its task log in the Airflow UI")
+        return run_id, dict(api.xcom(dag_id, run_id, "replay"))
+    finally:
+        api.close()
+
+
+def answer_approval(
+    api: AirflowClient, stack: StackSettings, dag_id: str, run_id: str, *, approval: str, comment: str
+) -> str | None:
+    detail = api.hitl_detail(dag_id, run_id, APPROVAL_TASK)
+    url = f"{stack.airflow_url}/dags/{dag_id}/runs/{run_id}/tasks/{APPROVAL_TASK}/required_actions"
+    log.info("approval requested: %s", detail.get("subject"))
+    if approval == "ui":
+        log.info(
+            "waiting for a person to answer in the Airflow UI: Browse > Required Actions, or %s (log in as %s)",
+            url,
+            stack.airflow_admin_user,
+        )
+        return None
+    log.info(
+        "approving on your behalf through the REST API, as user %r. To decide yourself next time, run "
+        "`DEMO_APPROVAL=ui make demo` and answer in the Airflow UI under Browse > Required Actions.",
+        stack.airflow_admin_user,
+    )
+    api.answer(dag_id, run_id, APPROVAL_TASK, "Approve", {"comment": comment})
+    return stack.airflow_admin_user
+
+
+def follow_training(
+    api: AirflowClient,
+    stack: StackSettings,
+    dag_id: str,
+    run_id: str,
+    *,
+    approval: Literal["api", "ui"],
+    comment: str,
+    timeout: float,
+    on_change: Callable[[dict[str, str | None]], None],
+) -> tuple[str, str | None]:
+    """Follow a training run, answer its approval when it asks (or wait for a person), follow it to its end.
+
+    Returns the run's final state and who approved (None when a person answers in the UI, or nobody was asked).
+    """
+    state = api.follow(
+        dag_id,
+        run_id,
+        timeout=timeout,
+        on_change=on_change,
+        stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input",
+    )
+    approved_by = None
+    if state not in TERMINAL_RUN_STATES:
+        approved_by = answer_approval(api, stack, dag_id, run_id, approval=approval, comment=comment)
+        state = api.follow(dag_id, run_id, timeout=timeout, on_change=on_change)
+    return state, approved_by
+
+
+def champion(stack: StackSettings, model_name: str) -> tuple[str | None, dict[str, float], dict[str, str]]:
+    """The version behind ``champion``, its holdout metrics and its tags."""
+    from mlflow import MlflowClient
+    from mlflow.exceptions import MlflowException
+
+    mlf = MlflowClient(tracking_uri=stack.mlflow_url, registry_uri=stack.mlflow_url)
+    try:
+        version = mlf.get_model_version_by_alias(model_name, "champion")
+    except MlflowException:
+        return None, {}, {}
+    metrics = mlf.get_run(version.run_id).data.metrics if version.run_id else {}
+    return str(version.version), {k: metrics[k] for k in SHOWN_METRICS if k in metrics}, dict(version.tags)
