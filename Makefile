@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo down status up-prod-local down-prod-local demo-prod-local compose-check test test-unit test-integration lint lock install clean
+.PHONY: demo down status up-prod-local down-prod-local demo-prod-local compose-check test test-fast test-integration lint lock install clean
 
 ## install: a virtual environment from the lock file (redone when the lock changes)
 install: $(STAMP)
@@ -46,12 +46,19 @@ compose-check:
 	@if docker compose version >/dev/null 2>&1; then docker compose --env-file .env.example config -q; \
 	else docker-compose --env-file .env.example config -q; fi && echo "docker-compose.yaml: valid"
 
-## test: the whole suite (unit, DAG integrity, integration with real services, end to end)
+## test: the whole suite (unit, DAG integrity, integration with real services, end to end) on two workers:
+## the demo's end-to-end run on one, the shared stack's modules on the other, the rest wherever there is room
+XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 test: install
-	$(BIN)/python -m pytest -q --durations=8 tests
+	$(BIN)/python -m pytest -q --durations=12 $(XDIST) tests
 
-test-unit: install
+## test-fast: unit tests and DAG integrity, no services (the inner loop)
+test-fast: install
 	$(BIN)/python -m pytest -q tests/unit tests/dags
+
+## test-integration: the integration tests only (real Airflow, MLflow, GX, Evidently, databases)
+test-integration: install
+	$(BIN)/python -m pytest -q --durations=8 $(XDIST) tests/integration
 
 lint: install
 	$(BIN)/ruff check pipelines dags plugins tests

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -59,8 +59,6 @@ def resolve_window(config: DatasetConfig, start: str | date | None, end: str | d
 
 def scheduled_window(dataset: str, last: date, overrides: dict[str, Any] | None = None) -> tuple[str, str]:
     """The window of a scheduled training run: the ``retraining.train_days`` before ``last`` (its interval's end)."""
-    from datetime import timedelta
-
     days = dataset_config(dataset, overrides).retraining.train_days
     return (last - timedelta(days=days)).isoformat(), last.isoformat()
 
@@ -293,7 +291,6 @@ def decide_retraining(
 def prepare_reference(dataset: str, version: str | None = None) -> Result:
     """Prepare (once) the monitoring reference of ``version``, by default the champion."""
     from pipelines.core import registry
-    from pipelines.core.errors import NotFoundError
     from pipelines.monitoring.reference import record_reference
 
     config = dataset_config(dataset)

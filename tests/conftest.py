@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -13,6 +14,14 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 def pytest_configure(config: pytest.Config) -> None:
     """No MLflow telemetry from the test process (no network; its thread mutates the environment)."""
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+
+def missing(what: str, require_env: str = "MLOPS_REQUIRE_SERVICES") -> NoReturn:
+    """Skip a test whose outside service (PostgreSQL, Redis, a compose binary) is missing here; fail instead when
+    ``require_env`` is ``1`` (CI sets it: there a skipped check must never count as a pass)."""
+    if os.environ.get(require_env) == "1":
+        pytest.fail(f"{what}, and {require_env}=1 requires it")
+    pytest.skip(what)
 
 
 @pytest.fixture
@@ -36,3 +45,31 @@ def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
     get_settings.cache_clear()
     yield get_settings()
     get_settings.cache_clear()
+
+
+# The order in which the two workers of `make test` (pytest-xdist, --dist loadgroup) take the work: the longest
+# single piece first (the demo, end to end), then the modules of the shared stack (one group, one worker), then
+# the production topology, then everything else.
+_FIRST = ("tests/e2e/", "@shared-stack", "tests/integration/test_production_topology.py")
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Keep each module that starts services (integration, end to end, deploy) on one worker, and order the work.
+
+    A module's services are module-scoped fixtures: split over two workers, they would start twice. Modules of the
+    shared stack say so themselves (``xdist_group("shared-stack")``).
+    """
+    for item in items:
+        path = item.nodeid.split("::")[0]
+        if path.startswith(("tests/integration/", "tests/e2e/", "tests/deploy/")) and not item.get_closest_marker(
+            "xdist_group"
+        ):
+            item.add_marker(pytest.mark.xdist_group(path.rsplit("/", 1)[-1].removesuffix(".py")))
+
+    def rank(item: pytest.Item) -> int:
+        shared = any(m.args and m.args[0] == "shared-stack" for m in item.iter_markers("xdist_group"))
+        key = item.nodeid + ("@shared-stack" if shared else "")
+        return next((i for i, prefix in enumerate(_FIRST) if prefix in key), len(_FIRST))
+
+    items.sort(key=rank)

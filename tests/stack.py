@@ -1,7 +1,11 @@
-"""A real stack (MLflow server + Airflow) for tests: free ports, a temporary runtime folder, torn down after.
+"""Real stacks and the loop's usual moves, shared by the integration tests.
 
-``running_stack`` starts the embedded default; with ``profile="production"`` it starts the production topology
-(PostgreSQL, Redis, CeleryExecutor, two workers) on databases named uniquely for the test, dropped after.
+``running_stack`` starts MLflow, the prediction service and Airflow on free ports in a temporary runtime folder
+(the embedded default; ``profile="production"``: the production topology on uniquely named PostgreSQL databases,
+dropped after) and stops them after; ``pointed_at`` points this process's pipeline settings at a stack for a
+while. ``write_dataset`` writes a copy of the shipped flights config under another name, so that tests which
+change state (models, aliases, monitoring history) each have their own. ``train_champion``, ``replay_days`` and
+``start_service`` are the chain, the traffic and the service as the demo runs them.
 """
 
 from __future__ import annotations
@@ -9,15 +13,25 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
+from datetime import date, datetime
 from pathlib import Path
+from typing import Any
 
+import httpx
+import yaml
 from sqlalchemy.engine import make_url
 
+from pipelines.core.runs import RunContext
+from pipelines.core.settings import Settings
 from pipelines.stack import databases, services
-from pipelines.stack.processes import free_port, port_is_free
+from pipelines.stack.processes import Service, free_port, port_is_free, wait_until
 from pipelines.stack.settings import StackSettings
+from tests.conftest import REPO_ROOT
+
+SHIPPED_CONFIG = REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml"
 
 Profile = str
 
@@ -84,21 +98,120 @@ def env_for(stack: StackSettings) -> dict[str, str]:
 def running_stack(
     home: Path, datasets_dir: Path | None = None, profile: Profile = "embedded"
 ) -> Iterator[StackSettings]:
-    """Start MLflow and Airflow for real, point this process's pipeline settings at them, stop them after."""
-    from pipelines.core.settings import get_settings
-
+    """Start MLflow, the prediction service and Airflow for real; stop them (and drop production databases) after."""
     stack = make_stack_settings(home, datasets_dir, profile)
-    saved = dict(os.environ)
     try:
         services.up(stack, timeout=300)
-        os.environ.update({k: v for k, v in services.stack_env(stack).items() if k.startswith("MLOPS_")})
-        get_settings.cache_clear()
         yield stack
     finally:
         services.down(stack)
         if stack.production:
             databases.drop_databases(stack)
             databases.drop_queue(stack)
+
+
+@contextmanager
+def pointed_at(stack: StackSettings, serving_url: str | None = None) -> Iterator[Settings]:
+    """This process's pipeline settings (``MLOPS_*``) pointed at ``stack`` for the block, restored after.
+
+    ``serving_url`` names the prediction service the steps talk to (default: the stack's own; ``""``: none).
+    """
+    from pipelines.core.settings import get_settings
+
+    saved = dict(os.environ)
+    try:
+        os.environ.update({k: v for k, v in services.stack_env(stack).items() if k.startswith("MLOPS_")})
+        if serving_url is not None:
+            os.environ["MLOPS_SERVING_URL"] = serving_url
+        get_settings.cache_clear()
+        yield get_settings()
+    finally:
         os.environ.clear()
         os.environ.update(saved)
         get_settings.cache_clear()
+
+
+def write_dataset(folder: Path, name: str, *, table: str, model: str, **sections: dict[str, Any]) -> Path:
+    """A copy of the shipped flights config named ``name``: its own source table, registered model and experiments.
+
+    Monitoring runs on demand only (no daily run for today's empty window). ``sections`` update the config's
+    top-level sections (``approval={"mode": "manual", "timeout_minutes": 1}``).
+    """
+    config = yaml.safe_load(SHIPPED_CONFIG.read_text())
+    config["name"] = name
+    config["source"]["table"] = table
+    config["model"].update(registered_name=model, experiment=name)
+    config["monitoring"]["schedule"] = None
+    config["monitoring"]["experiment"] = f"{name}-monitoring"
+    for section, values in sections.items():
+        config[section] = {**config.get(section, {}), **values}
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(config, sort_keys=False))
+    return path
+
+
+def train_champion(
+    dataset: str, run: RunContext, start: str, end: str, at: datetime, overrides: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The train DAG's chain through the steps: extract, validate, train, evaluate, gate and, when the gate passes,
+    approval by policy and deploy. Returns every step's result by step name (no ``deploy`` when the gate failed)."""
+    from pipelines import steps
+
+    snapshot = steps.extract(dataset, run, start, end, overrides)
+    validation = steps.validate(dataset, run, snapshot, overrides)
+    trained = steps.train(dataset, run, snapshot, validation, overrides)
+    evaluation = steps.evaluate(dataset, run, snapshot, trained, overrides)
+    gate = steps.gate(dataset, run, trained, evaluation, validation, at, overrides)
+    chain = {"snapshot": snapshot, "validation": validation, "trained": trained, "evaluation": evaluation, "gate": gate}
+    if gate["passed"]:
+        chain["approval"] = steps.record_approval(
+            dataset,
+            run,
+            trained,
+            status="approved",
+            decided_by="policy",
+            decided_at=at,
+            mode="auto",
+            overrides=overrides,
+        )
+        chain["deploy"] = steps.deploy(dataset, run, trained, snapshot, at, overrides)
+    return chain
+
+
+def drained(serving_url: str) -> bool:
+    """Whether the prediction service has written every answered record to the prediction log."""
+    return int(httpx.get(f"{serving_url}/model", timeout=5).json()["prediction_log"]["queued"]) == 0
+
+
+def replay_days(dataset: str, run: RunContext, start: date, end: date, serving_url: str) -> dict[str, Any]:
+    """Replay ``[start, end)`` through the service at ``serving_url`` (every record answered), wait for its log."""
+    from pipelines import steps
+
+    replayed = steps.replay(dataset, run, start, end)
+    assert replayed["rejected"] == 0 and replayed["answered"] == replayed["records"], replayed
+    wait_until(lambda: drained(serving_url), "the prediction log to be written", 60)
+    return replayed
+
+
+def start_service(env: dict[str, str], home: Path, dataset: str, name: str = "serving") -> tuple[Service, str]:
+    """The prediction service for ``dataset`` as ``make demo`` starts it, on a free port: the service and its URL."""
+    port = free_port()
+    service = Service(
+        name=name,
+        command=[sys.executable, "-m", "pipelines.serving", "--dataset", dataset, "--port", str(port)],
+        env=env,
+        pid_file=home / f"{name}.pid",
+        log_file=home / f"{name}.log",
+        port=port,
+        cwd=REPO_ROOT,
+    )
+    service.start()
+    url = f"http://127.0.0.1:{port}"
+    wait_until(lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, f"{name} to be ready", 120, [service])
+    return service, url
+
+
+def service_env(stack: StackSettings) -> dict[str, str]:
+    """The environment of a prediction service (or a step) of ``stack``, without Airflow's settings."""
+    return {k: v for k, v in services.stack_env(stack).items() if not k.startswith("AIRFLOW__")}

@@ -12,7 +12,6 @@ import httpx
 log = logging.getLogger(__name__)
 
 TERMINAL_RUN_STATES = frozenset({"success", "failed"})
-PARKED_SETTLE_SECONDS = 20.0  # under full CI load on 2 cores, 6 s was seen; people take longer anyway
 
 
 class AirflowApiError(RuntimeError):
@@ -96,23 +95,12 @@ class AirflowClient:
         )
         return result
 
-    def answer(
-        self,
-        dag_id: str,
-        run_id: str,
-        task_id: str,
-        option: str,
-        params: dict[str, Any],
-        settle: float = PARKED_SETTLE_SECONDS,
-    ) -> dict[str, Any]:
+    def answer(self, dag_id: str, run_id: str, task_id: str, option: str, params: dict[str, Any]) -> dict[str, Any]:
         """Answer a human-in-the-loop task as the logged-in user (``Approve`` / ``Reject``).
 
-        Waits ``settle`` seconds first: in Airflow 3.3.2 an answer that lands before the scheduler has processed
-        the exit of the worker that parked the task makes the scheduler queue the resumed task, then read the old
-        worker's "success" as a state changed externally, and fail it. A person never answers that fast; a script
-        does (seen here 0.4 s after parking; and with a 5 s wait under CI load, where the exit took 6 s).
+        A script must first wait until the scheduler has processed the exit of the worker that parked the task
+        (:func:`pipelines.stack.dag_runs.answer_when_parked` does): see there for the Airflow 3.3.2 race.
         """
-        time.sleep(settle)
         result: dict[str, Any] = self._call(
             "PATCH",
             f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails",

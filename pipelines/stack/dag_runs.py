@@ -10,11 +10,12 @@ import logging
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 from pipelines.stack import services
 from pipelines.stack.airflow_client import TERMINAL_RUN_STATES, AirflowApiError, AirflowClient
-from pipelines.stack.processes import StackError
+from pipelines.stack.processes import StackError, wait_until
 from pipelines.stack.settings import StackSettings
 
 log = logging.getLogger(__name__)
@@ -145,8 +146,50 @@ def answer_approval(
         "`DEMO_APPROVAL=ui make demo` and answer in the Airflow UI under Browse > Required Actions.",
         stack.airflow_admin_user,
     )
-    api.answer(dag_id, run_id, APPROVAL_TASK, "Approve", {"comment": comment})
+    answer_when_parked(api, stack, dag_id, run_id, APPROVAL_TASK, "Approve", {"comment": comment})
     return stack.airflow_admin_user
+
+
+def scheduler_saw_parked_exit(log_file: Path, dag_id: str, run_id: str, task_id: str) -> bool:
+    """Whether the scheduler has processed the exit of the worker that parked ``task_id`` in ``awaiting_input``.
+
+    The scheduler logs ``TaskInstance Finished: dag_id=..., task_id=..., run_id=..., ... state=awaiting_input,
+    ... executor_state=success`` when it takes that worker's exit from the executor's event buffer.
+    """
+    if not log_file.is_file():
+        return False
+    needle = f"TaskInstance Finished: dag_id={dag_id}, task_id={task_id}, run_id={run_id}, "
+    with log_file.open(errors="replace") as lines:
+        return any(needle in line and "state=awaiting_input" in line for line in lines)
+
+
+def answer_when_parked(
+    api: AirflowClient,
+    stack: StackSettings,
+    dag_id: str,
+    run_id: str,
+    task_id: str,
+    option: str,
+    params: dict[str, Any],
+    timeout: float = 300.0,
+) -> dict[str, Any]:
+    """Answer a human-in-the-loop task once the scheduler has processed the exit of the worker that parked it.
+
+    In Airflow 3.3.2 the worker that runs an approval task parks it in ``awaiting_input`` and exits; the executor
+    reports that exit ("success") to the scheduler later. An answer that lands in between moves the task to
+    ``scheduled``/``queued`` for its resume, and the scheduler then reads the stale "success" as a state changed
+    externally and fails the task. A person never answers that fast; a script does (seen 0.4 s after parking, and
+    the exit took up to 6 s to be processed under CI load). So the answer waits for the scheduler's own record of
+    that exit in its log (the stack's scheduler writes to ``<logs>/airflow-scheduler.log``).
+    """
+    log_file = stack.logs_dir / "airflow-scheduler.log"
+    wait_until(
+        lambda: scheduler_saw_parked_exit(log_file, dag_id, run_id, task_id),
+        f"the scheduler to process the parked exit of {dag_id}.{task_id} ({run_id}) in {log_file}",
+        timeout,
+        interval=0.5,
+    )
+    return api.answer(dag_id, run_id, task_id, option, params)
 
 
 def follow_training(

@@ -20,6 +20,8 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from tests.conftest import missing
+
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
@@ -71,9 +73,7 @@ def compose() -> list[str]:
             "no compose binary: neither `docker compose` (v2 plugin) nor `docker-compose` "
             "(apt-get install docker-compose) is installed"
         )
-        if os.environ.get("MLOPS_REQUIRE_COMPOSE") == "1":
-            pytest.fail(f"{message}, and MLOPS_REQUIRE_COMPOSE=1 requires one")
-        pytest.skip(message)
+        missing(message, require_env="MLOPS_REQUIRE_COMPOSE")
     return command
 
 

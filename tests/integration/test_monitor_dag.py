@@ -1,10 +1,10 @@
 """The real ``monitor_flights`` DAG, run by the real Airflow scheduler against a real MLflow server and service.
 
-One stack (MLflow server, prediction service, Airflow api-server, scheduler, dag-processor, triggerer) is started
-for the module on free ports in a temporary folder. The champion is trained on January-March 2013 with the
-pipeline's steps against the stack's MLflow and deployed to the stack's service; July days are replayed through
-that service (summer weather: temperature and dew point drift). Monitoring runs are triggered through Airflow's
-REST API, one window each, in order, as ops (or the daily schedule) would.
+On the shared stack (MLflow server, prediction service, Airflow api-server, scheduler, dag-processor, triggerer),
+with the shared champion (trained on January-March 2013 with the pipeline's steps and deployed to the stack's
+service); July days are replayed through that service (summer weather: temperature and dew point drift).
+Monitoring runs are triggered through Airflow's REST API, one window each, in order, as ops (or the daily
+schedule) would.
 
 ``train_flights`` stays paused here: a run triggered by monitoring is created and waits in the queue, so the
 test sees exactly what monitoring started, and the run after it sees a training run in progress.
@@ -14,25 +14,20 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
-from pipelines import steps
 from pipelines.core import audit
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import get_settings
 from pipelines.stack.airflow_client import AirflowApiError, AirflowClient
 from pipelines.stack.dag_runs import client, wait_for_dag
-from pipelines.stack.processes import wait_until
 from pipelines.stack.settings import StackSettings
-from tests.conftest import REPO_ROOT
-from tests.stack import running_stack
+from tests.integration.conftest import SHARED
+from tests.stack import pointed_at, replay_days
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, SHARED]
 
 DATASET = "flights"
 MONITOR = "monitor_flights"
@@ -42,40 +37,13 @@ JULY = [date(2013, 7, 1), date(2013, 7, 2), date(2013, 7, 3), date(2013, 7, 4)]
 
 
 @pytest.fixture(scope="module")
-def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped flights config, with monitoring on demand only: the daily schedule would add a run for
-    today's (empty) window, competing with the test's runs for the DAG's single active run."""
-    folder = tmp_path_factory.mktemp("datasets")
-    config = yaml.safe_load((REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml").read_text())
-    config["monitoring"]["schedule"] = None
-    (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    return folder
-
-
-@pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[StackSettings]:
-    """The stack, a champion trained on Jan-Mar 2013 and deployed, and four July days replayed through it."""
-    with running_stack(tmp_path_factory.mktemp("stack"), datasets_dir) as running:
-        steps.seed(DATASET, "2013-01-01", "2013-04-01")
-        run = RunContext(dag_id="test_monitor_dag", run_id="champion", reason="test")
-        snapshot = steps.extract(DATASET, run, "2013-01-01", "2013-04-01")
-        validation = steps.validate(DATASET, run, snapshot)
-        trained = steps.train(DATASET, run, snapshot, validation)
-        evaluation = steps.evaluate(DATASET, run, snapshot, trained)
-        gate = steps.gate(DATASET, run, trained, evaluation, validation, AT)
-        assert gate["passed"], gate["summary"]
-        steps.record_approval(DATASET, run, trained, status="approved", decided_by="policy", decided_at=AT, mode="auto")
-        deployed = steps.deploy(DATASET, run, trained, snapshot, AT)  # waits until the stack's service answers
-        assert deployed["champion_version"] == "1"
+def stack(shared_stack: StackSettings, flights_champion: dict[str, Any]) -> Iterator[StackSettings]:
+    """The shared stack and champion, and four July days replayed through the stack's service."""
+    with pointed_at(shared_stack):
         replay_run = RunContext(dag_id="replay_flights", run_id="test_monitor_dag", reason="replay")
-        replayed = steps.replay(DATASET, replay_run, JULY[0], JULY[-1] + timedelta(days=1))
-        assert replayed["days_replayed"] == 4 and replayed["rejected"] == 0, replayed
-        wait_until(
-            lambda: httpx.get(f"{running.serving_url}/model", timeout=5).json()["prediction_log"]["queued"] == 0,
-            "the prediction log to be written",
-            60,
-        )
-        yield running
+        replayed = replay_days(DATASET, replay_run, JULY[0], JULY[-1] + timedelta(days=1), shared_stack.serving_url)
+        assert replayed["days_replayed"] == 4, replayed
+        yield shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -147,7 +115,7 @@ def test_three_drifted_days_trigger_one_training_run_and_the_fourth_is_held_back
     assert [r["dag_run_id"] for r in _retrain_runs(api)] == [expected_id]
     # and the audit table says the policy triggered it
     events = audit.history(get_settings().warehouse_url, "flights-delay")
-    triggered = [e for e in events if e["event"] == "retraining_triggered"]
+    triggered = [e for e in events if e["event"] == "retraining_triggered" and e["dataset"] == DATASET]
     assert len(triggered) == 1 and triggered[0]["actor"] == MONITOR
     assert expected_id in str(triggered[0]["comment"])
 

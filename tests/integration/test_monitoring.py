@@ -1,25 +1,23 @@
 """Monitoring for real: a real MLflow server and registry, real Evidently reports, a real prediction service.
 
-The module trains a champion on January-March 2013 with the pipeline's steps (approved by policy, deployed, its
-monitoring reference prepared at deploy), then starts the prediction service as its own process and replays
-days through it (the service logs what it answered; the replay records the outcomes): a day of April (the
-season the champion knows), four days of July (summer weather: temperature and dew point far from anything in
-the reference), and a fraction of a June day. Nothing here stands in for Airflow's part: the retraining decision
-is taken by the same step the monitoring DAG's ``decide`` task calls.
+The module reads the shared champion (trained on January-March 2013 with the pipeline's steps, approved by policy,
+deployed, its monitoring reference prepared at deploy) through a dataset of its own (``flights_monitoring``: the
+same model and source rows, its own monitoring history), starts a prediction service for that dataset as its own
+process and replays days through it (the service logs what it answered; the replay records the outcomes): a
+day of April (the season the champion knows), four days of July (summer weather: temperature and dew point far
+from anything in the reference), and a fraction of a June day. Nothing here stands in for Airflow's part: the
+retraining decision is taken by the same step the monitoring DAG's ``decide`` task calls.
 """
 
 from __future__ import annotations
 
 import json
-import os
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pandas as pd
 import pytest
 import sqlalchemy as sa
@@ -29,16 +27,16 @@ from pipelines.core import audit, registry
 from pipelines.core.config import DatasetConfig
 from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings, get_settings
-from pipelines.stack import services
-from pipelines.stack.processes import Service, free_port, wait_until
-from tests.conftest import REPO_ROOT
-from tests.stack import make_stack_settings
+from pipelines.stack.processes import wait_until
+from pipelines.stack.settings import StackSettings
+from tests.integration.conftest import SHARED
+from tests.stack import drained, pointed_at, replay_days, service_env, start_service
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, SHARED]
 
-DATASET = "flights"
+DATASET = "flights_monitoring"
 MODEL = "flights-delay"
-EXPERIMENT = "flights-monitoring"
+EXPERIMENT = f"{DATASET}-monitoring"
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 STABLE = date(2013, 4, 2)  # the day after the champion's window: same season
 JULY = [date(2013, 7, 1), date(2013, 7, 2), date(2013, 7, 3), date(2013, 7, 4)]
@@ -73,95 +71,36 @@ class Monitored:
     champion: dict[str, Any]
 
 
-def _start_service(env: dict[str, str], home: Path) -> tuple[Service, str]:
-    """The prediction service as ``make demo`` starts it, on a free port; returns it and its URL."""
-    port = free_port()
-    service = Service(
-        name="serving",
-        command=[sys.executable, "-m", "pipelines.serving", "--port", str(port)],
-        env=env,
-        pid_file=home / "serving.pid",
-        log_file=home / "serving.log",
-        port=port,
-        cwd=REPO_ROOT,
-    )
-    service.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, "the service to be ready", 120, [service]
-    )
-    return service, url
-
-
 @pytest.fixture(scope="module")
-def monitored(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Monitored]:
-    """MLflow; Jan-Mar 2013 seeded; v1 trained on it and deployed; days replayed through the service."""
+def monitored(
+    shared_stack: StackSettings, flights_champion: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Monitored]:
+    """The shared champion; days replayed through a prediction service of this module's dataset."""
     from pipelines.data.sources import load_source
     from pipelines.monitoring.replay import replay
 
-    home = tmp_path_factory.mktemp("monitoring") / "runtime"
-    stack = make_stack_settings(home)
-    mlflow_server = services.mlflow_service(stack)
-    service: Service | None = None
-    saved = dict(os.environ)
-    try:
-        mlflow_server.start()
-        wait_until(lambda: services.mlflow_healthy(stack), "MLflow", 120, [mlflow_server])
-        env = {k: v for k, v in services.stack_env(stack).items() if not k.startswith("AIRFLOW__")}
-        os.environ.update({k: v for k, v in env.items() if k.startswith(("MLOPS_", "MLFLOW_"))})
-        os.environ.pop("MLOPS_SERVING_URL", None)  # deploy has no service to switch: the service starts after
-        get_settings.cache_clear()
-
-        steps.seed(DATASET, "2013-01-01", "2013-04-01")
-        run = RunContext(dag_id="test_monitoring", run_id="champion", reason="test")
-        snapshot = steps.extract(DATASET, run, "2013-01-01", "2013-04-01")
-        validation = steps.validate(DATASET, run, snapshot)
-        trained = steps.train(DATASET, run, snapshot, validation)
-        evaluation = steps.evaluate(DATASET, run, snapshot, trained)
-        gate = steps.gate(DATASET, run, trained, evaluation, validation, AT)
-        assert gate["passed"], gate["summary"]
-        steps.record_approval(DATASET, run, trained, status="approved", decided_by="policy", decided_at=AT, mode="auto")
-        steps.deploy(DATASET, run, trained, snapshot, AT)
-
-        service, url = _start_service(env, home)
-        os.environ["MLOPS_SERVING_URL"] = url
-        get_settings.cache_clear()
-        replay_run = RunContext(dag_id="replay_flights", run_id="test_monitoring", reason="replay")
-        for first, end in ((STABLE, STABLE + timedelta(days=1)), (JULY[0], JULY[-1] + timedelta(days=1))):
-            replayed = steps.replay(DATASET, replay_run, first, end)
-            assert replayed["rejected"] == 0 and replayed["answered"] == replayed["records"], replayed
-        # a day of which only a handful of flights were ever sent to the service
-        config = steps.dataset_config(DATASET)
-        source = load_source(config)
-        day = source[
-            (source["sched_dep"] >= pd.Timestamp(THIN))
-            & (source["sched_dep"] < pd.Timestamp(THIN) + pd.Timedelta(days=1))
-        ]
-        thin = replay(
-            config,
-            get_settings(),
-            Window(THIN, THIN + timedelta(days=1)),
-            replay_run.key,
-            source=day.head(THIN_RECORDS),
-        )
-        assert thin.answered == THIN_RECORDS, thin
-        wait_until(
-            lambda: httpx.get(f"{url}/model", timeout=5).json()["prediction_log"]["queued"] == 0,
-            "the prediction log to be written",
-            60,
-        )
-        service.stop()
-        service = None
-        os.environ.pop("MLOPS_SERVING_URL")
-        get_settings.cache_clear()
-        yield Monitored(settings=get_settings(), config=config, champion=trained)
-    finally:
-        if service is not None:
+    home = tmp_path_factory.mktemp("monitoring")
+    with pointed_at(shared_stack, serving_url=""):
+        service, url = start_service(service_env(shared_stack), home, DATASET)
+        try:
+            with pointed_at(shared_stack, serving_url=url):
+                replay_run = RunContext(dag_id="replay_flights", run_id="test_monitoring", reason="replay")
+                for first, end in ((STABLE, STABLE + timedelta(days=1)), (JULY[0], JULY[-1] + timedelta(days=1))):
+                    replay_days(DATASET, replay_run, first, end, url)
+                # a day of which only a handful of flights were ever sent to the service
+                config = steps.dataset_config(DATASET)
+                source = load_source(config)
+                day = source[
+                    (source["sched_dep"] >= pd.Timestamp(THIN))
+                    & (source["sched_dep"] < pd.Timestamp(THIN) + pd.Timedelta(days=1))
+                ]
+                window = Window(THIN, THIN + timedelta(days=1))
+                thin = replay(config, get_settings(), window, replay_run.key, source=day.head(THIN_RECORDS))
+                assert thin.answered == THIN_RECORDS, thin
+                wait_until(lambda: drained(url), "the prediction log to be written", 60)
+        finally:
             service.stop()
-        mlflow_server.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        get_settings.cache_clear()
+        yield Monitored(settings=get_settings(), config=config, champion=flights_champion["trained"])
 
 
 def _monitor(day: date, run_id: str = "test", checked_at: datetime = AT) -> dict[str, Any]:
@@ -198,7 +137,8 @@ def _outcomes_of(settings: Settings, day: date) -> int:
     return int(
         _scalar(
             settings,
-            "select count(*) from ground_truth where event_time >= :a and event_time < :b",
+            "select count(*) from ground_truth where dataset = :dataset and event_time >= :a and event_time < :b",
+            dataset=DATASET,
             a=str(day),
             b=str(day + timedelta(days=1)),
         )
@@ -399,8 +339,8 @@ def test_three_drifted_windows_in_a_row_trigger_retraining_and_the_next_one_wait
     assert f"TRIGGER drift in 3 consecutive windows: windows ending {windows}, need 3; drift share" in "\n".join(
         decision["reasons"]
     )
-    assert decision["training_dag_id"] == "train_flights"
-    assert decision["training_run_id"] == f"retrain__flights__{end}"
+    assert decision["training_dag_id"] == f"train_{DATASET}"
+    assert decision["training_run_id"] == f"retrain__{DATASET}__{end}"
     conf = decision["training_conf"]
     assert conf["window_end"] == str(end)
     assert conf["window_start"] == str(end - timedelta(days=policy.train_days))
@@ -410,8 +350,9 @@ def test_three_drifted_windows_in_a_row_trigger_retraining_and_the_next_one_wait
     # and the decision is in the warehouse, and the audit says a retraining was triggered, and why
     stored = store.decision_for(settings.warehouse_url, DATASET, end)
     assert stored is not None and stored["retrain"] and stored["training_run_id"] == decision["training_run_id"]
-    triggered = [e for e in audit.history(settings.warehouse_url, MODEL) if e["event"] == "retraining_triggered"]
-    assert len(triggered) == 1 and f"training run retrain__flights__{end}" in str(triggered[0]["comment"])
+    events = audit.history(settings.warehouse_url, MODEL)
+    triggered = [e for e in events if e["event"] == "retraining_triggered" and e["dataset"] == DATASET]
+    assert len(triggered) == 1 and f"training run retrain__{DATASET}__{end}" in str(triggered[0]["comment"])
 
     # when the same window is decided again (a rerun of the monitoring run)
     again = _decide(JULY[2])
@@ -431,4 +372,4 @@ def test_three_drifted_windows_in_a_row_trigger_retraining_and_the_next_one_wait
     )
     assert fourth["summary"] == f"no retraining: cooldown until {cooldown_until}"
     retrainings = store.decisions(settings.warehouse_url, DATASET, retrain_only=True)
-    assert [r["training_run_id"] for r in retrainings] == [f"retrain__flights__{end}"]
+    assert [r["training_run_id"] for r in retrainings] == [f"retrain__{DATASET}__{end}"]

@@ -17,6 +17,7 @@ from pipelines.core import audit, registry
 from pipelines.core.errors import SmokeTestError
 from pipelines.core.runs import RunContext
 from tests.conftest import REPO_ROOT
+from tests.stack import train_champion
 
 pytestmark = pytest.mark.integration
 
@@ -27,25 +28,7 @@ CRIPPLED = {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"
 
 
 def _run_all(run: RunContext, overrides: dict | None = None, start: str = START, end: str = END) -> dict:
-    snapshot = steps.extract("flights", run, start, end, overrides)
-    validation = steps.validate("flights", run, snapshot, overrides)
-    trained = steps.train("flights", run, snapshot, validation, overrides)
-    evaluation = steps.evaluate("flights", run, snapshot, trained, overrides)
-    decision = steps.gate("flights", run, trained, evaluation, validation, AT, overrides)
-    out = {"snapshot": snapshot, "trained": trained, "evaluation": evaluation, "decision": decision}
-    if decision["passed"]:
-        steps.record_approval(
-            "flights",
-            run,
-            trained,
-            status="approved",
-            decided_by="policy",
-            decided_at=AT,
-            mode="auto",
-            overrides=overrides,
-        )
-        out["deploy"] = steps.deploy("flights", run, trained, snapshot, AT, overrides)
-    return out
+    return train_champion("flights", run, start, end, AT, overrides)
 
 
 def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(isolated_settings) -> None:
@@ -56,7 +39,7 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     first = _run_all(RunContext(dag_id="train_flights", run_id="first", reason="test"))
 
     # then version 1 is the champion and carries lineage, gate decision and approver
-    assert first["decision"]["passed"], first["decision"]["reasons"]
+    assert first["gate"]["passed"], first["gate"]["reasons"]
     assert first["deploy"]["champion_version"] == "1"
     champion = registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
@@ -79,8 +62,8 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     worse = _run_all(RunContext(dag_id="train_flights", run_id="crippled", reason="test"), CRIPPLED)
 
     # then the gate refuses it with reasons, it is tagged, and the champion does not move
-    assert not worse["decision"]["passed"]
-    assert any("roc_auc" in r for r in worse["decision"]["reasons"] if r.startswith("FAIL"))
+    assert not worse["gate"]["passed"]
+    assert any("roc_auc" in r for r in worse["gate"]["reasons"] if r.startswith("FAIL"))
     assert "deploy" not in worse
     refused = registry.client(isolated_settings).get_model_version("flights-delay", worse["trained"]["model_version"])
     assert refused.tags["gate.decision"] == "failed"

@@ -18,7 +18,6 @@ import socket
 import subprocess
 import sys
 import textwrap
-import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import httpx
 import pytest
 
+from pipelines.stack.processes import StackError, wait_until
 from tests.conftest import REPO_ROOT
 
 pytestmark = pytest.mark.integration
@@ -149,16 +149,11 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 def _wait_until(check: Any, timeout: float, what: str, log: Path) -> Any:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            result = check()
-        except httpx.HTTPError:
-            result = None
-        if result:
-            return result
-        time.sleep(0.5)
-    raise AssertionError(f"timed out waiting for {what}:\n{_tail(log)}")
+    """The stack's one polling loop, failing with the end of ``log`` (these processes are not stack services)."""
+    try:
+        return wait_until(check, what, timeout, interval=0.5)
+    except StackError as exc:
+        raise AssertionError(f"{exc}\n{_tail(log)}") from exc
 
 
 def _airflow_env(tmp: Path, port: int) -> dict[str, str]:

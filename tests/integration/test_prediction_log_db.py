@@ -22,6 +22,7 @@ from pipelines.monitoring.outcomes import live_performance, record_outcomes
 from pipelines.serving.log_writer import PredictionLogWriter
 from pipelines.serving.prediction_log import count, read_predictions, served_by_version
 from pipelines.stack.processes import wait_until
+from tests.conftest import missing
 from tests.unit.test_outcomes import (
     DAYS,
     LABELLED,
@@ -53,7 +54,7 @@ def _server() -> tuple[str, sa.Engine]:
         except sa.exc.OperationalError as exc:
             admin.dispose()
             problems.append(f"as {user}: {str(exc.orig).strip().splitlines()[0]}")
-    pytest.skip(f"PostgreSQL is not reachable at {HOST} (needed for these tests): {'; '.join(problems)}")
+    missing(f"PostgreSQL is not reachable at {HOST} (needed for these tests): {'; '.join(problems)}")
 
 
 @pytest.fixture(scope="module")

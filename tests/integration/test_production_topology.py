@@ -10,14 +10,12 @@ then failed instead where ``MLOPS_REQUIRE_SERVICES=1`` (CI sets it: there both r
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 from pathlib import Path
 
 import mlflow.artifacts
 import pytest
 import sqlalchemy as sa
-import yaml
 
 from pipelines.core import registry
 from pipelines.core.settings import get_settings
@@ -25,8 +23,8 @@ from pipelines.stack import services
 from pipelines.stack.airflow_client import AirflowClient
 from pipelines.stack.dag_runs import client, run_replay, run_training, wait_for_dag
 from pipelines.stack.settings import StackSettings
-from tests.conftest import REPO_ROOT
-from tests.stack import production_services_missing, running_stack
+from tests.conftest import missing
+from tests.stack import pointed_at, production_services_missing, running_stack, write_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -36,16 +34,15 @@ WINDOW = {"window_start": "2013-01-01", "window_end": "2013-03-01"}
 
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
-    missing = production_services_missing()
-    if missing and os.environ.get("MLOPS_REQUIRE_SERVICES") == "1":
-        pytest.fail(f"MLOPS_REQUIRE_SERVICES=1 but {missing}")
-    if missing:
-        pytest.skip(f"the production topology needs PostgreSQL and Redis: {missing}")
+    absent = production_services_missing()
+    if absent:
+        missing(f"the production topology needs PostgreSQL and Redis: {absent}")
     folder = tmp_path_factory.mktemp("datasets")
-    config = yaml.safe_load((REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml").read_text())
-    config["monitoring"]["schedule"] = None  # runs on demand only: no run for today's empty window
-    (folder / "flights.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
-    with running_stack(tmp_path_factory.mktemp("stack"), folder, profile="production") as running:
+    write_dataset(folder, "flights", table="flights", model="flights-delay")  # monitoring on demand only
+    with (
+        running_stack(tmp_path_factory.mktemp("stack"), folder, profile="production") as running,
+        pointed_at(running),
+    ):
         from pipelines import steps
 
         steps.seed("flights", "2013-01-01", "2013-03-08")

@@ -9,8 +9,6 @@ service does not switch; the prediction log holds exactly the records answered; 
 
 from __future__ import annotations
 
-import os
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -28,14 +26,15 @@ from pipelines import steps
 from pipelines.core import registry
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings, get_settings
-from pipelines.stack import services
 from pipelines.stack.processes import Service, free_port, wait_until
-from tests.conftest import REPO_ROOT
-from tests.stack import make_stack_settings
+from pipelines.stack.settings import StackSettings
+from tests.integration.conftest import SHARED
+from tests.stack import pointed_at, service_env, start_service, write_dataset
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, SHARED]
 
-MODEL = "flights-delay"
+DATASET = "flights_serving"  # a dataset of this module's own on the shared stack: its own model and table
+MODEL = "flights-delay-serving"
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -52,20 +51,10 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
-    """Start MLflow; seed Jan-Mar 2013; train v1 (Jan-Feb), v2 (other params), v3 (to be broken)."""
-    home = tmp_path_factory.mktemp("serving") / "runtime"
-    stack = make_stack_settings(home)
-    mlflow_server = services.mlflow_service(stack)
-    saved = dict(os.environ)
-    try:
-        mlflow_server.start()
-        wait_until(lambda: services.mlflow_healthy(stack), "MLflow", 120, [mlflow_server])
-        env = {k: v for k, v in services.stack_env(stack).items() if not k.startswith("AIRFLOW__")}
-        os.environ.update({k: v for k, v in env.items() if k.startswith(("MLOPS_", "MLFLOW_"))})
-        os.environ.pop("MLOPS_SERVING_URL", None)  # steps here do not talk to a service unless a test says so
-        get_settings.cache_clear()
-        steps.seed("flights", "2013-01-01", "2013-04-01")
+def trained(shared_stack: StackSettings) -> Iterator[Registry]:
+    """On the shared stack's MLflow: Jan-Mar 2013 seeded; v1 (Jan-Feb), v2 (other params), v3 (to be broken)."""
+    with pointed_at(shared_stack, serving_url=""):  # steps here talk to a service only when a test says so
+        steps.seed(DATASET, "2013-01-01", "2013-04-01")
         versions = {}
         for run_id, overrides, end in (
             ("v1", None, "2013-03-01"),
@@ -73,45 +62,26 @@ def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Registry]:
             ("v3", None, "2013-03-15"),
         ):
             run = RunContext(dag_id="test_serving", run_id=run_id, reason="test")
-            snapshot = steps.extract("flights", run, "2013-01-01", end, overrides)
-            validation = steps.validate("flights", run, snapshot, overrides)
+            snapshot = steps.extract(DATASET, run, "2013-01-01", end, overrides)
+            validation = steps.validate(DATASET, run, snapshot, overrides)
             versions[run_id] = {
                 "snapshot": snapshot,
-                "trained": steps.train("flights", run, snapshot, validation, overrides),
+                "trained": steps.train(DATASET, run, snapshot, validation, overrides),
             }
+        env = {k: v for k, v in service_env(shared_stack).items() if k != "MLOPS_SERVING_URL"}
         reg = Registry(env, get_settings(), versions)
         reg.set_champion("1")
         yield reg
-    finally:
-        mlflow_server.stop()
-        os.environ.clear()
-        os.environ.update(saved)
-        get_settings.cache_clear()
 
 
-def start_service(reg: Registry, home: Path, name: str = "serving") -> tuple[Service, str]:
-    """The prediction service as `make demo` starts it, on a free port; returns it and its URL."""
-    port = free_port()
-    service = Service(
-        name=name,
-        command=[sys.executable, "-m", "pipelines.serving", "--port", str(port)],
-        env=reg.env,
-        pid_file=home / f"{name}.pid",
-        log_file=home / f"{name}.log",
-        port=port,
-        cwd=REPO_ROOT,
-    )
-    service.start()
-    url = f"http://127.0.0.1:{port}"
-    wait_until(
-        lambda: httpx.get(f"{url}/ready", timeout=2).status_code == 200, "the service to be ready", 120, [service]
-    )
-    return service, url
+def service_of(reg: Registry, home: Path, name: str = "serving") -> tuple[Service, str]:
+    """The prediction service of this module's dataset, as `make demo` starts one, on a free port."""
+    return start_service(reg.env, home, DATASET, name)
 
 
 @pytest.fixture(scope="module")
 def service(trained: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    proc, url = start_service(trained, tmp_path_factory.mktemp("service"))
+    proc, url = service_of(trained, tmp_path_factory.mktemp("service"))
     try:
         yield url
     finally:
@@ -127,7 +97,7 @@ def holdout_records(reg: Registry, n: int) -> tuple[pd.DataFrame, list[dict[str,
     frame = load_snapshot(reg.versions["v1"]["snapshot"]["path"])
     with_nulls = frame[frame["temp"].isna()].head(n // 5)  # a few records with missing weather, then the latest
     frame = pd.concat([with_nulls, frame.tail(n - len(with_nulls))]) if n >= 5 else frame.tail(n)
-    features = build_features(frame, load_dataset_config("flights")).reset_index(drop=True)
+    features = build_features(frame, load_dataset_config(DATASET)).reset_index(drop=True)
     records = features.astype(object).where(features.notna(), None).to_dict(orient="records")
     return features, records
 
@@ -327,7 +297,7 @@ def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
     run = RunContext(dag_id="test_serving", run_id="v1", reason="test")
     v1 = trained.versions["v1"]
     steps.record_approval(
-        "flights", run, v1["trained"], status="approved", decided_by="test", decided_at=AT, mode="manual"
+        DATASET, run, v1["trained"], status="approved", decided_by="test", decided_at=AT, mode="manual"
     )
     monkeypatch.setenv("MLOPS_SERVING_URL", service)
     get_settings.cache_clear()
@@ -336,14 +306,14 @@ def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
         too_short = {"serving": {"deploy_wait_seconds": 0.05}}
         # when v1 is deployed, then deploy fails and puts the alias back on v2
         with pytest.raises(SmokeTestError, match="did not answer with v1"):
-            steps.deploy("flights", run, v1["trained"], v1["snapshot"], AT, too_short)
+            steps.deploy(DATASET, run, v1["trained"], v1["snapshot"], AT, too_short)
         assert str(registry.alias_version(get_settings(), MODEL, registry.CHAMPION).version) == "2"
         tags = registry.client(get_settings()).get_model_version(MODEL, "1").tags
         assert tags["deploy.status"] == "serving_switch_failed"
         # and the service, told of the rollback, ends up serving v2 again
         wait_for_version(service, "2")
         # when the wait is long enough, then deploy succeeds only once the service answers with v1
-        result = steps.deploy("flights", run, v1["trained"], v1["snapshot"], AT)
+        result = steps.deploy(DATASET, run, v1["trained"], v1["snapshot"], AT)
         assert result["champion_version"] == "1"
         assert model_version(service) == "1"
     finally:
@@ -370,7 +340,7 @@ def test_the_prediction_log_holds_exactly_the_records_answered(
 ) -> None:
     _, records = holdout_records(trained, 40)
     # given a service of its own, so that stopping it is part of the test
-    proc, url = start_service(trained, tmp_path_factory.mktemp("logged"), name="serving-log")
+    proc, url = service_of(trained, tmp_path_factory.mktemp("logged"), name="serving-log")
     answered: dict[str, list[float]] = {}
     try:
         # when 60 requests of 1 to 40 records are sent, some of them bad, and one sent twice
@@ -410,9 +380,9 @@ def test_replay_is_idempotent(trained: Registry, service: str, monkeypatch: pyte
     try:
         run = RunContext(dag_id="replay_flights", run_id="test", reason="replay")
         # when two April days are replayed, then a range overlapping them
-        first = steps.replay("flights", run, "2013-04-01", "2013-04-03")
-        second = steps.replay("flights", run, "2013-04-01", "2013-04-04")
-        again = steps.replay("flights", run, "2013-04-01", "2013-04-04")
+        first = steps.replay(DATASET, run, "2013-04-01", "2013-04-03")
+        second = steps.replay(DATASET, run, "2013-04-01", "2013-04-04")
+        again = steps.replay(DATASET, run, "2013-04-01", "2013-04-04")
         settings = get_settings()
     finally:
         monkeypatch.delenv("MLOPS_SERVING_URL")
@@ -427,40 +397,41 @@ def test_replay_is_idempotent(trained: Registry, service: str, monkeypatch: pyte
     assert (first["days_replayed"], second["days_replayed"], second["days_skipped"]) == (2, 1, 2)
     assert again["days_replayed"] == 0 and again["days_skipped"] == 3
     assert first["rejected"] == second["rejected"] == 0
-    logged = _logged(settings, "replay:flights:2013-04-0")
+    logged = _logged(settings, f"replay:{DATASET}:2013-04-0")
     assert len(logged) == first["answered"] + second["answered"] > 2000
     assert logged.record_id.is_unique
     with get_engine(settings.warehouse_url).connect() as conn:
         flights = conn.execute(
-            sa.text("select count(*) from flights where sched_dep >= '2013-04-01' and sched_dep < '2013-04-04'")
+            sa.text(f"select count(*) from {DATASET} where sched_dep >= '2013-04-01' and sched_dep < '2013-04-04'")
         ).scalar_one()
         truth = conn.execute(
-            sa.text("select count(*) from ground_truth where event_time >= '2013-04-01' and event_time < '2013-04-04'")
+            sa.text(
+                "select count(*) from ground_truth where dataset = :dataset"
+                " and event_time >= '2013-04-01' and event_time < '2013-04-04'"
+            ),
+            {"dataset": DATASET},
         ).scalar_one()
     assert flights == first["records"] + second["records"]
     assert truth == first["outcomes"] + second["outcomes"] and truth > 0.95 * flights
     # and the live performance joins those outcomes to the predictions
-    perf = steps.live_performance("flights", "2013-04-01", "2013-04-04")
+    perf = steps.live_performance(DATASET, "2013-04-01", "2013-04-04")
     assert sum(v["labelled"] for v in perf["versions"]) == truth
 
 
 def test_an_unreachable_log_database_costs_records_not_answers(
     trained: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
-    import yaml
 
     _, records = holdout_records(trained, 20)
     # given a service whose prediction log holds at most 100 records and whose warehouse cannot be reached
     datasets = tmp_path_factory.mktemp("datasets")
-    config = yaml.safe_load((REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml").read_text())
-    config["serving"] = {"log_queue_records": 100}
-    (datasets / "flights.yaml").write_text(yaml.safe_dump(config))
+    write_dataset(datasets, DATASET, table=DATASET, model=MODEL, serving={"log_queue_records": 100})
     env = {
         **trained.env,
         "MLOPS_DATASETS_DIR": str(datasets),
         "MLOPS_WAREHOUSE_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere",
     }
-    proc, url = start_service(
+    proc, url = service_of(
         Registry(env, trained.settings, trained.versions), tmp_path_factory.mktemp("unreachable"), name="serving-nodb"
     )
     try:

@@ -1,58 +1,42 @@
-"""The real ``train_flights`` DAG, run by the real Airflow scheduler against a real MLflow server.
+"""The real ``train_<dataset>`` DAG, run by the real Airflow scheduler against a real MLflow server.
 
-One stack (MLflow server, Airflow api-server, scheduler, dag-processor, triggerer) is started for the module on
-free ports in a temporary folder. Runs are triggered and approvals answered through Airflow's REST API, as ops
-(and ``make demo``) do.
+On the shared stack (MLflow server, Airflow api-server, scheduler, dag-processor, triggerer), with datasets of
+this module's own (``flights_train``, ``flights_quick``: copies of the flights config with their own models and
+source table). Runs are triggered and approvals answered through Airflow's REST API, as ops (and ``make demo``) do.
 """
 
 from __future__ import annotations
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import yaml
 
 from pipelines import steps
 from pipelines.core import audit, registry
 from pipelines.core.settings import get_settings
 from pipelines.stack.airflow_client import AirflowClient
-from pipelines.stack.dag_runs import APPROVAL_TASK, client, run_training, wait_for_dag
+from pipelines.stack.dag_runs import APPROVAL_TASK, answer_when_parked, client, run_training, wait_for_dag
 from pipelines.stack.settings import StackSettings
-from tests.conftest import REPO_ROOT
-from tests.stack import running_stack
+from tests.integration.conftest import SHARED
+from tests.stack import pointed_at
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, SHARED]
 
-DAG = "train_flights"
+DATASET = "flights_train"
+DAG = f"train_{DATASET}"
+MODEL = "flights-delay-train"
 # Two months: the smallest window on which the shipped gate policy (slice floors included) passes.
 WINDOW = {"window_start": "2013-01-01", "window_end": "2013-03-01"}
 CRIPPLED = {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}}}
-
-
-QUICK = "flights_quick"
-
-
-@pytest.fixture(scope="module")
-def datasets_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The shipped flights config, plus a second dataset made of config only: 1-minute approvals, its own model."""
-    folder = tmp_path_factory.mktemp("datasets")
-    shipped = REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml"
-    shutil.copy(shipped, folder / "flights.yaml")
-    quick = yaml.safe_load(shipped.read_text())
-    quick["name"] = QUICK
-    quick["model"].update(registered_name="flights-delay-quick", experiment=QUICK)
-    quick["approval"] = {"mode": "manual", "timeout_minutes": 1}
-    (folder / f"{QUICK}.yaml").write_text(yaml.safe_dump(quick))
-    return folder
+QUICK = "flights_quick"  # a second dataset made of config only: 1-minute approvals, its own model
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory: pytest.TempPathFactory, datasets_dir: Path) -> Iterator[StackSettings]:
-    with running_stack(tmp_path_factory.mktemp("stack"), datasets_dir) as running:
-        steps.seed("flights", "2013-01-01", "2013-03-08")
-        yield running
+def stack(shared_stack: StackSettings) -> Iterator[StackSettings]:
+    with pointed_at(shared_stack):
+        steps.seed(DATASET, "2013-01-01", "2013-03-08")
+        yield shared_stack
 
 
 @pytest.fixture(scope="module")
@@ -65,12 +49,12 @@ def api(stack: StackSettings) -> Iterator[AirflowClient]:
 
 
 def _champion_version() -> str | None:
-    found = registry.alias_version(get_settings(), "flights-delay", registry.CHAMPION)
+    found = registry.alias_version(get_settings(), MODEL, registry.CHAMPION)
     return str(found.version) if found else None
 
 
 def _version_tags(version: str) -> dict[str, str]:
-    return dict(registry.client(get_settings()).get_model_version("flights-delay", version).tags)
+    return dict(registry.client(get_settings()).get_model_version(MODEL, version).tags)
 
 
 def _run_until_approval(api: AirflowClient, conf: dict) -> tuple[str, dict[str, str | None]]:
@@ -85,10 +69,10 @@ def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: 
     # given a warehouse holding January to early March 2013 and no model yet
     assert _champion_version() is None
 
-    # when train_flights runs through the scheduler and the approval is answered through the REST API
+    # when the training DAG runs through the scheduler and the approval is answered through the REST API
     result = run_training(
         stack,
-        "flights",
+        DATASET,
         {"reason": "integration test", **WINDOW},
         approval="api",
         approval_comment="looks good",
@@ -113,7 +97,7 @@ def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: 
     assert tags["deploy.status"] == "champion"
 
     # and the audit table says who approved it
-    events = audit.history(get_settings().warehouse_url, "flights-delay")
+    events = audit.history(get_settings().warehouse_url, MODEL)
     assert ("1", "approved", stack.airflow_admin_user) in [(e["model_version"], e["event"], e["actor"]) for e in events]
 
 
@@ -149,7 +133,7 @@ def test_a_rejected_candidate_is_tagged_and_never_deployed(stack: StackSettings,
     assert "Gate: passed" in detail["body"] and "MLflow run" in detail["body"]
 
     # when ops reject it in Airflow with a comment
-    api.answer(DAG, run_id, APPROVAL_TASK, "Reject", {"comment": "not this week"})
+    answer_when_parked(api, stack, DAG, run_id, APPROVAL_TASK, "Reject", {"comment": "not this week"})
     state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
 
     # then deploy is skipped, the version says who rejected it and why, and the champion stays
@@ -168,17 +152,18 @@ def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_pat
 
     from pipelines.core.warehouse import get_engine
 
-    versions_before = len(registry.client(get_settings()).search_model_versions("name = 'flights-delay'"))
+    versions_before = len(registry.client(get_settings()).search_model_versions(f"name = '{MODEL}'"))
     # given a week of the warehouse where distances became negative
     engine = get_engine(get_settings().warehouse_url)
     with engine.begin() as conn:
         conn.execute(
             sa.text(
-                "UPDATE flights SET distance = -distance WHERE sched_dep >= '2013-03-01' AND sched_dep < '2013-03-08'"
+                "UPDATE flights_train SET distance = -distance"
+                " WHERE sched_dep >= '2013-03-01' AND sched_dep < '2013-03-08'"
             )
         )
 
-    # when train_flights runs on that week
+    # when the training DAG runs on that week
     run_id = api.trigger(DAG, {"reason": "bad data", "window_start": "2013-03-01", "window_end": "2013-03-08"})
     state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
 
@@ -186,7 +171,7 @@ def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_pat
     states = api.task_states(DAG, run_id)
     assert state == "failed" and states["validate"] == "failed", states
     assert all(states[t] in ("upstream_failed", None) for t in ("train", "evaluate", "gate", "deploy")), states
-    assert len(registry.client(get_settings()).search_model_versions("name = 'flights-delay'")) == versions_before
+    assert len(registry.client(get_settings()).search_model_versions(f"name = '{MODEL}'")) == versions_before
 
 
 def test_a_new_dataset_config_is_a_new_dag_and_an_unanswered_approval_times_out(stack: StackSettings, api) -> None:

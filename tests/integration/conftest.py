@@ -1,0 +1,68 @@
+"""One real stack for the integration modules: MLflow, the prediction service and Airflow, started once.
+
+Every module that needs it runs in the xdist group ``shared-stack`` (one worker, one stack). Modules that change
+state each work on a dataset of their own (a copy of the flights config with its own name, model, experiments
+and, where a test alters source rows, its own table), so they never see each other's models, aliases or
+monitoring history. ``flights_champion`` is the one trained champion that modules only read: version 1 of
+``flights-delay``, trained on January-March 2013 and deployed to the stack's service.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from pipelines.core.runs import RunContext
+from pipelines.stack.settings import StackSettings
+from tests.stack import pointed_at, running_stack, train_champion, write_dataset
+
+SHARED = pytest.mark.xdist_group("shared-stack")
+AT = datetime(2026, 1, 1, tzinfo=UTC)
+CHAMPION_MODEL = "flights-delay"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The datasets of the shared stack, one (or two) per module that changes state."""
+    folder = tmp_path_factory.mktemp("datasets")
+    # monitor_flights (test_monitor_dag): the shipped flights config, monitored on demand; its model is the champion
+    write_dataset(folder, "flights", table="flights", model=CHAMPION_MODEL)
+    # test_monitoring: the same champion and source rows, its own monitoring history and experiment
+    write_dataset(folder, "flights_monitoring", table="flights", model=CHAMPION_MODEL)
+    # test_train_dag: its own models (it trains, rejects, deploys) and table (it corrupts a week of it)
+    write_dataset(folder, "flights_train", table="flights_train", model="flights-delay-train")
+    write_dataset(
+        folder,
+        "flights_quick",
+        table="flights_train",
+        model="flights-delay-quick",
+        approval={"mode": "manual", "timeout_minutes": 1},
+    )
+    # test_serving: three versions of its own, moved around under concurrent requests
+    write_dataset(folder, "flights_serving", table="flights_serving", model="flights-delay-serving")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def shared_stack(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path) -> Iterator[StackSettings]:
+    """MLflow, the prediction service (dataset ``flights``) and Airflow, on free ports, for the whole session."""
+    with running_stack(tmp_path_factory.mktemp("shared-stack") / "runtime", shared_datasets) as stack:
+        yield stack
+
+
+@pytest.fixture(scope="session")
+def flights_champion(shared_stack: StackSettings) -> dict[str, Any]:
+    """January-March 2013 seeded into ``flights``; v1 of ``flights-delay`` trained on it, approved by policy and
+    deployed to the stack's service (its monitoring reference prepared at deploy). Read it, never move it."""
+    from pipelines import steps
+
+    with pointed_at(shared_stack):
+        steps.seed("flights", "2013-01-01", "2013-04-01")
+        run = RunContext(dag_id="tests", run_id="shared_champion", reason="test")
+        chain = train_champion("flights", run, "2013-01-01", "2013-04-01", AT)
+    assert chain["gate"]["passed"] and chain["deploy"]["champion_version"] == "1", chain["gate"]["summary"]
+    return chain
