@@ -72,7 +72,8 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
         doc_md=f"Checks a window of what the prediction service answered for **{dataset}** against the champion's "
         "reference with Evidently, logs the reports to MLflow (experiment "
         f"`{config.monitoring_experiment}`), and applies the retraining policy. Params `window_start`/`window_end` "
-        "(ISO dates) override the data interval.",
+        "(ISO dates) override the data interval; with `step_days` the range is checked as consecutive windows of that "
+        "many days, each with its own result and retraining decision.",
         schedule=config.monitoring.schedule,
         start_date=datetime(2024, 1, 1),
         catchup=False,
@@ -83,6 +84,13 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
         params={
             "window_start": Param(None, type=["null", "string"], format="date", description="First day to check"),
             "window_end": Param(None, type=["null", "string"], format="date", description="Day after the last"),
+            "step_days": Param(
+                None,
+                type=["null", "integer"],
+                minimum=1,
+                description="Check the range as consecutive windows of this many days, in order, with one result "
+                "and one retraining decision each (empty: the range is one window)",
+            ),
         },
     )
     def monitoring() -> None:
@@ -91,7 +99,8 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
             from pipelines import steps
 
             start, end = _window()
-            return steps.monitor(dataset, _run_context(), start, end, _started_at())
+            step_days = get_current_context()["params"].get("step_days")
+            return steps.monitor(dataset, _run_context(), start, end, _started_at(), step_days)
 
         @task.branch(retries=0)
         def decide(result: dict[str, Any]) -> str | None:
@@ -101,8 +110,11 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
 
             ti = get_current_context()["ti"]
             active = ti.get_dr_count(dag_id=training_dag, states=["queued", "running"])
-            decision = steps.decide_retraining(dataset, _run_context(), result["window_end"], active, _started_at())
+            ends = [window["window_end"] for window in result.get("windows") or [result]]
+            decision = steps.decide_windows(dataset, _run_context(), ends, active, _started_at())
             ti.xcom_push(key="decision", value=decision)
+            for window in decision.get("windows", []):
+                log.info("window ending %s: %s", window["window_end"], window["summary"])
             log.info("%s", decision["summary"])
             for reason in decision["reasons"]:
                 log.info("  %s", reason)

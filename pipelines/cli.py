@@ -167,7 +167,7 @@ def _cmd_live_performance(args: argparse.Namespace) -> Any:
 
 
 def _cmd_monitor(args: argparse.Namespace) -> Any:
-    return steps.monitor(args.dataset, _run(args), args.start, args.end, datetime.now(UTC))
+    return steps.monitor(args.dataset, _run(args), args.start, args.end, datetime.now(UTC), args.step_days)
 
 
 def _cmd_decide(args: argparse.Namespace) -> Any:
@@ -238,6 +238,9 @@ def _add_monitoring_commands(add: Any) -> None:
     monitor = add("monitor", _cmd_monitor, "check [start, end) of the prediction log for drift against the champion")
     monitor.add_argument("--start", required=True)
     monitor.add_argument("--end", required=True)
+    monitor.add_argument(
+        "--step-days", type=int, default=None, help="check the range as consecutive windows of this many days"
+    )
     decide = add("decide", _cmd_decide, "apply the retraining policy to the monitoring history (records it)")
     decide.add_argument("--window-end", required=True, help="end of the latest monitored window (ISO date)")
     decide.add_argument("--active-runs", type=int, default=0, help="training runs in progress (default 0)")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -267,25 +268,67 @@ def live_performance(dataset: str, start: str | date | None = None, end: str | d
     }
 
 
-def monitor(dataset: str, run: RunContext, start: str | date, end: str | date, checked_at: datetime) -> Result:
-    """Check ``[start, end)`` of the prediction log for drift (and live performance) against the champion."""
+def monitor(
+    dataset: str,
+    run: RunContext,
+    start: str | date,
+    end: str | date,
+    checked_at: datetime,
+    step_days: int | None = None,
+) -> Result:
+    """Check ``[start, end)`` of the prediction log for drift (and live performance) against the champion.
+
+    With ``step_days``, the range is checked as consecutive windows of that many days, in order (one result each);
+    the result is the last window's, with every window summarised under ``windows``.
+    """
     from pipelines.monitoring.monitor import monitor_window
 
     config = dataset_config(dataset)
-    window = Window(date.fromisoformat(str(start)), date.fromisoformat(str(end)))
-    result = monitor_window(config, get_settings(), window, run, checked_at).to_dict()
+    whole = Window(date.fromisoformat(str(start)), date.fromisoformat(str(end)))
+    windows = whole.split(step_days) if step_days else [whole]
+    results = [monitor_window(config, get_settings(), window, run, checked_at).to_dict() for window in windows]
+    result = dict(results[-1])
+    if len(results) > 1:
+        result["windows"] = [{k: r[k] for k in _WINDOW_SUMMARY} for r in results]
     return save_result(dataset, run, "monitor", result)
+
+
+_WINDOW_SUMMARY = ("window_start", "window_end", "status", "drift_share", "mlflow_run_url")
 
 
 def decide_retraining(
     dataset: str, run: RunContext, window_end: str | date, active_training_runs: int, decided_at: datetime
 ) -> Result:
     """Apply the retraining policy to the monitoring history up to ``window_end``; record the decision."""
-    from pipelines.monitoring.decide import decide_retraining as decide
+    return decide_windows(dataset, run, [window_end], active_training_runs, decided_at)
+
+
+def decide_windows(
+    dataset: str,
+    run: RunContext,
+    window_ends: Sequence[str | date],
+    active_training_runs: int,
+    decided_at: datetime,
+) -> Result:
+    """Apply the retraining policy to each window of a monitoring run, in order; record every decision.
+
+    The result is the decision to act on (the window that decided to retrain, else the last one), with every
+    window's verdict under ``windows`` when there are several.
+    """
+    from pipelines.monitoring.decide import decide_in_order, to_trigger
+    from pipelines.monitoring.decide import decide_retraining as decide_window
 
     config = dataset_config(dataset)
-    request = decide(config, get_settings(), date.fromisoformat(str(window_end)), run, active_training_runs, decided_at)
-    return save_result(dataset, run, "decide", request.to_dict())
+    settings = get_settings()
+    decided = decide_in_order(
+        [date.fromisoformat(str(end)) for end in window_ends],
+        active_training_runs,
+        lambda end, active: decide_window(config, settings, end, run, active, decided_at),
+    )
+    result = to_trigger(decided).to_dict()
+    if len(decided) > 1:
+        result["windows"] = [{"window_end": d.window_end, "retrain": d.retrain, "summary": d.summary} for d in decided]
+    return save_result(dataset, run, "decide", result)
 
 
 def prepare_reference(dataset: str, version: str | None = None) -> Result:

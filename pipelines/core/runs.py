@@ -5,7 +5,7 @@ from __future__ import annotations
 import re
 import subprocess
 from dataclasses import dataclass, field
-from datetime import date, datetime, time
+from datetime import date, datetime, time, timedelta
 from functools import lru_cache
 
 from pipelines.core.settings import REPO_ROOT
@@ -32,6 +32,17 @@ class Window:
 
     def __str__(self) -> str:
         return f"[{self.start}, {self.end})"
+
+    def split(self, days: int) -> list[Window]:
+        """Consecutive windows of ``days`` days covering this one, in order (the last one may be shorter)."""
+        if days < 1:
+            raise ValueError(f"a window is split into windows of at least one day, not {days}")
+        parts, start = [], self.start
+        while start < self.end:
+            end = min(start + timedelta(days=days), self.end)
+            parts.append(Window(start, end))
+            start = end
+        return parts
 
 
 @dataclass(frozen=True)

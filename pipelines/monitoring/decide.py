@@ -11,6 +11,7 @@ drift-triggered candidates.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -42,6 +43,32 @@ class RetrainingRequest:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__dataclass_fields__}
+
+
+def decide_in_order(
+    window_ends: Sequence[date],
+    active_training_runs: int,
+    decide_one: Callable[[date, int], RetrainingRequest],
+) -> list[RetrainingRequest]:
+    """Decide the windows of one monitoring run in order, each with ``decide_one(window_end, active_runs)``.
+
+    The training run a window decides to start is triggered after the last window of the run; until then it
+    counts as a training run in progress for the later windows, as it would if each window had its own run. So a
+    run starts at most one training run, and the windows after it are held back exactly as they would be.
+    """
+    decided: list[RetrainingRequest] = []
+    pending = 0
+    for window_end in window_ends:
+        request = decide_one(window_end, active_training_runs + pending)
+        decided.append(request)
+        if request.retrain and not request.reused:
+            pending = 1
+    return decided
+
+
+def to_trigger(decided: Sequence[RetrainingRequest]) -> RetrainingRequest:
+    """The decision a monitoring run acts on: the window that decided to retrain, else the last window."""
+    return next((d for d in decided if d.retrain), decided[-1])
 
 
 def training_run_id(dataset: str, window_end: date) -> str:

@@ -1,7 +1,8 @@
 """The second half of ``make demo``: 2013 replayed day by day with ``monitor_<dataset>`` checking every day.
 
 A week at a time: ``replay_<dataset>`` plays the week through the prediction service, then one
-``monitor_<dataset>`` run per day checks it (queued together; the DAG runs one at a time, in order). When the
+``monitor_<dataset>`` run checks it day by day (``step_days=1``: a result and a retraining decision per day, in
+order, as daily runs would give, without paying Airflow's task start and the imports once a day). When the
 retraining policy starts a ``train_<dataset>`` run, the demo follows it, answers its approval on the user's behalf
 (or waits for a person, ``DEMO_APPROVAL=ui``) and, once the new champion serves, replays a few more days to show
 its live performance. Everything here goes through Airflow's REST API; the timeline is read back from what the
@@ -58,20 +59,17 @@ def _midnight(day: date) -> datetime:
     return datetime.combine(day, time.min)
 
 
-def _monitor(api: AirflowClient, stack: StackSettings, dataset: str, days: list[date]) -> int:
-    """One ``monitor_<dataset>`` run per day, queued together, followed to the end in order."""
+def _monitor(api: AirflowClient, stack: StackSettings, dataset: str, start: date, end: date) -> int:
+    """One ``monitor_<dataset>`` run checking ``[start, end)`` day by day (a result and a decision per day)."""
     dag_id = f"monitor_{dataset}"
-    runs = [
-        (day, api.trigger(dag_id, {"window_start": str(day), "window_end": str(day + timedelta(days=1))}))
-        for day in days
-    ]
-    for day, run_id in runs:
-        state = api.follow(dag_id, run_id, timeout=600, on_change=lambda _: None)
-        if state != "success":
-            raise StackError(
-                f"{dag_id} run {run_id} (window {day}) ended {state}: {stack.airflow_url}/dags/{dag_id}/runs/{run_id}"
-            )
-    return len(runs)
+    conf = {"window_start": str(start), "window_end": str(end), "step_days": 1}
+    run_id = api.trigger(dag_id, conf, note=f"started by `make demo`: {start} .. {end - timedelta(days=1)}, daily")
+    state = api.follow(dag_id, run_id, timeout=900, on_change=lambda _: None)
+    if state != "success":
+        raise StackError(
+            f"{dag_id} run {run_id} ({start} .. {end}) ended {state}: {stack.airflow_url}/dags/{dag_id}/runs/{run_id}"
+        )
+    return 1
 
 
 def _new_retraining(stack: StackSettings, dataset: str, after: date, handled: set[str]) -> dict[str, Any] | None:
@@ -117,8 +115,10 @@ def run_story(
             _, replayed = run_replay(stack, dataset, str(day), str(chunk_end))
             for key in ("days_replayed", "days_skipped", "requests", "answered", "rejected"):
                 totals[key] = totals.get(key, 0) + int(replayed.get(key, 0))
-            log.info("monitoring %s..%s, one %s run per day", day, chunk_end - timedelta(days=1), f"monitor_{dataset}")
-            timeline.monitor_runs += _monitor(api, stack, dataset, _days(day, chunk_end))
+            log.info(
+                "monitoring %s..%s day by day, one %s run", day, chunk_end - timedelta(days=1), f"monitor_{dataset}"
+            )
+            timeline.monitor_runs += _monitor(api, stack, dataset, day, chunk_end)
             timeline.end = day = chunk_end
             if timeline.took_over is not None:
                 break
@@ -224,7 +224,8 @@ def _read_back(stack: StackSettings, timeline: Timeline) -> None:
 def timeline_lines(timeline: Timeline) -> list[str]:
     """The story, for the summary: a strip per week and the key dates."""
     lines = ["", f"  monitoring timeline {timeline.start} .. {timeline.end - timedelta(days=1)} "
-             f"({timeline.monitor_runs} monitor_{timeline.dataset} runs; . ok, D drift, - insufficient data, "
+             f"({len(timeline.days)} days checked in {timeline.monitor_runs} monitor_{timeline.dataset} runs; "
+             ". ok, D drift, - insufficient data, "
              "R retraining decided, * first day served by the new champion):"]  # fmt: skip
     for week_start in range(0, len(timeline.days), 7):
         week = timeline.days[week_start : week_start + 7]

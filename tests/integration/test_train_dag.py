@@ -48,6 +48,17 @@ def api(stack: StackSettings) -> Iterator[AirflowClient]:
     api.close()
 
 
+@pytest.fixture(scope="module", autouse=True)
+def unanswered(api: AirflowClient) -> tuple[str, str]:
+    """A run of the second dataset's DAG whose approval nobody answers, started before this module's tests so that
+    its 1-minute approval timeout runs while they do: the DAG id and run id."""
+    # given a second dataset config and no code change, when Airflow parses the DAG folder
+    dag_id = f"train_{QUICK}"
+    wait_for_dag(api, dag_id)
+    api.unpause(dag_id)
+    return dag_id, api.trigger(dag_id, {"reason": "nobody answers", **WINDOW})
+
+
 def _champion_version() -> str | None:
     found = registry.alias_version(get_settings(), MODEL, registry.CHAMPION)
     return str(found.version) if found else None
@@ -174,22 +185,13 @@ def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_pat
     assert len(registry.client(get_settings()).search_model_versions(f"name = '{MODEL}'")) == versions_before
 
 
-def test_a_new_dataset_config_is_a_new_dag_and_an_unanswered_approval_times_out(stack: StackSettings, api) -> None:
-    # given a second dataset config and no code change, when Airflow parses the DAG folder
-    dag_id = f"train_{QUICK}"
-    wait_for_dag(api, dag_id)
-    api.unpause(dag_id)
-
+def test_a_new_dataset_config_is_a_new_dag_and_an_unanswered_approval_times_out(
+    stack: StackSettings, api: AirflowClient, unanswered: tuple[str, str]
+) -> None:
+    # given the second dataset's DAG, parsed from its config alone, and its run (started with the module)
+    dag_id, run_id = unanswered
     # when its candidate waits for an approval that nobody gives within the 1-minute timeout
-    run_id = api.trigger(dag_id, {"reason": "nobody answers", **WINDOW})
-    api.follow(
-        dag_id,
-        run_id,
-        timeout=600,
-        on_change=lambda _: None,
-        stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input",
-    )
-    state = api.follow(dag_id, run_id, timeout=300, on_change=lambda _: None)
+    state = api.follow(dag_id, run_id, timeout=900, on_change=lambda _: None)
 
     # then the scheduler applies the default (Reject): nothing is deployed and the version says it timed out
     states = api.task_states(dag_id, run_id)
