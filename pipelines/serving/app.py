@@ -19,7 +19,6 @@ import secrets
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,19 +26,18 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from pipelines.core.config import DatasetConfig
 from pipelines.core.settings import Settings
 from pipelines.data.validation.suite import load_suite, suite_path
 from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter
+from pipelines.serving.metrics import ServingMetrics
 from pipelines.serving.model_store import LoadedModel, ModelStore
 from pipelines.serving.parsing import InputError, parse_batch
 from pipelines.training.contract import InputContract, contract_from_config
 
 log = logging.getLogger(__name__)
-
-_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
 
 
 class JSONResponse(Response):
@@ -47,57 +45,6 @@ class JSONResponse(Response):
 
     def render(self, content: Any) -> bytes:
         return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
-
-
-@dataclass
-class ServingMetrics:
-    """The service's Prometheus metrics, in a registry of its own."""
-
-    registry: CollectorRegistry
-    requests: Counter
-    records: Counter
-    latency: Histogram
-    model_info: Gauge
-    loads: Counter
-    log_written: Gauge
-    log_dropped: Gauge
-    log_queued: Gauge
-    log_backpressure: Counter
-
-    @classmethod
-    def create(cls) -> ServingMetrics:
-        reg = CollectorRegistry()
-        return cls(
-            registry=reg,
-            requests=Counter("mlops_predict_requests", "Prediction requests by HTTP status", ["status"], registry=reg),
-            records=Counter(
-                "mlops_predicted_records", "Records answered, by model version", ["model_version"], registry=reg
-            ),
-            latency=Histogram(
-                "mlops_predict_latency_seconds",
-                "Time to answer POST /predict (all outcomes)",
-                buckets=_LATENCY_BUCKETS,
-                registry=reg,
-            ),
-            model_info=Gauge(
-                "mlops_model_info", "1 for the model version being served", ["name", "version"], registry=reg
-            ),
-            loads=Counter("mlops_model_loads", "Model version loads by outcome", ["outcome"], registry=reg),
-            log_written=Gauge(
-                "mlops_prediction_log_written_records", "Records written to the prediction log", registry=reg
-            ),
-            log_dropped=Gauge(
-                "mlops_prediction_log_dropped_records",
-                "Records that could not be logged (queue full or database unreachable)",
-                registry=reg,
-            ),
-            log_queued=Gauge("mlops_prediction_log_queued_records", "Records waiting to be written", registry=reg),
-            log_backpressure=Counter(
-                "mlops_prediction_log_backpressure",
-                "Requests held back while the prediction log caught up",
-                registry=reg,
-            ),
-        )
 
 
 def _error(status: int, msg: str, kind: str, loc: list[Any] | None = None) -> InputError:

@@ -10,7 +10,6 @@ still queued (waiting or being written) or counted as dropped.
 
 from __future__ import annotations
 
-import functools
 import logging
 import math
 import threading
@@ -18,21 +17,15 @@ import time
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, date, datetime
 from typing import Any
 
-import pandas as pd
 import sqlalchemy as sa
-from sqlalchemy.dialects import postgresql, sqlite
 
 from pipelines.core.warehouse import get_engine
+from pipelines.serving.log_inserts import FAST_DIALECTS, insert_rows, insert_statement, row_dict, tuple_row
 from pipelines.serving.prediction_log import (
-    TABLE,
-    UNIQUE_COLUMNS,
-    UNIQUE_CONSTRAINT,
     PredictionRecord,
     create_table,
-    prediction_log_table,
 )
 
 log = logging.getLogger(__name__)
@@ -267,14 +260,14 @@ class PredictionLogWriter:
             dialect = engine.dialect.name
             text_times = dialect == "sqlite"
             rows: list[Any] = (
-                [_tuple_row(r, text_times) for r in batch] if dialect in _FAST else [_row(r) for r in batch]
+                [tuple_row(r, text_times) for r in batch] if dialect in FAST_DIALECTS else [row_dict(r) for r in batch]
             )
         except Exception as exc:
             self._note_error(exc, f"converting {len(batch)} records")
             return self._write_one_by_one(batch)
         try:
             with engine.begin() as conn:
-                inserted = _insert(conn, dialect, rows)
+                inserted = insert_rows(conn, dialect, rows)
         except Exception as exc:
             self._note_error(exc, f"writing {len(batch)} records")
             if not _is_bad_data(exc):
@@ -292,14 +285,14 @@ class PredictionLogWriter:
             if self._abandon.is_set():
                 return batch[i:]
             try:
-                row = _row(record)
+                row = row_dict(record)
             except Exception as exc:
                 self._reject(record, exc)
                 continue
             try:
                 engine = self._ensure_table()
                 with engine.begin() as conn:
-                    conn.execute(_insert_statement(engine.dialect.name), [row])
+                    conn.execute(insert_statement(engine.dialect.name), [row])
             except Exception as exc:
                 if not _is_bad_data(exc):
                     self._note_error(exc, f"writing {len(batch) - i} records")
@@ -368,145 +361,3 @@ def _is_bad_data(exc: BaseException) -> bool:
 def _short(exc: BaseException) -> str:
     lines = str(exc).strip().splitlines()
     return f"{type(exc).__name__}: {lines[0] if lines else ''}"[:300]
-
-
-@functools.cache
-def _insert_statement(dialect: str) -> sa.Insert:
-    if dialect == "sqlite":
-        return sqlite.insert(prediction_log_table).on_conflict_do_nothing(index_elements=list(UNIQUE_COLUMNS))
-    if dialect == "postgresql":
-        # RETURNING lets SQLAlchemy 2.1 send the batch as multi-row VALUES pages (twice as fast as executemany,
-        # which it otherwise falls back to for an INSERT with ON CONFLICT).
-        statement = postgresql.insert(prediction_log_table).on_conflict_do_nothing(constraint=UNIQUE_CONSTRAINT)
-        return statement.returning(prediction_log_table.c.id)
-    return sa.insert(prediction_log_table)
-
-
-# The two dialects the warehouse runs on get multi-row inserts straight through their driver. Under load the
-# service's event loop holds the GIL nearly all the time; SQLAlchemy's per-row parameter processing (~30 us a
-# record) and sqlite3's executemany (which gives the GIL up and takes it back for every row, waiting up to the 5 ms
-# switch interval each time) left the writer at ~800 records/s while the service answered 3,000 a second.
-# Other dialects go through SQLAlchemy Core.
-_FAST = frozenset({"sqlite", "postgresql"})
-_COLUMNS = (
-    "dataset",
-    "request_id",
-    "record_index",
-    "record_id",
-    "served_at",
-    "event_time",
-    "model_name",
-    "model_version",
-    "features",
-    "probability",
-    "decision",
-)
-_SQLITE_ROWS_PER_STATEMENT = 2000  # 11 parameters a row: under SQLite's limit of 32,766 bound parameters
-_POSTGRES_INSERT = (
-    f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES %s ON CONFLICT ON CONSTRAINT {UNIQUE_CONSTRAINT} DO NOTHING"
-)
-
-
-@functools.cache
-def _sqlite_insert(rows: int) -> str:
-    """INSERT of ``rows`` rows at once, ignoring records already stored."""
-    values = ", ".join(["(" + ", ".join("?" * len(_COLUMNS)) + ")"] * rows)
-    return (
-        f"INSERT INTO {TABLE} ({', '.join(_COLUMNS)}) VALUES {values} "
-        f"ON CONFLICT ({', '.join(UNIQUE_COLUMNS)}) DO NOTHING"
-    )
-
-
-def _insert(conn: sa.Connection, dialect: str, rows: list[Any]) -> int | None:
-    """Insert ``rows`` (tuples for the fast dialects, dicts otherwise); the number inserted when known."""
-    if dialect == "sqlite":
-        # Multi-row statements, not executemany: sqlite3 releases the GIL around each step, and a thread that
-        # takes it back once per row waits up to the switch interval (5 ms) each time behind a busy event loop.
-        for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
-            chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
-            conn.exec_driver_sql(_sqlite_insert(len(chunk)), tuple(v for row in chunk for v in row))
-        return None
-    if dialect == "postgresql":
-        from psycopg2.extras import execute_values
-
-        with conn.connection.dbapi_connection.cursor() as cursor:  # type: ignore[union-attr]
-            execute_values(cursor, _POSTGRES_INSERT, rows, page_size=1000)
-        return None
-    result = conn.execute(_insert_statement(dialect), rows)
-    return len(result.all()) if result.returns_rows else None
-
-
-def _features_json(features: dict[str, Any]) -> str:
-    """The features as JSON text: orjson for plain values (NaN becomes null), sanitised first otherwise."""
-    import orjson
-
-    try:
-        return orjson.dumps(features, option=orjson.OPT_SERIALIZE_NUMPY).decode()
-    except TypeError:
-        return orjson.dumps({str(k): _json_value(v) for k, v in features.items()}).decode()
-
-
-def _tuple_row(record: PredictionRecord, text_times: bool) -> tuple[Any, ...]:
-    """One row for the driver's bulk insert, in ``_COLUMNS`` order, stored as SQLAlchemy would store it.
-
-    ``text_times``: SQLite keeps date-times as text; SQLAlchemy writes them without offset (UTC here for
-    ``served_at``, local wall clock for ``event_time``) and parses that format back.
-    """
-    served_at = record.served_at
-    served_at = served_at.replace(tzinfo=UTC) if served_at.tzinfo is None else served_at.astimezone(UTC)
-    event_time = record.event_time
-    if event_time is not None and event_time.tzinfo is not None:
-        event_time = event_time.replace(tzinfo=None)
-    # isoformat with microseconds is the text SQLAlchemy writes (and compares against) for SQLite date-times
-    served: Any = served_at.replace(tzinfo=None).isoformat(" ", "microseconds") if text_times else served_at
-    event: Any = event_time.isoformat(" ", "microseconds") if text_times and event_time is not None else event_time
-    if not isinstance(record.record_index, int):
-        raise TypeError(f"record_index must be an int, got {type(record.record_index).__name__}")
-    return (
-        record.dataset,
-        record.request_id,
-        record.record_index,
-        record.record_id,
-        served,
-        event,
-        record.model_name,
-        str(record.model_version),
-        _features_json(record.features),
-        float(record.probability),
-        int(record.decision),
-    )
-
-
-def _row(record: PredictionRecord) -> dict[str, Any]:
-    served_at = record.served_at
-    served_at = served_at.replace(tzinfo=UTC) if served_at.tzinfo is None else served_at.astimezone(UTC)
-    event_time = record.event_time
-    if event_time is not None and event_time.tzinfo is not None:
-        event_time = event_time.replace(tzinfo=None)  # naive wall clock, like the warehouse's time column
-    return {
-        "dataset": record.dataset,
-        "request_id": record.request_id,
-        "record_index": int(record.record_index),
-        "record_id": record.record_id,
-        "served_at": served_at,
-        "event_time": event_time,
-        "model_name": record.model_name,
-        "model_version": str(record.model_version),
-        "features": {str(k): _json_value(v) for k, v in record.features.items()},
-        "probability": float(record.probability),
-        "decision": int(record.decision),
-    }
-
-
-def _json_value(value: Any) -> Any:
-    """A JSON-safe feature value: None for NaN and missing values, plain Python for numpy scalars."""
-    if value is None or type(value) in (str, int, bool):
-        return value
-    if isinstance(value, float):
-        return float(value) if math.isfinite(value) else None
-    if value is pd.NA or value is pd.NaT:
-        return None
-    if isinstance(value, datetime | date):
-        return value.isoformat()
-    item = getattr(value, "item", None)  # numpy scalars
-    return _json_value(item()) if callable(item) else value

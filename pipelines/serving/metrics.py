@@ -1,0 +1,60 @@
+"""The prediction service's Prometheus metrics (``GET /metrics``), in a registry of its own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+_LATENCY_BUCKETS = (0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5)
+
+
+@dataclass
+class ServingMetrics:
+    """The service's Prometheus metrics, in a registry of its own."""
+
+    registry: CollectorRegistry
+    requests: Counter
+    records: Counter
+    latency: Histogram
+    model_info: Gauge
+    loads: Counter
+    log_written: Gauge
+    log_dropped: Gauge
+    log_queued: Gauge
+    log_backpressure: Counter
+
+    @classmethod
+    def create(cls) -> ServingMetrics:
+        reg = CollectorRegistry()
+        return cls(
+            registry=reg,
+            requests=Counter("mlops_predict_requests", "Prediction requests by HTTP status", ["status"], registry=reg),
+            records=Counter(
+                "mlops_predicted_records", "Records answered, by model version", ["model_version"], registry=reg
+            ),
+            latency=Histogram(
+                "mlops_predict_latency_seconds",
+                "Time to answer POST /predict (all outcomes)",
+                buckets=_LATENCY_BUCKETS,
+                registry=reg,
+            ),
+            model_info=Gauge(
+                "mlops_model_info", "1 for the model version being served", ["name", "version"], registry=reg
+            ),
+            loads=Counter("mlops_model_loads", "Model version loads by outcome", ["outcome"], registry=reg),
+            log_written=Gauge(
+                "mlops_prediction_log_written_records", "Records written to the prediction log", registry=reg
+            ),
+            log_dropped=Gauge(
+                "mlops_prediction_log_dropped_records",
+                "Records that could not be logged (queue full or database unreachable)",
+                registry=reg,
+            ),
+            log_queued=Gauge("mlops_prediction_log_queued_records", "Records waiting to be written", registry=reg),
+            log_backpressure=Counter(
+                "mlops_prediction_log_backpressure",
+                "Requests held back while the prediction log caught up",
+                registry=reg,
+            ),
+        )
