@@ -3,8 +3,9 @@
 check (Evidently drift and live performance of the data interval's predictions, against the champion's
 reference) -> decide (the retraining gate: the policy's decision, every reason logged; the run stops here unless
 it says retrain) -> trigger_training (a ``train_<dataset>`` run with the reason, the evidence and the window in its
-conf; its run id is derived from the window, so a rerun never starts a second one). Parsing this file reads the
-YAML configs and nothing else.
+conf; its run id is derived from the window, so a rerun never starts a second one). A run triggered with
+``step_days`` checks and decides its range window by window, in order (``pipelines.steps.monitor`` and
+``pipelines.steps.decide_windows``). Parsing this file reads the YAML configs and nothing else.
 """
 
 from __future__ import annotations

@@ -73,7 +73,9 @@ def test_monitoring_dag_shape(dagbag) -> None:
     assert dag.max_active_runs == 1
     assert dag.catchup is False
     assert dag.schedule == "@daily"
-    assert set(dag.params.keys()) >= {"window_start", "window_end"}
+    assert set(dag.params.keys()) >= {"window_start", "window_end", "step_days"}
+    # a range run (step_days) is opt-in: a scheduled run checks its data interval as one window
+    assert dag.params["step_days"] is None
     assert dag.get_task("check").downstream_task_ids == {"decide"}
     assert dag.get_task("decide").downstream_task_ids == {"trigger_training"}
     trigger = dag.get_task("trigger_training")

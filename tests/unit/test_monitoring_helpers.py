@@ -115,3 +115,26 @@ def test_a_range_is_split_into_consecutive_windows_the_last_one_shorter() -> Non
     assert Window(date(2013, 5, 1), date(2013, 5, 8)).split(1)[-1] == Window(date(2013, 5, 7), date(2013, 5, 8))
     with pytest.raises(ValueError, match="at least one day"):
         Window(date(2013, 5, 1), date(2013, 5, 2)).split(0)
+
+
+def test_a_rerun_range_keeps_its_retraining_and_counts_its_training_run_once(flights_config) -> None:
+    from dataclasses import replace
+
+    from pipelines.monitoring.decide import decide_in_order, to_trigger
+
+    # given a range run rerun after its third window decided to retrain: that decision is reused, and its training
+    # run, triggered by the first attempt, is queued or running (Airflow counts it: one active run)
+    week = [date(2013, 5, 21) + timedelta(days=n) for n in range(7)]
+    policy = _policy_decider(flights_config, drifted_from=date(2013, 5, 20))
+    kept = replace(decide_in_order(week, 0, policy)[2], reused=True)
+
+    def decide_one(end: date, active: int):
+        return kept if end == date.fromisoformat(kept.window_end) else policy(end, active)
+
+    # when the windows are decided again in order
+    decided = decide_in_order(week, 1, decide_one)
+    # then the retraining stays the one the run acts on, and every later window sees that one training run, once
+    assert [d.retrain for d in decided] == [False, False, True, False, False, False, False]
+    assert to_trigger(decided).training_run_id == "retrain__flights__2013-05-23"
+    for later in decided[3:]:
+        assert "BLOCK training run in progress: 1 queued or running training run(s)" in later.reasons
