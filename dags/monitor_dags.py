@@ -5,7 +5,7 @@ reference) -> decide (the retraining gate: the policy's decision, every reason l
 it says retrain) -> trigger_training (a ``train_<dataset>`` run with the reason, the evidence and the window in its
 conf; its run id is derived from the window, so a rerun never starts a second one). A run triggered with
 ``step_days`` checks and decides its range window by window, in order (``pipelines.steps.monitor`` and
-``pipelines.steps.decide_windows``). Parsing this file reads the YAML configs and nothing else.
+``pipelines.steps.decide_checked``). Parsing this file reads the YAML configs and nothing else.
 """
 
 from __future__ import annotations
@@ -111,8 +111,7 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
 
             ti = get_current_context()["ti"]
             active = ti.get_dr_count(dag_id=training_dag, states=["queued", "running"])
-            ends = [window["window_end"] for window in result.get("windows") or [result]]
-            decision = steps.decide_windows(dataset, _run_context(), ends, active, _started_at())
+            decision = steps.decide_checked(dataset, _run_context(), result, active, _started_at())
             ti.xcom_push(key="decision", value=decision)
             for window in decision.get("windows", []):
                 log.info("window ending %s: %s", window["window_end"], window["summary"])

@@ -268,6 +268,9 @@ def live_performance(dataset: str, start: str | date | None = None, end: str | d
     }
 
 
+_WINDOW_SUMMARY = ("window_start", "window_end", "status", "drift_share", "mlflow_run_url")
+
+
 def monitor(
     dataset: str,
     run: RunContext,
@@ -293,14 +296,19 @@ def monitor(
     return save_result(dataset, run, "monitor", result)
 
 
-_WINDOW_SUMMARY = ("window_start", "window_end", "status", "drift_share", "mlflow_run_url")
-
-
 def decide_retraining(
     dataset: str, run: RunContext, window_end: str | date, active_training_runs: int, decided_at: datetime
 ) -> Result:
     """Apply the retraining policy to the monitoring history up to ``window_end``; record the decision."""
     return decide_windows(dataset, run, [window_end], active_training_runs, decided_at)
+
+
+def decide_checked(
+    dataset: str, run: RunContext, checked: Result, active_training_runs: int, decided_at: datetime
+) -> Result:
+    """:func:`decide_windows` on every window that :func:`monitor` checked (its ``windows``, else its one window)."""
+    ends = [window["window_end"] for window in checked.get("windows") or [checked]]
+    return decide_windows(dataset, run, ends, active_training_runs, decided_at)
 
 
 def decide_windows(

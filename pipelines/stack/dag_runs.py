@@ -7,7 +7,6 @@ by the tests that drive a real Airflow.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -51,20 +50,24 @@ def client(stack: StackSettings) -> AirflowClient:
 
 def wait_for_dag(api: AirflowClient, dag_id: str, timeout: float = 180.0) -> None:
     """Wait until the dag-processor has parsed ``dag_id``; fail with the import errors if it cannot."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+
+    def parsed_or_broken() -> tuple[str, list[dict[str, Any]]] | None:
         errors = api.import_errors()
         if errors:
-            raise StackError(
-                "DAG files failed to import:\n"
-                + "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
-            )
+            return "broken", errors
         try:
             api.dag(dag_id)
-            return
         except AirflowApiError:
-            time.sleep(2)
-    raise StackError(f"Airflow did not parse {dag_id} within {timeout:.0f} s")
+            return None
+        return "parsed", []
+
+    found = wait_until(parsed_or_broken, f"Airflow to parse {dag_id}", timeout, interval=0.5)
+    assert found is not None  # wait_until returns a true value or raises
+    outcome, errors = found
+    if outcome == "broken":
+        raise StackError(
+            "DAG files failed to import:\n" + "\n".join(f"{e['filename']}: {e['stack_trace'][-1500:]}" for e in errors)
+        )
 
 
 def _report(states: dict[str, str | None]) -> None:
