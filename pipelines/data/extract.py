@@ -1,4 +1,6 @@
-"""``extract``: a time window of the warehouse into a Parquet snapshot, with its content hash."""
+"""``extract``: the run's rows of the dataset's source (a time window, or all of it) into a Parquet snapshot, with
+its content hash. Writing never fails on a value: a column of mixed types is written as text, for validation to
+report."""
 
 from __future__ import annotations
 
@@ -9,12 +11,13 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import pandas as pd
+import pyarrow as pa
 
 from pipelines.core.config import DatasetConfig
 from pipelines.core.errors import NotFoundError
 from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings
-from pipelines.core.warehouse import get_engine, read_window, table_exists
+from pipelines.data.sources import read_source, source_description
 
 log = logging.getLogger(__name__)
 
@@ -47,39 +50,74 @@ def snapshot_dir(settings: Settings, config: DatasetConfig, run: RunContext) -> 
     return settings.data_dir / config.name / run.key
 
 
-def read_dataset_window(config: DatasetConfig, settings: Settings, window: Window) -> pd.DataFrame:
-    """The dataset's warehouse rows in ``window``; a clear error when the table or the rows are missing."""
-    engine = get_engine(settings.warehouse_url)
-    if not table_exists(engine, config.source.table):
-        raise NotFoundError(f"warehouse table {config.source.table!r} does not exist: run `seed` first")
-    frame = read_window(engine, config.source.table, config.source.time_column, window.start_dt, window.end_dt)
+def read_dataset_window(config: DatasetConfig, settings: Settings, window: Window | None) -> pd.DataFrame:
+    """The dataset's rows in ``window`` (all rows without a time column or window); NotFoundError when none."""
+    frame = read_source(config, settings, window)
     if frame.empty:
-        raise NotFoundError(f"no rows of {config.source.table!r} in {window}: seed that range first")
+        span = f" in {window}" if window is not None and config.time_column else ""
+        raise NotFoundError(f"dataset {config.name!r}: no rows of {source_description(config)}{span}")
     return frame
 
 
-def extract(config: DatasetConfig, settings: Settings, window: Window, run: RunContext) -> Snapshot:
-    """Read ``window`` from the warehouse into ``<partition>/snapshot.parquet`` and describe it."""
-    frame = read_dataset_window(config, settings, window)
+def _object_columns(frame: pd.DataFrame) -> list[str]:
+    return [name for name in frame.columns if pd.api.types.is_object_dtype(frame[name])]
+
+
+def parquet_safe(frame: pd.DataFrame) -> pd.DataFrame:
+    """``frame`` with every object column Arrow cannot type (e.g. ``'far'`` among numbers) turned into text,
+    missing values kept; the other columns untouched."""
+    fixed: dict[str, pd.Series] = {}
+    for name in _object_columns(frame):
+        column = frame[name]
+        try:
+            pa.array(column, from_pandas=True)
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            types = sorted({type(v).__name__ for v in column.dropna().head(10_000)})
+            log.warning("column %r holds mixed types (%s): written as text, for validation to report", name, types)
+            fixed[name] = column.map(str, na_action="ignore").astype(object).where(column.notna(), None)
+    return frame.assign(**fixed) if fixed else frame
+
+
+def _write_parquet(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """Write ``frame``; if Arrow still refuses a column (e.g. nested values it cannot store), every object column
+    goes as text. Returns the frame as written."""
+    try:
+        frame.to_parquet(path, index=False)
+    except (pa.ArrowException, ValueError, TypeError) as exc:
+        log.warning("snapshot not writable as read (%s): object columns written as text", type(exc).__name__)
+        text = {
+            name: frame[name].map(str, na_action="ignore").astype(object).where(frame[name].notna(), None)
+            for name in _object_columns(frame)
+        }
+        frame = frame.assign(**text)
+        frame.to_parquet(path, index=False)
+    return frame
+
+
+def extract(config: DatasetConfig, settings: Settings, window: Window | None, run: RunContext) -> Snapshot:
+    """Read the run's rows (``window``, or the whole source without a time column) into
+    ``<partition>/snapshot.parquet`` and describe it."""
+    frame = parquet_safe(read_dataset_window(config, settings, window))
     out = snapshot_dir(settings, config, run)
     out.mkdir(parents=True, exist_ok=True)
     path = out / "snapshot.parquet"
     tmp = path.with_suffix(".tmp")
-    frame.to_parquet(tmp, index=False)
+    frame = _write_parquet(frame, tmp)
     tmp.replace(path)
+    windowed = window is not None and config.time_column is not None
     snapshot = Snapshot(
         path=str(path),
         data_version=content_hash(frame),
         rows=len(frame),
-        rows_without_outcome=int(frame[config.target.source_column].isna().sum()),
-        window_start=str(window.start),
-        window_end=str(window.end),
+        rows_without_outcome=int(frame[config.target.column].isna().sum()),
+        window_start=str(window.start) if windowed and window else "",
+        window_end=str(window.end) if windowed and window else "",
     )
     (out / "snapshot.json").write_text(json.dumps(snapshot.to_dict(), indent=2))
     log.info(
         "extracted %d rows of %s (%d without outcome), data version %s -> %s",
         snapshot.rows,
-        window,
+        window if windowed else f"all of {source_description(config)}",
         snapshot.rows_without_outcome,
         snapshot.data_version,
         path,

@@ -256,7 +256,7 @@ def performance_report(labelled: pd.DataFrame, config: DatasetConfig) -> tuple[d
     from evidently import Report
     from evidently.presets import ClassificationPreset
 
-    target = config.target.name
+    target = config.target.label
     current = labelled[[target, PROBABILITY]].astype({target: "int64"})
     report = Report([ClassificationPreset(probas_threshold=config.model.threshold)], include_tests=False)
     snapshot = report.run(current_data=_dataset(current, [PROBABILITY], [], target), reference_data=None)

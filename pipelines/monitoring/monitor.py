@@ -129,7 +129,7 @@ def monitor_window(
     details: dict[str, Any] = {"drift": drift.to_dict(), "reference": reference.info}
     live_metrics: dict[str, float] = {}
     days = config.monitoring.performance_days
-    if len(labelled) >= config.monitoring.min_labelled and labelled[config.target.name].nunique() == 2:
+    if len(labelled) >= config.monitoring.min_labelled and labelled[config.target.label].nunique() == 2:
         live_metrics, perf_snapshot = performance_report(labelled, config)
         perf_snapshot.save_html(str(out / "performance.html"))
         details["performance"] = {"days": days, "labelled": len(labelled), **live_metrics}

@@ -1,9 +1,10 @@
 """Ground truth and live performance: the real outcome of served records, once known, against what was predicted.
 
 Outcomes arrive later than predictions (a flight lands hours after it was scored). ``record_outcomes`` labels the
-warehouse rows of a window with the dataset's target rule and stores them in ``ground_truth``, keyed by the same
-record id the predictions carry (the dataset's ``source.key_column``). ``live_performance`` joins the prediction
-log with it in SQL and scores each model version on the records whose outcome is known.
+source rows of a window (read only) with the dataset's target and stores them in ``ground_truth``, keyed by the
+same record id the predictions carry (the dataset's key column, or the key derived from the row's content).
+``live_performance`` joins the prediction log with it in SQL and scores each model version on the records whose
+outcome is known.
 """
 
 from __future__ import annotations
@@ -21,11 +22,12 @@ from sklearn.metrics import brier_score_loss, f1_score, log_loss, precision_scor
 from sqlalchemy.dialects import postgresql, sqlite
 
 from pipelines.core.config import DatasetConfig
-from pipelines.core.errors import NotFoundError
+from pipelines.core.errors import ConfigError
 from pipelines.core.runs import Window
 from pipelines.core.settings import Settings
-from pipelines.core.warehouse import get_engine, read_window, table_exists
+from pipelines.core.warehouse import get_engine, table_exists
 from pipelines.data.features import build_target
+from pipelines.data.sources import read_source, source_description
 from pipelines.serving.prediction_log import TABLE as PREDICTION_LOG_TABLE
 from pipelines.serving.prediction_log import log_filter, prediction_log_table, version_sort_key
 
@@ -83,31 +85,34 @@ class VersionPerformance:
 
 
 def record_outcomes(config: DatasetConfig, settings: Settings, window: Window, observed_at: datetime) -> OutcomeResult:
-    """Store the known outcomes of the window's warehouse rows; re-running a window replaces it, never duplicates."""
-    engine = get_engine(settings.warehouse_url)
-    source = config.source
-    if not table_exists(engine, source.table):
-        raise NotFoundError(
-            f"dataset {config.name!r}: warehouse table {source.table!r} does not exist; seed it first "
-            f"(python -m pipelines seed --dataset {config.name} --start ... --end ...)"
+    """Store the known outcomes of the window's source rows (read only); re-running a window replaces it, never
+    duplicates. Records are keyed by ``config.key_name`` (the key column, or the key derived from row content)."""
+    if config.time_column is None:
+        raise ConfigError(f"dataset {config.name!r}: outcomes need source.time_column (a window of events)")
+    if config.task != "binary":
+        raise ConfigError(
+            f"dataset {config.name!r}: live outcomes are stored for binary targets only so far "
+            f"(ground_truth.label is the 0/1 class); a {config.task} target's outcomes are not recorded"
         )
-    frame = read_window(engine, source.table, source.time_column, window.start_dt, window.end_dt)
+    engine = get_engine(settings.warehouse_url)
+    time_col, key_col, where = config.time_column, config.key_name, source_description(config)
+    frame = read_source(config, settings, window)
     target, known = build_target(frame, config)
-    keys = _record_ids(frame[source.key_column])
+    keys = _record_ids(frame[key_col])
     has_key = keys.notna()
     if (~has_key).any():
         log.warning(
             "%d rows of %s in %s have no %s: their outcome cannot be joined and is not stored",
             int((~has_key).sum()),
-            source.table,
+            where,
             window,
-            source.key_column,
+            key_col,
         )
     stored = known & has_key
     labels = pd.DataFrame(
         {
             "record_id": keys[stored],
-            "event_time": pd.to_datetime(frame.loc[stored, source.time_column]),
+            "event_time": pd.to_datetime(frame.loc[stored, time_col]),
             "label": target[stored],
         }
     )
@@ -116,9 +121,9 @@ def record_outcomes(config: DatasetConfig, settings: Settings, window: Window, o
         log.warning(
             "%d duplicate %s values in %s of %s: keeping the last row of each",
             int(duplicated.sum()),
-            source.key_column,
+            key_col,
             window,
-            source.table,
+            where,
         )
         labels = labels.loc[~duplicated]
     observed = observed_at.replace(tzinfo=UTC) if observed_at.tzinfo is None else observed_at.astimezone(UTC)
@@ -204,7 +209,7 @@ def labelled_predictions(
 ) -> pd.DataFrame:
     """Probability and known outcome of every record ``version`` answered with event time in ``[start, end)``."""
     engine = get_engine(settings.warehouse_url)
-    columns = ["probability", config.target.name]
+    columns = ["probability", config.target.label]
     if not table_exists(engine, PREDICTION_LOG_TABLE):
         return pd.DataFrame(columns=columns)
     _metadata.create_all(engine, tables=[ground_truth_table])

@@ -21,7 +21,7 @@ import pandas as pd
 
 from pipelines.core import registry
 from pipelines.core.config import DatasetConfig
-from pipelines.core.errors import NotFoundError
+from pipelines.core.errors import NotFoundError, PipelineError
 from pipelines.core.settings import Settings
 from pipelines.monitoring.drift import DAY, PROBABILITY, calibrate, sample_rows
 
@@ -48,13 +48,24 @@ def local_dir(settings: Settings, config: DatasetConfig, version: str) -> Path:
     return settings.home / "monitoring" / config.name / "reference" / f"v{version}"
 
 
+def data_time_missing(config: DatasetConfig) -> bool:
+    """Whether the dataset has no time column (its monitoring windows cannot be calibrated by day)."""
+    return config.time_column is None
+
+
 def build_reference(config: DatasetConfig, model: Any, snapshot: pd.DataFrame, version: str) -> Reference:
     """Score the snapshot's labelled rows with ``model``, sample them and calibrate the thresholds on its days."""
     from pipelines.data.features import prepare
 
+    if config.task != "binary" or data_time_missing(config):
+        raise PipelineError(
+            f"dataset {config.name!r}: drift monitoring against a reference is built for binary targets with a time "
+            f"column; {config.task} without daily windows is not monitored yet"
+        )
     data = prepare(snapshot, config)
+    assert data.time is not None
     frame = data.features.copy()
-    frame[config.target.name] = data.target.to_numpy()
+    frame[config.target.label] = data.target.to_numpy()
     frame[PROBABILITY] = model.predict_proba(data.features)[:, 1]
     frame[DAY] = data.time.dt.normalize().to_numpy()
     drift = config.monitoring.drift
@@ -67,7 +78,7 @@ def build_reference(config: DatasetConfig, model: Any, snapshot: pd.DataFrame, v
         "rows_kept": len(sample),
         "first_day": str(frame[DAY].min().date()),
         "last_day": str(frame[DAY].max().date()),
-        "positive_rate": round(float(frame[config.target.name].mean()), 6),
+        "positive_rate": round(float(frame[config.target.label].mean()), 6),
         "calibration": calibration,
         "thresholds": thresholds,
     }

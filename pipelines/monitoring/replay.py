@@ -2,34 +2,39 @@
 
 For each day, in order: the day's events go to the prediction service as requests, in the batches a scheduling
 system would send (the events of each scheduled hour, at most ``batch_size`` per request, each record carrying its
-key and event time); at the end of the day, the day's rows (outcomes included) are written to the warehouse, and
-their outcomes are recorded as ground truth, joined to the predictions by key. A day is marked done in the
-``replay_days`` table only when all three happened, so replaying a range twice skips what was done, and a replay
-cut short resumes where it stopped; request ids are deterministic, so a day resent after a crash is not logged
-twice either.
+key and event time); at the end of the day the day's outcomes are recorded as ground truth, joined to the
+predictions by key. Only a ``staged`` source (the warehouse's own table) is written to: its day's rows, outcomes
+included, are staged there (before the requests when the key is derived from the row's content, so that the keys
+sent are those every later read derives). A ``file``, ``table`` or ``query`` source is only read, day by day. A
+day is marked done in the ``replay_days`` table only when all of it happened, so replaying a range twice skips what
+was done, and a replay cut short resumes where it stopped; request ids are deterministic, so a day resent after a
+crash is not logged twice either. Replay needs a time column.
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, date, datetime, timedelta
 from datetime import time as dtime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 import sqlalchemy as sa
 
-from pipelines.core.config import DatasetConfig
-from pipelines.core.errors import PipelineError
+from pipelines.core.config import ROW_KEY, DatasetConfig
+from pipelines.core.errors import ConfigError, PipelineError
 from pipelines.core.runs import Window
 from pipelines.core.settings import Settings
-from pipelines.core.warehouse import get_engine, replace_window
+from pipelines.core.warehouse import get_engine, stage_rows
 from pipelines.data.features import build_features
+
+if TYPE_CHECKING:
+    from pipelines.monitoring.outcomes import OutcomeResult
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +92,9 @@ def day_batches(frame: pd.DataFrame, config: DatasetConfig, day: date, batch_siz
     """The requests of one day: the events of each scheduled hour, at most ``batch_size`` per request."""
     if frame.empty:
         return
-    time_col, key_col = config.source.time_column, config.source.key_column
+    time_col, key_col = config.time_column, config.key_name
+    if time_col is None:
+        raise ConfigError(f"dataset {config.name!r}: replay needs source.time_column (a day of events to send)")
     features = build_features(frame, config)
     records = features.astype(object).where(features.notna(), None).to_dict(orient="records")
     keys = frame[key_col].astype(str).tolist()
@@ -129,11 +136,18 @@ def replay(
     concurrency: int = 4,
     source: pd.DataFrame | None = None,
 ) -> ReplayResult:
-    """Replay every day of ``window`` not replayed before through the service at ``settings.serving_url``."""
-    from pipelines.data.sources import load_source
-    from pipelines.monitoring.outcomes import record_outcomes
+    """Replay every day of ``window`` not replayed before through the service at ``settings.serving_url``.
+
+    ``source``: the rows to replay, already loaded (a staged source's seed-loader rows, or any frame with the
+    source's columns); by default a staged source's seed loader is read once, other sources day by day.
+    """
     from pipelines.serving.client import ServingClient
 
+    if config.time_column is None:
+        raise ConfigError(
+            f"dataset {config.name!r}: replay needs source.time_column (it sends the source day by day); "
+            "a dataset without one is monitored on the prediction log's own timestamps"
+        )
     if not settings.serving_url:
         raise ReplayError("no prediction service to replay to: set MLOPS_SERVING_URL (the stack sets it)")
     started = time.perf_counter()
@@ -145,16 +159,14 @@ def replay(
     if not todo:
         log.info("every day of %s was replayed before: nothing to do", window)
         return result
-    frame = load_source(config) if source is None else source
-    time_col = config.source.time_column
+    day_rows = day_reader(config, settings, source)
     engine = get_engine(settings.warehouse_url)
     with (
         ServingClient(settings.serving_url, settings.serving_admin_token) as service,
         ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="replay") as pool,
     ):
         for day in todo:
-            start, end = datetime.combine(day, dtime.min), datetime.combine(day + timedelta(days=1), dtime.min)
-            rows = frame[(frame[time_col] >= start) & (frame[time_col] < end)]
+            rows = day_rows(day)
             batches = list(day_batches(rows, config, day, batch_size))
             answers = list(pool.map(lambda b: _send(service, b), batches))
             answered = sum(a["answered"] for a in answers)
@@ -164,11 +176,7 @@ def replay(
                     result.by_version[a["version"]] = result.by_version.get(a["version"], 0) + a["answered"]
                 if a["reason"] and len(result.rejections) < 10:
                     result.rejections.append(a["reason"])
-            # The day is over: its rows, outcomes included, land in the warehouse, and become ground truth.
-            replace_window(engine, config.source.table, rows, time_col, start, end)
-            outcomes = record_outcomes(
-                config, settings, Window(day, day + timedelta(days=1)), observed_at=end.replace(tzinfo=UTC)
-            )
+            outcomes = close_day(config, settings, day, rows)
             _mark_done(
                 engine, config.name, day, len(batches), len(rows), answered, rejected, outcomes.labelled, run_key
             )
@@ -198,6 +206,54 @@ def replay(
         result.seconds,
     )
     return result
+
+
+def _day_bounds(day: date) -> tuple[datetime, datetime]:
+    return datetime.combine(day, dtime.min), datetime.combine(day + timedelta(days=1), dtime.min)
+
+
+def day_reader(
+    config: DatasetConfig, settings: Settings, source: pd.DataFrame | None = None
+) -> Callable[[date], pd.DataFrame]:
+    """A function giving one day's rows to send: from ``source`` or a staged source's seed loader (loaded once per
+    replay), else read, read only, from the dataset's source for that day."""
+    from pipelines.data.sources import load_source, read_source, row_keys, window_rows
+
+    time_col = config.time_column
+    if time_col is None:
+        raise ConfigError(f"dataset {config.name!r}: replay needs source.time_column (a day of events to send)")
+    staged = config.source.kind == "staged"
+    if source is None and staged:
+        source = load_source(config)
+    if source is None:
+        return lambda day: read_source(config, settings, Window(day, day + timedelta(days=1)))
+    frame = source
+
+    def rows_of(day: date) -> pd.DataFrame:
+        start, end = _day_bounds(day)
+        rows = window_rows(frame, time_col, start, end)
+        if staged and config.source.key_column is None:
+            # Stage first and send what a read gives back, so that the derived keys are those of every later read.
+            stage_rows(get_engine(settings.warehouse_url), str(config.source.table), rows, time_col, start, end)
+            return read_source(config, settings, Window(day, day + timedelta(days=1)))
+        if config.key_name == ROW_KEY and ROW_KEY not in rows.columns:
+            rows = rows.assign(**{ROW_KEY: row_keys(rows)})
+        return rows
+
+    return rows_of
+
+
+def close_day(config: DatasetConfig, settings: Settings, day: date, rows: pd.DataFrame) -> OutcomeResult:
+    """The day is over: a staged source's day lands in the warehouse (the pipeline's own table), and the day's
+    outcomes become ground truth. Nothing is ever written to a file, table or query source."""
+    from pipelines.monitoring.outcomes import record_outcomes
+
+    start, end = _day_bounds(day)
+    if config.source.kind == "staged" and config.source.key_column is not None:
+        assert config.time_column is not None
+        engine = get_engine(settings.warehouse_url)
+        stage_rows(engine, str(config.source.table), rows, config.time_column, start, end)
+    return record_outcomes(config, settings, Window(day, day + timedelta(days=1)), observed_at=end.replace(tzinfo=UTC))
 
 
 def _send(service: Any, batch: RequestBatch, attempts: int = 4) -> dict[str, Any]:

@@ -8,13 +8,11 @@ from datetime import datetime
 from typing import Any
 
 from pipelines.core import audit, registry
-from pipelines.core.config import DatasetConfig
+from pipelines.core.config import METRICS, DatasetConfig
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
 
 log = logging.getLogger(__name__)
-
-_SHOWN = ("roc_auc", "pr_auc", "log_loss", "brier", "f1")
 
 
 @dataclass(frozen=True)
@@ -46,7 +44,8 @@ def approval_body(
         f"| {m} | {evaluation['candidate'].get(m, float('nan')):.4f} | "
         + (f"{champion[m]:.4f}" if m in champion else "–")
         + " |"
-        for m in _SHOWN
+        for m in METRICS
+        if m in evaluation["candidate"]  # the task's own metrics (pipelines.core.config.TASK_METRICS)
     )
     champ = f"v{evaluation['champion_version']}" if evaluation.get("champion_version") else "none yet"
     reasons = "\n".join(f"- {r}" for r in decision["reasons"])

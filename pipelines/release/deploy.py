@@ -63,12 +63,20 @@ class SmokeReport:
     single_p50_ms: float
 
 
-def check_predictions(proba: Any, rows: int) -> list[str]:
-    """Problems with a batch of predicted class probabilities (empty when they are valid)."""
-    arr = np.asarray(proba, dtype=float)
+def check_predictions(output: Any, rows: int, task: str = "binary") -> list[str]:
+    """Problems with a batch of predictions in the task's shape (empty when they are valid): class probabilities
+    (``rows x 2`` for binary, ``rows x k`` for multiclass) that are finite, in [0, 1] and sum to 1, or finite values
+    (regression)."""
+    arr = np.asarray(output, dtype=float)
+    if task == "regression":
+        arr = arr.reshape(-1) if arr.ndim == 2 and arr.shape[1] == 1 else arr
+        if arr.shape != (rows,):
+            return [f"expected {rows} predicted values, got shape {arr.shape}"]
+        return [] if np.isfinite(arr).all() else ["non-finite predicted values"]
     problems = []
-    if arr.ndim != 2 or arr.shape != (rows, 2):
-        problems.append(f"expected probabilities of shape ({rows}, 2), got {arr.shape}")
+    if arr.ndim != 2 or arr.shape[0] != rows or arr.shape[1] < 2 or (task == "binary" and arr.shape[1] != 2):
+        columns = "2" if task == "binary" else "k >= 2"
+        problems.append(f"expected probabilities of shape ({rows}, {columns}), got {arr.shape}")
         return problems
     if not np.isfinite(arr).all():
         problems.append("non-finite probabilities")
@@ -79,7 +87,7 @@ def check_predictions(proba: Any, rows: int) -> list[str]:
     return problems
 
 
-def smoke_test(model_uri: str, sample: Any, max_latency_ms: float) -> SmokeReport:
+def smoke_test(model_uri: str, sample: Any, max_latency_ms: float, task: str = "binary") -> SmokeReport:
     """Load ``model_uri`` as MLflow serves it (pyfunc) and check its predictions and latency on ``sample``."""
     import mlflow.pyfunc
 
@@ -93,7 +101,7 @@ def smoke_test(model_uri: str, sample: Any, max_latency_ms: float) -> SmokeRepor
         model.predict(sample.iloc[[i]])
         singles.append((time.perf_counter() - t0) * 1000)
     single_p50 = float(np.median(singles)) if singles else math.nan
-    problems = check_predictions(proba, len(sample))
+    problems = check_predictions(proba, len(sample), task)
     if single_p50 > max_latency_ms:
         problems.append(f"single-record latency p50 {single_p50:.1f} ms exceeds {max_latency_ms:.0f} ms")
     return SmokeReport(ok=not problems, problems=problems, batch_latency_ms=batch_ms, single_p50_ms=single_p50)
@@ -139,7 +147,10 @@ def deploy(
 
     try:
         report = smoke_test(
-            f"models:/{name}@{registry.CHAMPION}", _smoke_sample(config, snapshot), config.deploy.max_latency_ms
+            f"models:/{name}@{registry.CHAMPION}",
+            _smoke_sample(config, snapshot),
+            config.deploy.max_latency_ms,
+            config.task,
         )
     except Exception as exc:  # a version that cannot even be loaded fails its smoke test: the alias goes back
         report = SmokeReport(

@@ -75,6 +75,7 @@ def should_promote(candidate: Scores, champion: Scores | None, policy: GatePolic
 
     if policy.slice_floor is not None:
         floor = policy.slice_floor
+        lower = floor.metric in LOWER_IS_BETTER
         checked = 0
         for column, values in sorted(candidate.slices.items()):
             for slice_value, metrics in sorted(values.items()):
@@ -82,15 +83,19 @@ def should_promote(candidate: Scores, champion: Scores | None, policy: GatePolic
                     continue
                 checked += 1
                 score = metrics.get(floor.metric, math.nan)
-                if not (math.isfinite(score) and score >= floor.min):
+                ok = math.isfinite(score) and (score <= floor.bound if lower else score >= floor.bound)
+                if not ok:
                     reasons.append(
-                        f"FAIL slice {column}={slice_value}: {floor.metric} {score:.4f} < {floor.min:.4f} "
-                        f"({int(metrics.get('rows', 0))} rows)"
+                        f"FAIL slice {column}={slice_value}: {floor.metric} {score:.4f} {'>' if lower else '<'} "
+                        f"{floor.bound:.4f} ({int(metrics.get('rows', 0))} rows)"
                     )
         if checked == 0 and candidate.slices:
             reasons.append(f"PASS no slice has {floor.min_rows}+ rows to check")
         elif not any(r.startswith("FAIL slice") for r in reasons):
-            reasons.append(f"PASS all {checked} slices with {floor.min_rows}+ rows have {floor.metric} >= {floor.min}")
+            reasons.append(
+                f"PASS all {checked} slices with {floor.min_rows}+ rows have {floor.metric} "
+                f"{'<=' if lower else '>='} {floor.bound}"
+            )
 
     passed = not any(r.startswith("FAIL") for r in reasons)
     reasons.sort(key=lambda r: not r.startswith("FAIL"))

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+from pipelines.core.config import METRICS
 from pipelines.stack import services
 from pipelines.stack.airflow_client import TERMINAL_RUN_STATES, AirflowApiError, AirflowClient
 from pipelines.stack.processes import StackError, wait_until
@@ -20,7 +21,7 @@ from pipelines.stack.settings import StackSettings
 log = logging.getLogger(__name__)
 
 APPROVAL_TASK = "approve"
-SHOWN_METRICS = ("holdout_roc_auc", "holdout_pr_auc", "holdout_log_loss", "holdout_brier", "holdout_f1")
+SHOWN_METRICS = tuple(f"holdout_{metric}" for metric in METRICS)  # those of the model's task are on its run
 # How often a followed run is polled (two light REST calls, ~20 ms of the api-server's CPU). The demo follows
 # one short run after another (a replay, then a monitoring run, a week at a time): the client's default of 2 s
 # left about a second of idle waiting at the end of each of them.

@@ -129,9 +129,12 @@ def main() -> int:
     stack = StackSettings()
     dataset = "flights"
     config = load_dataset_config(dataset)
+    window = config.window
+    if window is None:
+        raise StackError(f"the demo's dataset {dataset!r} needs a time column and a default window")
     try:
         services.up(stack)
-        seed(stack, dataset, str(config.window.start), str(config.window.end))
+        seed(stack, dataset, str(window.start), str(window.end))
         result = run_training(
             stack,
             dataset,
@@ -143,7 +146,7 @@ def main() -> int:
             result.timeline = run_story(
                 stack,
                 dataset,
-                config.window.end,
+                window.end,
                 max_days=stack.demo_replay_days,
                 days_after=stack.demo_days_after_switch,
                 approval=stack.demo_approval,

@@ -14,7 +14,10 @@ from typing import Any, Literal
 from pipelines.core.config import DatasetConfig
 
 METADATA_KEY = "mlops.input_contract"
-THRESHOLD_KEY = "mlops.threshold"  # the decision threshold, in the same MLmodel metadata
+THRESHOLD_KEY = "mlops.threshold"  # the decision threshold (binary), in the same MLmodel metadata
+TASK_KEY = "mlops.task"  # binary, multiclass or regression
+CLASSES_KEY = "mlops.classes"  # multiclass: the classes, in the order of the probability columns
+POSITIVE_KEY = "mlops.positive_class"  # binary: what class 1 means in the data's terms
 MAX_STRING_LENGTH = 200
 
 # Bounds of the features derived from the time column (pandas' .dt accessors).

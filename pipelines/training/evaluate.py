@@ -1,7 +1,8 @@
-"""``evaluate``: score the candidate and the current champion on the same time-based holdout.
+"""``evaluate``: score the candidate and the current champion on the same holdout, with the task's metrics.
 
 Logs to the candidate's MLflow run: holdout metrics (``holdout_*``) and the champion's on the same rows
-(``champion_holdout_*``), per-slice metrics, ROC / precision-recall / calibration / confusion plots and a
+(``champion_holdout_*``), per-slice metrics, the task's plots (ROC / precision-recall / calibration / confusion for
+binary; confusion matrix for multiclass; predicted vs actual, residuals and error by slice for regression) and a
 comparison table, so a data scientist can compare the two in the MLflow UI.
 """
 
@@ -19,12 +20,20 @@ from pipelines.core import registry
 from pipelines.core.config import DatasetConfig
 from pipelines.core.settings import Settings
 from pipelines.data.extract import load_snapshot
-from pipelines.data.features import prepare, time_split
-from pipelines.training.metrics import classification_metrics, finite, slice_metrics
+from pipelines.data.features import holdout_split, prepare
+from pipelines.training.metrics import SLICE_KEYS, finite, slice_metrics, task_metrics
+from pipelines.training.modeling import model_classes, predictions
 
 log = logging.getLogger(__name__)
 
-_SLICE_KEYS = ("rows", "roc_auc", "pr_auc", "f1", "positive_rate")
+
+@dataclass(frozen=True)
+class Scored:
+    """One model's predictions on the holdout, in the task's shape, and the classes they refer to."""
+
+    label: str
+    predictions: np.ndarray
+    classes: list[Any]
 
 
 @dataclass(frozen=True)
@@ -53,11 +62,18 @@ def comparison_table(candidate: dict[str, float], champion: dict[str, float] | N
     return pd.DataFrame(rows)
 
 
-def _compact(slices: dict[str, dict[str, dict[str, float]]]) -> dict[str, dict[str, dict[str, float]]]:
+def _compact(slices: dict[str, dict[str, dict[str, float]]], task: str) -> dict[str, dict[str, dict[str, float]]]:
+    keys = SLICE_KEYS[task]
     return {
-        col: {val: finite({k: m[k] for k in _SLICE_KEYS}) for val, m in values.items()}
+        col: {val: finite({k: m[k] for k in keys if k in m}) for val, m in values.items()}
         for col, values in slices.items()
     }
+
+
+def _score(config: DatasetConfig, model: Any, x: pd.DataFrame, y: Any, label: str) -> tuple[Scored, dict[str, float]]:
+    scored = Scored(label, predictions(model, x, config.task), model_classes(model))
+    metrics = task_metrics(config.task, y, scored.predictions, classes=scored.classes, threshold=config.model.threshold)
+    return scored, metrics
 
 
 def evaluate(
@@ -68,21 +84,33 @@ def evaluate(
 
     frame = load_snapshot(snapshot["path"])
     data = prepare(frame, config)
-    _, holdout = time_split(data, config.split.holdout_fraction)
+    _, holdout = holdout_split(data, config)
     x, y = data.features[holdout].reset_index(drop=True), data.target[holdout].to_numpy()
-    threshold = config.model.threshold
 
     registry.client(settings)
     candidate_model = mlflow.sklearn.load_model(trained["model_uri"])
-    scores = {f"candidate v{trained['model_version']}": candidate_model.predict_proba(x)[:, 1]}
-    candidate_proba = next(iter(scores.values()))
-    candidate = finite(classification_metrics(y, candidate_proba, threshold))
-    slices = _compact(slice_metrics(x, y, candidate_proba, config.slices, threshold))
+    candidate_scored, candidate_all = _score(config, candidate_model, x, y, f"candidate v{trained['model_version']}")
+    candidate = finite(candidate_all)
+    scored = [candidate_scored]
+    full_slices = slice_metrics(
+        x,
+        y,
+        candidate_scored.predictions,
+        config.slices,
+        task=config.task,
+        classes=candidate_scored.classes,
+        threshold=config.model.threshold,
+    )
 
     champion_version = registry.alias_version(settings, config.model.registered_name, registry.CHAMPION)
     champion: dict[str, float] | None = None
     champion_error: str | None = None
     notes: list[str] = []
+    if candidate.get("unseen_class_rows"):
+        notes.append(
+            f"{int(candidate['unseen_class_rows'])} holdout rows have a class the model never saw in training: "
+            "counted wrong in accuracy and F1, left out of log loss and ROC AUC"
+        )
     if champion_version is None:
         notes.append("no champion yet: first model of this registered model")
     elif str(champion_version.version) == str(trained["model_version"]):
@@ -92,9 +120,11 @@ def evaluate(
             champion_model = mlflow.sklearn.load_model(
                 f"models:/{config.model.registered_name}/{champion_version.version}"
             )
-            champion_proba = champion_model.predict_proba(x)[:, 1]
-            champion = finite(classification_metrics(y, champion_proba, threshold))
-            scores[f"champion v{champion_version.version}"] = champion_proba
+            champion_scored, champion_all = _score(
+                config, champion_model, x, y, f"champion v{champion_version.version}"
+            )
+            champion = finite(champion_all)
+            scored.append(champion_scored)
         except Exception as exc:  # a champion built on other features cannot score this holdout
             champion_error = f"champion v{champion_version.version} could not score this holdout: {exc}"
             log.warning(champion_error)
@@ -103,21 +133,13 @@ def evaluate(
         model_version=str(trained["model_version"]),
         holdout_rows=len(y),
         candidate=candidate,
-        candidate_slices=slices,
+        candidate_slices=_compact(full_slices, config.task),
         champion_version=str(champion_version.version) if champion_version else None,
         champion=champion,
         champion_error=champion_error,
         notes=notes,
     )
-    _log(
-        result,
-        trained["run_id"],
-        y,
-        scores,
-        candidate_proba,
-        threshold,
-        slice_metrics(x, y, candidate_proba, config.slices, threshold),
-    )
+    _log(config, result, trained["run_id"], y, scored, full_slices)
     log.info(
         "holdout (%d rows): candidate %s; champion %s",
         len(y),
@@ -128,18 +150,15 @@ def evaluate(
 
 
 def _log(
+    config: DatasetConfig,
     result: EvalResult,
     run_id: str,
     y: np.ndarray,
-    scores: dict[str, np.ndarray],
-    candidate_proba: np.ndarray,
-    threshold: float,
+    scored: list[Scored],
     full_slices: dict[str, dict[str, dict[str, float]]],
 ) -> None:
     import matplotlib.pyplot as plt
     import mlflow
-
-    from pipelines.training import plots
 
     with mlflow.start_run(run_id=run_id):
         mlflow.log_metrics({f"holdout_{k}": v for k, v in result.candidate.items()})
@@ -159,12 +178,52 @@ def _log(
             for col, values in full_slices.items()
             for val, m in values.items()
         ]
-        mlflow.log_table(pd.DataFrame(slice_rows), "evaluation/slices.json")
-        for name, fig in (
-            ("roc", plots.roc_plot(y, scores)),
-            ("precision_recall", plots.precision_recall_plot(y, scores)),
-            ("calibration", plots.calibration_plot(y, scores)),
-            ("confusion_matrix", plots.confusion_plot(y, candidate_proba, threshold, "candidate")),
-        ):
+        if slice_rows:
+            mlflow.log_table(pd.DataFrame(slice_rows), "evaluation/slices.json")
+        for name, fig in task_plots(config, y, scored, full_slices):
             mlflow.log_figure(fig, f"evaluation/{name}.png")
             plt.close(fig)
+
+
+def task_plots(
+    config: DatasetConfig, y: np.ndarray, scored: list[Scored], full_slices: dict[str, dict[str, dict[str, float]]]
+) -> list[tuple[str, Any]]:
+    """The task's evaluation plots as ``(name, figure)``: the candidate is ``scored[0]``, the champion next."""
+    from pipelines.training import plots
+    from pipelines.training.train import positive_label
+
+    candidate = scored[0]
+    if config.task == "regression":
+        values = {s.label: s.predictions for s in scored}
+        figures = [
+            ("predicted_vs_actual", plots.predicted_vs_actual_plot(y, values, config.target.label)),
+            ("residuals", plots.residuals_plot(y, values, config.target.label)),
+        ]
+        if full_slices:
+            figures.append(("error_by_slice", plots.error_by_slice_plot(full_slices, "mae")))
+        return figures
+    if config.task == "multiclass":
+        names = [str(c) for c in candidate.classes]
+        unseen = sorted({str(v) for v in y} - set(names))
+        predicted = np.asarray(names, dtype=object)[np.asarray(candidate.predictions).argmax(axis=1)]
+        return [("confusion_matrix", plots.confusion_plot(y, predicted, names + unseen, candidate.label))]
+    probabilities = {s.label: s.predictions for s in scored}
+    threshold = config.model.threshold
+    positive = positive_label(config)
+    decided = np.where(candidate.predictions >= threshold, positive, f"not {positive}")
+    truth = np.where(np.asarray(y) == 1, positive, f"not {positive}")
+    figures = [
+        (
+            "confusion_matrix",
+            plots.confusion_plot(
+                truth, decided, [f"not {positive}", positive], f"{candidate.label} at threshold {threshold:g}"
+            ),
+        ),
+    ]
+    if len(np.unique(y)) == 2:
+        figures += [
+            ("roc", plots.roc_plot(y, probabilities)),
+            ("precision_recall", plots.precision_recall_plot(y, probabilities)),
+            ("calibration", plots.calibration_plot(y, probabilities)),
+        ]
+    return figures

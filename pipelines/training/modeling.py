@@ -6,13 +6,13 @@ import importlib
 import inspect
 from typing import Any
 
-from sklearn.base import ClassifierMixin
+import numpy as np
 from sklearn.compose import ColumnTransformer
 from sklearn.impute import SimpleImputer
 from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import OneHotEncoder, StandardScaler
 
-from pipelines.core.config import DatasetConfig
+from pipelines.core.config import DatasetConfig, check_estimator
 from pipelines.core.errors import ConfigError
 
 # Types the preprocessing stores that skops (MLflow's default sklearn format) must be told to trust; the
@@ -25,15 +25,11 @@ def trusted_types(config: DatasetConfig) -> list[str]:
     return sorted({*PREPROCESSING_TRUSTED_TYPES, *config.model.skops_trusted_types})
 
 
-def estimator_class(path: str) -> type[ClassifierMixin]:
-    """Import the estimator class named by ``path`` (``sklearn.module.Class``) and check it classifies."""
-    module_name, _, class_name = path.rpartition(".")
-    try:
-        cls = getattr(importlib.import_module(module_name), class_name)
-    except (ImportError, AttributeError) as exc:
-        raise ConfigError(f"model.estimator {path!r} cannot be imported: {exc}") from exc
-    if not (inspect.isclass(cls) and issubclass(cls, ClassifierMixin) and hasattr(cls, "predict_proba")):
-        raise ConfigError(f"model.estimator {path!r} is not a probabilistic scikit-learn classifier")
+def estimator_class(config: DatasetConfig) -> type[Any]:
+    """The configured estimator's class, checked against the task (see :func:`check_estimator`)."""
+    check_estimator(config)
+    module_name, _, class_name = config.model.estimator.rpartition(".")
+    cls: type[Any] = getattr(importlib.import_module(module_name), class_name)
     return cls
 
 
@@ -68,7 +64,7 @@ def build_model(config: DatasetConfig) -> Pipeline:
         remainder="drop",
         verbose_feature_names_out=False,
     )
-    cls = estimator_class(config.model.estimator)
+    cls = estimator_class(config)
     params = dict(config.model.params)
     if "random_state" in inspect.signature(cls).parameters:
         params.setdefault("random_state", config.model.seed)
@@ -77,3 +73,19 @@ def build_model(config: DatasetConfig) -> Pipeline:
     except TypeError as exc:
         raise ConfigError(f"model.params do not fit {config.model.estimator}: {exc}") from exc
     return Pipeline([("preprocess", preprocess), ("model", estimator)])
+
+
+def predictions(model: Any, features: Any, task: str) -> np.ndarray:
+    """The model's predictions in the task's shape: P(positive) (binary, ``n``), a probability per class in
+    :func:`model_classes` order (multiclass, ``n x k``), or the predicted value (regression, ``n``)."""
+    if task == "regression":
+        return np.asarray(model.predict(features), dtype=float)
+    proba = np.asarray(model.predict_proba(features), dtype=float)
+    if task == "binary":
+        return proba[:, list(model_classes(model)).index(1)]
+    return proba
+
+
+def model_classes(model: Any) -> list[Any]:
+    """The classes a fitted classifier (or pipeline ending in one) predicts, in its probability columns' order."""
+    return list(getattr(model, "classes_", []))

@@ -47,13 +47,34 @@ class TrainResult:
         return asdict(self)
 
 
-def serving_metadata(config: DatasetConfig, settings: Settings) -> dict[str, Any]:
-    """What the prediction service needs besides the model: its input contract and decision threshold."""
+def serving_metadata(config: DatasetConfig, settings: Settings, classes: list[Any]) -> dict[str, Any]:
+    """What the prediction service needs besides the model: its input contract, task, classes and threshold."""
     from pipelines.data.validation.suite import load_suite
-    from pipelines.training.contract import METADATA_KEY, THRESHOLD_KEY, contract_from_config
+    from pipelines.training.contract import (
+        CLASSES_KEY,
+        METADATA_KEY,
+        POSITIVE_KEY,
+        TASK_KEY,
+        THRESHOLD_KEY,
+        contract_from_config,
+    )
 
     contract = contract_from_config(config, load_suite(settings.expectations_dir, config.expectation_suite))
-    return {METADATA_KEY: contract.to_dict(), THRESHOLD_KEY: config.model.threshold}
+    metadata: dict[str, Any] = {METADATA_KEY: contract.to_dict(), TASK_KEY: config.task}
+    if config.task == "binary":
+        metadata[THRESHOLD_KEY] = config.model.threshold
+        metadata[POSITIVE_KEY] = positive_label(config)
+    if config.task == "multiclass":
+        metadata[CLASSES_KEY] = [str(c) for c in classes]
+    return metadata
+
+
+def positive_label(config: DatasetConfig) -> str:
+    """What the positive class means, in the data's terms (``malignant``, ``arr_delay gt 15``)."""
+    target = config.target
+    if target.rule is not None:
+        return f"{target.column} {target.rule.op} {target.rule.threshold:g}"
+    return str(target.positive)
 
 
 def pip_requirements() -> list[str]:
@@ -71,10 +92,10 @@ def train(
     """Fit on the training part of ``snapshot`` and log, register and tag the model (idempotent per run key)."""
     import mlflow
     from mlflow.models import infer_signature
-    from sklearn.metrics import log_loss, roc_auc_score
 
-    from pipelines.data.features import prepare, time_split
-    from pipelines.training.modeling import build_model, trusted_types
+    from pipelines.data.features import holdout_split, prepare
+    from pipelines.training.metrics import finite, task_metrics
+    from pipelines.training.modeling import build_model, model_classes, predictions, trusted_types
 
     name = config.model.registered_name
     exp_id = registry.experiment_id(settings, config.model.experiment)
@@ -87,7 +108,7 @@ def train(
 
     frame = load_snapshot(snapshot["path"])
     data = prepare(frame, config)
-    train_mask, holdout_mask = time_split(data, config.split.holdout_fraction)
+    train_mask, holdout_mask = holdout_split(data, config)
     x_train, y_train = data.features[train_mask], data.target[train_mask]
     model = build_model(config)
     log.info(
@@ -99,13 +120,23 @@ def train(
         data.excluded_reason,
     )
     model.fit(x_train, y_train)
-    proba_train = model.predict_proba(x_train)[:, 1]
+    classes = model_classes(model)
+    train_scores = task_metrics(
+        config.task,
+        y_train,
+        predictions(model, x_train, config.task),
+        classes=classes,
+        threshold=config.model.threshold,
+    )
 
     lineage = run.lineage_tags()
     data_tags = {
         "dataset": config.name,
         "data.version": snapshot["data_version"],
-        "data.window": f"[{snapshot['window_start']}, {snapshot['window_end']})",
+        "data.window": (
+            f"[{snapshot['window_start']}, {snapshot['window_end']})" if snapshot["window_start"] else "whole source"
+        ),
+        "task": config.task,
         "data.snapshot": snapshot["path"],
         "validation.success": str(validation.get("success")),
         "validation.data_docs": str(validation.get("data_docs_url", "")),
@@ -115,13 +146,21 @@ def train(
     with mlflow.start_run(run_name=f"{run.dag_id}:{run.run_id}", tags=run_tags) as active:
         mlflow.log_params(
             {
+                "task": config.task,
+                "target": config.target.label,
                 "estimator": config.model.estimator,
                 **{f"model.{k}": v for k, v in config.model.params.items()},
                 "seed": config.model.seed,
-                "threshold": config.model.threshold,
-                "features": ",".join(config.feature_names),
-                "window_start": snapshot["window_start"],
-                "window_end": snapshot["window_end"],
+                **(
+                    {"threshold": config.model.threshold, "positive_class": positive_label(config)}
+                    if config.task == "binary"
+                    else {}
+                ),
+                **({"classes": ",".join(map(str, classes))[:500]} if config.task == "multiclass" else {}),
+                "features": ",".join(config.feature_names)[:6000],
+                "window_start": snapshot["window_start"] or "all",
+                "window_end": snapshot["window_end"] or "all",
+                "split": config.split_method,
                 "holdout_fraction": config.split.holdout_fraction,
             }
         )
@@ -131,9 +170,7 @@ def train(
                 "rows_excluded": float(data.excluded),
                 "rows_train": float(len(x_train)),
                 "rows_holdout": float(holdout_mask.sum()),
-                "train_positive_rate": float(y_train.mean()),
-                "train_roc_auc": float(roc_auc_score(y_train, proba_train)),
-                "train_log_loss": float(log_loss(y_train, proba_train)),
+                **{f"train_{k}": v for k, v in finite(train_scores).items() if k != "rows" and "." not in k},
             }
         )
         _log_inputs(mlflow, config, snapshot, data.features, data.target, train_mask, holdout_mask)
@@ -142,24 +179,33 @@ def train(
             cfg_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
             mlflow.log_artifact(str(cfg_path), artifact_path="config")
         example = x_train.head(5)
-        signature = infer_signature(example, model.predict_proba(example))
+        signature = infer_signature(example, _output_example(model, example, config.task))
         info = mlflow.sklearn.log_model(
             model,
             name=MODEL_ARTIFACT,
             signature=signature,
             input_example=example,
             pip_requirements=pip_requirements(),
-            pyfunc_predict_fn="predict_proba",
+            pyfunc_predict_fn="predict" if config.task == "regression" else "predict_proba",
             skops_trusted_types=trusted_types(config),
             registered_model_name=name,
             tags={**lineage, **data_tags},
-            metadata=serving_metadata(config, settings),
+            metadata=serving_metadata(config, settings, classes),
         )
         run_id = active.info.run_id
     new_version = str(info.registered_model_version)
     registry.set_version_tags(settings, name, new_version, {**lineage, **data_tags, "mlflow.run_id": run_id})
     log.info("registered %s version %s from run %s", name, new_version, run_id)
     return _result(settings, name, exp_id, run_id, new_version)
+
+
+def _output_example(model: Any, example: Any, task: str) -> Any:
+    """What the logged model's pyfunc ``predict`` returns: values, or one named probability column per class."""
+    import pandas as pd
+
+    if task == "regression":
+        return pd.DataFrame({"prediction": model.predict(example)})
+    return pd.DataFrame(model.predict_proba(example), columns=[str(c) for c in model.classes_])
 
 
 def _log_inputs(
@@ -172,12 +218,12 @@ def _log_inputs(
     holdout_mask: Any,
 ) -> None:
     """Log the training and holdout parts as MLflow dataset inputs named by the data version."""
-    frame = features.assign(**{config.target.name: target.to_numpy()})
+    frame = features.assign(**{config.target.label: target.to_numpy()})
     for context, mask in (("training", train_mask), ("evaluation", holdout_mask)):
         dataset = mlflow.data.from_pandas(
             frame[mask],
             source=snapshot["path"],
-            targets=config.target.name,
+            targets=config.target.label,
             name=f"{config.name}@{snapshot['data_version']}:{context}",
             digest=f"{snapshot['data_version']}-{context[:5]}",
         )

@@ -9,6 +9,7 @@ monitoring history. ``flights_champion`` is the one trained champion that module
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
@@ -21,6 +22,8 @@ from pipelines.stack.settings import StackSettings
 from tests.stack import pointed_at, running_stack, train_champion, write_dataset
 
 SHARED = pytest.mark.xdist_group("shared-stack")
+SHIPPED_DATASETS = Path(__file__).resolve().parents[2] / "pipelines" / "conf" / "datasets"
+EXAMPLES = ("flights_minutes", "wine", "breast_cancer")
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 CHAMPION_MODEL = "flights-delay"
 
@@ -44,6 +47,9 @@ def shared_datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     )
     # test_serving: three versions of its own, moved around under concurrent requests
     write_dataset(folder, "flights_serving", table="flights_serving", model="flights-delay-serving")
+    # test_example_datasets: the shipped examples of the other task types, as a user gets them
+    for example in EXAMPLES:
+        shutil.copy(SHIPPED_DATASETS / f"{example}.yaml", folder / f"{example}.yaml")
     return folder
 
 

@@ -98,7 +98,7 @@ def test_failed_smoke_test_restores_the_alias_and_rollback_works(isolated_settin
 
     # when ops roll back from a shell
     out = subprocess.run(
-        [sys.executable, "-m", "pipelines", "rollback", "--comment", "bad in prod"],
+        [sys.executable, "-m", "pipelines", "rollback", "--dataset", "flights", "--comment", "bad in prod"],
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,

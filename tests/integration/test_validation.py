@@ -138,13 +138,57 @@ def test_bad_batch_fails_naming_expectation_and_column(
         assert failure["details"]["unexpected_percent"] >= 40.0 and "(allowed 10.0%)" in failure["observed"]
 
 
+def _far_distance(frame: pd.DataFrame) -> pd.DataFrame:
+    """A source that mixed a word into a numeric column: 'far' among the distances (an object column)."""
+    distance = frame["distance"].astype(object)
+    distance.iloc[7] = "far"
+    return frame.assign(distance=distance)
+
+
+def test_a_word_in_a_numeric_column_fails_validation_naming_the_column_the_rule_and_the_value(
+    isolated_settings, config, source
+) -> None:
+    # given a warehouse whose distance column holds 'far' among the numbers
+    _seed(config, isolated_settings, _far_distance(source))
+
+    # when the run's snapshot is taken and validated
+    snapshot = steps.extract("flights", RUN, START, END)
+    with pytest.raises(DataValidationError) as caught:
+        steps.validate("flights", RUN, snapshot)
+
+    # then validation fails (no crash) on a numeric check of distance, naming the rule and the value
+    error = caught.value
+    failure = next(f for f in error.failures if f["expectation"] == "expect_column_values_to_match_regex")
+    assert failure["column"] == "distance"
+    assert "not numbers (the config declares the column numeric)" in failure["observed"]
+    assert "'far'" in failure["observed"] and failure["details"]["unexpected_count"] == 1
+    assert "expect_column_values_to_match_regex(distance): 1 values" in str(error) and "'far'" in str(error)
+    # and the range of the text column is not evaluated (GX cannot compare text with numbers): no evaluation error
+    assert all("could not be evaluated" not in str(f["observed"]) for f in error.failures)
+    assert {f["column"] for f in error.failures} == {"distance"}
+    assert "Traceback" not in str(error)
+
+
 def test_failed_validation_stops_the_cli_run_before_anything_is_registered(isolated_settings, config, source) -> None:
     # given a warehouse with negative distances
     _seed(config, isolated_settings, _negative_distance(source))
 
     # when the whole pipeline runs from the command line
     proc = subprocess.run(
-        [sys.executable, "-m", "pipelines", "run", "--run-id", "bad", "--start", START, "--end", END],
+        [
+            sys.executable,
+            "-m",
+            "pipelines",
+            "run",
+            "--dataset",
+            "flights",
+            "--run-id",
+            "bad",
+            "--start",
+            START,
+            "--end",
+            END,
+        ],
         cwd=REPO_ROOT,
         env=dict(os.environ),
         capture_output=True,

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pipelines.core.config import DatasetConfig, load_config_file
+from pipelines.core.config import DatasetConfig, load_config_file, load_dataset_config
 from pipelines.core.errors import ConfigError
 from tests.conftest import REPO_ROOT
 
@@ -27,7 +27,7 @@ def _shipped() -> dict:
 def test_shipped_config_is_valid(flights_config: DatasetConfig) -> None:
     # given the shipped file, when loaded, then it describes the flights problem
     assert flights_config.model.registered_name == "flights-delay"
-    assert flights_config.target.source_column == "arr_delay"
+    assert flights_config.target.column == "arr_delay"
     assert {"carrier", "origin", "day_of_week"} <= set(flights_config.feature_names)
 
 
@@ -39,7 +39,22 @@ def test_shipped_config_is_valid(flights_config: DatasetConfig) -> None:
         (lambda d: d["features"].append({"name": "dep_delay", "type": "numeric"}), "dep_delay"),
         (lambda d: d["features"].append({"name": "arr_delay", "type": "numeric"}), "arr_delay"),
         (lambda d: d["features"][0].update(type="text"), "features.0.type"),
-        (lambda d: d["gate"]["floors"].update(accuracy=0.9), "unknown metric"),
+        (lambda d: d["gate"]["floors"].update(auc=0.9), "unknown metric"),
+        (
+            lambda d: d["gate"]["floors"].update(rmse=3.0),
+            "gate.floors: metric(s) ['rmse'] do not belong to a binary task; allowed: roc_auc, pr_auc",
+        ),
+        (lambda d: d["target"].update(positive="Yes"), "exactly one of target.positive or target.rule"),
+        (lambda d: d["target"].pop("rule"), "exactly one of target.positive or target.rule"),
+        (lambda d: d["target"].update(task="multiclass"), "target.rule only apply to a binary target"),
+        (lambda d: d["target"].update(task="ordinal"), "target.task"),
+        (lambda d: d["source"].update(kind="ftp"), "source.kind"),
+        (lambda d: d["source"].pop("table"), "a staged source needs source.table"),
+        (lambda d: d["source"].update(table="sales.flights"), "staged source is the warehouse's own table"),
+        (lambda d: d["source"].update(kind="table", seed=None, url_env="db_url"), "source.url_env"),
+        (lambda d: d["source"].update(kind="query", table=None, seed=None, query="DELETE FROM x"), "one SELECT"),
+        (lambda d: d["source"].update(time_column=None), "derived from the time column"),
+        (lambda d: d["gate"]["slice_floor"].update(metric="log_loss"), "takes max, not min"),
         (lambda d: d.update(unexpected_key=1), "unexpected_key: Extra inputs are not permitted"),
         (lambda d: d["window"].update(end="2012-01-01"), "must be after start"),
         (lambda d: d["split"].update(holdout_fraction=1.5), "split.holdout_fraction"),
@@ -62,6 +77,60 @@ def test_invalid_config_is_refused_with_file_and_field(tmp_path: Path, mutate, e
         load_config_file(path)
     assert str(path) in str(err.value)
     assert expected in str(err.value)
+
+
+@pytest.mark.parametrize(
+    ("mutate", "expected"),
+    [
+        (
+            lambda d: d["model"].update(estimator="sklearn.ensemble.HistGradientBoostingRegressor"),
+            "is not a scikit-learn classifier with predict_proba, but target.task is binary",
+        ),
+        (
+            lambda d: d["model"].update(estimator="sklearn.svm.LinearSVC", params={}, skops_trusted_types=[]),
+            "is not a scikit-learn classifier with predict_proba",
+        ),
+        (
+            lambda d: (
+                (d["target"].update(task="regression", rule=None), d.update(gate={}, retraining={}))
+                and d["model"].pop("threshold")
+            ),
+            "is not a regressor, but target.task is regression",
+        ),
+        (lambda d: d["model"].update(estimator="sklearn.ensemble.NoSuchForest"), "cannot be imported"),
+    ],
+)
+def test_estimator_is_checked_against_the_task_at_load(tmp_path: Path, mutate, expected: str) -> None:
+    # given a config whose estimator does not fit its task
+    data = _shipped()
+    mutate(data)
+    path = _write(tmp_path, data)
+    # when loaded as the steps load it, then the error names the file, the field and the task
+    with pytest.raises(ConfigError) as err:
+        load_dataset_config("flights", tmp_path)
+    assert str(path) in str(err.value) and "model.estimator" in str(err.value)
+    assert expected in str(err.value)
+
+
+def test_every_shipped_example_loads_with_its_task() -> None:
+    # given the shipped dataset configs, when loaded with their estimators checked
+    shipped = {path.stem: load_dataset_config(path.stem, SHIPPED.parent) for path in SHIPPED.parent.glob("*.yaml")}
+    # then each example declares the task it demonstrates
+    assert {name: c.task for name, c in shipped.items()}.items() >= {
+        "flights": "binary",
+        "flights_minutes": "regression",
+        "wine": "multiclass",
+        "breast_cancer": "binary",
+    }.items()
+    # and the examples without a time column split at random and derive their row key
+    assert shipped["wine"].split_method == "random" and shipped["wine"].key_name == "_row_key"
+    assert shipped["breast_cancer"].target.positive == "malignant"
+    assert shipped["flights"].split_method == "time" and shipped["flights"].key_name == "flight_id"
+
+
+def test_unknown_dataset_lists_the_configured_ones() -> None:
+    with pytest.raises(ConfigError, match=r"no dataset 'flight'.*datasets: .*flights"):
+        load_dataset_config("flight", SHIPPED.parent)
 
 
 def test_name_must_match_file_name(tmp_path: Path) -> None:

@@ -74,3 +74,31 @@ def test_decide_reads_evaluation_output() -> None:
     decision = promotion_decision(POLICY, evaluation)
     assert not decision.passed
     assert "gate failed" in decision.summary()
+
+
+def test_regression_task_gate_uses_ceilings_for_errors() -> None:
+    # given a regression policy: R² floor, RMSE regression margin, and an MAE ceiling per slice
+    policy = GatePolicy(
+        floors={"r2": 0.05},
+        max_regression={"rmse": 1.0},
+        slice_floor=SliceFloor(metric="mae", max=30.0, min_rows=100),
+    )
+    candidate = Scores(
+        {"r2": 0.08, "rmse": 41.5, "mae": 24.0},
+        {"origin": {"JFK": {"rows": 400, "mae": 22.0}, "EWR": {"rows": 500, "mae": 35.5}}},
+    )
+    # when compared with a champion whose RMSE is 2 minutes better
+    decision = should_promote(candidate, Scores({"r2": 0.1, "rmse": 39.5}), policy)
+    # then the larger error fails (lower is better), and the slice over its ceiling is named
+    assert not decision.passed
+    assert any("rmse 41.5000 vs champion 39.5000 (lower is better" in r for r in decision.failures)
+    assert any("slice origin=EWR: mae 35.5000 > 30.0000 (500 rows)" in r for r in decision.failures)
+    assert "PASS r2 0.0800 vs floor 0.0500" in decision.reasons
+
+
+def test_multiclass_gate_on_accuracy_and_log_loss() -> None:
+    policy = GatePolicy(floors={"accuracy": 0.85, "f1_macro": 0.8}, max_regression={"log_loss": 0.1})
+    good = Scores({"accuracy": 0.93, "f1_macro": 0.92, "log_loss": 0.21})
+    assert should_promote(good, Scores({"log_loss": 0.15}), policy).passed
+    worse = should_promote(good, Scores({"log_loss": 0.05}), policy)
+    assert not worse.passed and "log_loss 0.2100 vs champion 0.0500" in worse.failures[0]

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from pipelines.core.config import load_config_file
 from pipelines.core.settings import Settings
 from pipelines.data.validation.profile import (
     NUMERIC_TYPES,
@@ -188,20 +189,35 @@ def test_profile_proposes_typed_bounded_expectations_per_column(flights_config) 
     assert ("expect_column_values_to_be_in_set", "dest") in by  # 4 distinct values: low cardinality here
 
 
-def test_committed_suite_is_canonical_and_covers_every_column_feature(flights_config) -> None:
-    # given the reviewed suite in the repository
-    path = REPO_ROOT / "expectations" / f"{flights_config.expectation_suite}.json"
+SHIPPED_DATASETS = ["flights", "flights_minutes", "wine", "breast_cancer"]
+
+
+@pytest.mark.parametrize("dataset", SHIPPED_DATASETS)
+def test_committed_suite_is_canonical_and_covers_every_column_feature(dataset: str) -> None:
+    # given a shipped dataset and its reviewed suite in the repository
+    config = load_config_file(REPO_ROOT / "pipelines" / "conf" / "datasets" / f"{dataset}.yaml")
+    path = REPO_ROOT / "expectations" / f"{config.expectation_suite}.json"
     data = json.loads(path.read_text())
     # then it is written in the stable order (so reviews show real changes only)
     assert path.read_text() == suite_json(data)
-    assert data["name"] == flights_config.expectation_suite
-    assert 40 <= len(data["expectations"]) <= 70
-    # and every feature read from a column has a type and a not-null expectation
+    assert data["name"] == config.expectation_suite
+    assert 40 <= len(data["expectations"]) <= 110
+    # and every feature read from a column, and the target column, has a type and a not-null expectation
     covered = {(e["type"], e["kwargs"].get("column")) for e in data["expectations"]}
-    for feature in flights_config.features:
-        if feature.derive is None:
-            assert ("expect_column_values_to_be_in_type_list", feature.name) in covered
-            assert ("expect_column_values_to_not_be_null", feature.name) in covered
+    for column in [f.name for f in config.features if f.derive is None] + [config.target.column]:
+        assert ("expect_column_values_to_be_in_type_list", column) in covered
+        assert ("expect_column_values_to_not_be_null", column) in covered
+    # and the target has its classes (classification on labels) or a range (regression, numeric rule)
+    label = config.target.task == "multiclass" or config.target.positive is not None
+    target_kind = "expect_column_values_to_be_in_set" if label else "expect_column_values_to_be_between"
+    assert (target_kind, config.target.column) in covered
+    if config.target.positive is not None:
+        classes = next(
+            e
+            for e in data["expectations"]
+            if (e["type"], e["kwargs"].get("column")) == (target_kind, config.target.column)
+        )
+        assert config.target.positive in classes["kwargs"]["value_set"]
 
 
 def test_data_docs_url_is_served_by_the_airflow_plugin(tmp_path) -> None:

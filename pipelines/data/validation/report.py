@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pipelines.data.validation.suite import NUMERIC_REGEX
 from pipelines.data.validation.summary import ValidationSummary
 
 
@@ -38,6 +39,12 @@ def _describe_error(kwargs: dict[str, Any], messages: list[str], columns: list[s
     return f"could not be evaluated: {first[:300]}"
 
 
+def _not_matching(kwargs: dict[str, Any]) -> str:
+    if kwargs.get("regex") == NUMERIC_REGEX:
+        return "not numbers (the config declares the column numeric)"
+    return f"not matching {kwargs.get('regex')!r}"
+
+
 def _describe_observed(kind: str, kwargs: dict[str, Any], result: dict[str, Any]) -> str:
     count, percent = result.get("unexpected_count"), result.get("unexpected_percent")
     if kind == "expect_column_values_to_not_be_null":
@@ -58,7 +65,11 @@ def _describe_observed(kind: str, kwargs: dict[str, Any], result: dict[str, Any]
             "expect_column_values_to_be_in_set": "not in the allowed set",
             "expect_column_values_to_be_in_type_list": f"not of a type in {kwargs.get('type_list')}",
             "expect_column_values_to_be_unique": "duplicated",
-            "expect_column_values_to_match_regex": f"not matching {kwargs.get('regex')!r}",
+            "expect_column_values_to_match_regex": _not_matching(kwargs),
+            "expect_column_value_lengths_to_be_between": (
+                f"of a length outside [{kwargs.get('min_value')}, {kwargs.get('max_value')}]"
+            ),
+            "expect_column_values_to_match_strftime_format": f"not in the format {kwargs.get('strftime_format')!r}",
         }.get(kind, "unexpected")
         return f"{count} values ({_pct(percent or 0)}) {what}{_allowed(kwargs)}{_examples(result)}"
     if kind == "expect_column_values_to_be_in_type_list":

@@ -25,7 +25,7 @@ from pipelines.core.errors import DataValidationError
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
 from pipelines.data.validation.report import describe_failure, failure_message
-from pipelines.data.validation.suite import gx_suite
+from pipelines.data.validation.suite import add_type_checks, build_suite, load_suite, source_columns, suite_path
 from pipelines.data.validation.summary import ValidationSummary
 
 if TYPE_CHECKING:
@@ -145,8 +145,23 @@ def validate_snapshot(
     """Run the dataset's reviewed suite on the snapshot; raise ``DataValidationError`` naming every failure."""
     from pipelines.data.extract import load_snapshot
 
-    frame = load_snapshot(snapshot_path)
-    suite = gx_suite(settings.expectations_dir, config.expectation_suite)
+    return validate_frame(config, settings, load_snapshot(snapshot_path), run, snapshot_path)
+
+
+def run_suite(config: DatasetConfig, settings: Settings, frame: pd.DataFrame) -> ExpectationSuite:
+    """The dataset's reviewed suite as GX runs it on ``frame``: plus a numeric check of every declared-numeric
+    column that holds something else (``suite.add_type_checks``)."""
+    data = add_type_checks(load_suite(settings.expectations_dir, config.expectation_suite), frame, config)
+    return build_suite(data, str(suite_path(settings.expectations_dir, config.expectation_suite)))
+
+
+def validate_frame(
+    config: DatasetConfig, settings: Settings, frame: pd.DataFrame, run: RunContext, snapshot: str
+) -> ValidationSummary:
+    """Run the dataset's reviewed suite on ``frame`` (the rows of ``snapshot``) in the GX project, keyed by the
+    run; raise ``DataValidationError`` naming every failure, its column, the rule and examples."""
+    frame = source_columns(frame, config)
+    suite = run_suite(config, settings, frame)
     with _gx_lock(settings):
         context = get_context(settings)
         _forget_run(settings, suite.name, run.key)
@@ -161,7 +176,7 @@ def validate_snapshot(
         success=bool(result.success) and not failures,
         suite=suite.name,
         run_key=run.key,
-        snapshot=snapshot_path,
+        snapshot=snapshot,
         evaluated=len(results),
         failed=len(failures),
         data_docs_url=data_docs_url(settings, relative),
@@ -174,7 +189,7 @@ def validate_snapshot(
         "%d expectations of suite %s passed on %s; Data Docs: %s",
         summary.evaluated,
         summary.suite,
-        snapshot_path,
+        snapshot,
         summary.data_docs_url,
     )
     return summary
