@@ -4,21 +4,35 @@
 ``seed``, no time column) and ``breast_cancer`` (binary with string labels, staged, no time and no key column) each
 run validate -> train -> evaluate -> gate -> approve (policy) -> deploy as ``train_<name>`` on the shared stack, and
 their MLflow runs show their task's metrics and plots. The three runs are triggered together and followed to the end.
+A training run on a user's own table (SQLite file, and a schema-qualified PostgreSQL table) leaves it byte for byte.
 """
 
 from __future__ import annotations
 
+import hashlib
+import uuid
 from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
+import sqlalchemy as sa
+import yaml
 from mlflow import MlflowClient
 
 from pipelines import steps
+from pipelines.core.config import load_dataset_config
+from pipelines.core.errors import ConfigError
+from pipelines.core.runs import RunContext
 from pipelines.stack.dag_runs import client, wait_for_dag
 from pipelines.stack.settings import StackSettings
-from tests.integration.conftest import EXAMPLES, SHARED
-from tests.stack import pointed_at
+from tests.conftest import missing
+from tests.integration.conftest import AT, EXAMPLES, SHARED, SHIPPED_DATASETS
+from tests.stack import pointed_at, train_champion
+
+POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 pytestmark = [pytest.mark.integration, SHARED]
 
@@ -109,3 +123,95 @@ def test_example_runs_through_airflow_and_shows_its_task(
     # and no metric of another task leaks in (a regression run has no ROC AUC, a classifier no RMSE)
     foreign = {"holdout_roc_auc", "holdout_accuracy"} if name == "flights_minutes" else {"holdout_rmse"}
     assert not foreign & set(data.metrics)
+
+
+@dataclass(frozen=True)
+class ClinicTable:
+    """A user's table of biopsies (scikit-learn's breast cancer rows): its URL, its name, how to fingerprint it."""
+
+    url: str
+    table: str
+    file: Path | None = None
+
+    def dump(self) -> tuple[list[tuple[Any, ...]], str | None]:
+        """Every row in a stable order (PostgreSQL: with xmin, which a rewritten row changes) and the file's hash."""
+        xmin = ", xmin::text AS row_version" if self.url.startswith("postgresql") else ""
+        engine = sa.create_engine(self.url, poolclass=sa.pool.NullPool)
+        try:
+            with engine.connect() as conn:
+                rows = conn.execute(sa.text(f"SELECT *{xmin} FROM {self.table} ORDER BY mean_radius, mean_texture"))
+                dumped = [tuple(row) for row in rows]
+        finally:
+            engine.dispose()
+        return dumped, hashlib.sha256(self.file.read_bytes()).hexdigest() if self.file else None
+
+
+def _biopsies() -> pd.DataFrame:
+    from pipelines.data.sources import load_sklearn
+
+    return load_sklearn(load_dataset_config("breast_cancer", SHIPPED_DATASETS))
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def clinic_table(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[ClinicTable]:
+    """The biopsies in a user's own database: a SQLite file, or schema ``clinic`` of a throwaway PostgreSQL db."""
+    frame = _biopsies()
+    if request.param == "sqlite":
+        path = tmp_path / "clinic.db"
+        engine = sa.create_engine(f"sqlite:///{path}", poolclass=sa.pool.NullPool)
+        frame.to_sql("biopsies", engine, index=False)
+        engine.dispose()
+        yield ClinicTable(f"sqlite:///{path}", "biopsies", path)
+        return
+    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    name = f"mlops_clinic_{uuid.uuid4().hex[:8]}"
+    try:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"CREATE DATABASE {name}"))
+    except sa.exc.OperationalError:
+        missing("PostgreSQL is not reachable at 127.0.0.1:5432")
+    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    try:
+        with engine.begin() as conn:
+            conn.execute(sa.text("CREATE SCHEMA clinic"))
+        frame.to_sql("biopsies", engine, schema="clinic", index=False)
+        yield ClinicTable(url, "clinic.biopsies")
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+        admin.dispose()
+
+
+def test_a_training_run_on_a_user_table_leaves_it_byte_for_byte(
+    clinic_table: ClinicTable,
+    shared_stack: StackSettings,
+    shared_datasets: Path,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # given the user's biopsies table, named in a config by an environment variable (no URL in the YAML)
+    dialect = clinic_table.url.split(":", 1)[0].split("+", 1)[0]
+    name = f"biopsies_{dialect}"
+    config = yaml.safe_load((SHIPPED_DATASETS / "breast_cancer.yaml").read_text())
+    config["name"] = name
+    config["source"] = {"kind": "table", "table": clinic_table.table, "url_env": "CLINIC_DB_URL"}
+    config["model"].update(registered_name=f"biopsies-{dialect}", experiment=name)
+    (shared_datasets / f"{name}.yaml").write_text(yaml.safe_dump(config, sort_keys=False))
+    monkeypatch.setenv("CLINIC_DB_URL", clinic_table.url)
+    before = clinic_table.dump()
+    assert len(before[0]) == 569
+
+    with pointed_at(shared_stack):
+        # when the demo's seed is asked to fill it, then it refuses: seed never writes to a user's table
+        with pytest.raises(ConfigError, match="never writes to a table or query source"):
+            steps.seed(name)
+        # and when a whole training run reads it (extract, validate, train, evaluate, gate, approval, deploy)
+        run = RunContext(dag_id="tests", run_id=f"clinic_{dialect}", reason="test")
+        chain = train_champion(name, run, None, None, AT)
+
+    # then the run went through on the user's rows, all 569 of them
+    assert chain["snapshot"]["rows"] == 569 and chain["gate"]["passed"], chain["gate"]["summary"]
+    assert chain["deploy"]["champion_version"] == "1"
+    # and the table is byte for byte what it was (rows, row versions and, for SQLite, the file itself)
+    assert clinic_table.dump() == before
