@@ -10,7 +10,7 @@ import sys
 def main(argv: list[str] | None = None) -> int:
     """Serve the champion of ``--dataset`` on ``--host:--port`` (one process; see docs/serving.md)."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.serving", description=__doc__)
-    parser.add_argument("--dataset", default="flights")
+    parser.add_argument("--dataset", required=True, help="The dataset whose champion to serve.")
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info")

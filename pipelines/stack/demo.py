@@ -127,7 +127,7 @@ def main() -> int:
     """Entry point of ``make demo``."""
     configure(fmt="%(asctime)s %(message)s")
     stack = StackSettings()
-    dataset = "flights"
+    dataset = stack.serving_dataset
     config = load_dataset_config(dataset)
     window = config.window
     if window is None:

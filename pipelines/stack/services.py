@@ -211,8 +211,8 @@ def celery_workers(stack: StackSettings) -> list[Service]:
     return workers
 
 
-def serving_service(stack: StackSettings, dataset: str = "flights") -> Service:
-    """The prediction service of ``dataset``: answers with the registry's champion."""
+def serving_service(stack: StackSettings, dataset: str | None = None) -> Service:
+    """The prediction service of ``dataset`` (default the stack's ``serving_dataset``): answers with its champion."""
     return _service(
         stack,
         "serving",
@@ -221,7 +221,7 @@ def serving_service(stack: StackSettings, dataset: str = "flights") -> Service:
             "-m",
             "pipelines.serving",
             "--dataset",
-            dataset,
+            dataset or stack.serving_dataset,
             "--host",
             stack.host,
             "--port",

@@ -40,6 +40,12 @@ class StackSettings(BaseSettings):
         description="Runtime folder; the production profile defaults to runtime/prod-local (its own pid files).",
     )
     datasets_dir: Path = Field(REPO_ROOT / "pipelines" / "conf" / "datasets", validation_alias="MLOPS_DATASETS_DIR")
+    serving_dataset: str = Field(
+        "flights",
+        pattern=r"^[a-z][a-z0-9_]{0,40}$",
+        validation_alias="SERVING_DATASET",
+        description="The dataset whose champion the stack's prediction service serves (and the demo trains).",
+    )
     host: str = Field("127.0.0.1", validation_alias="STACK_HOST")
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
     airflow_port: int = Field(8080, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
