@@ -521,7 +521,7 @@ class DatasetConfig(_Strict):
         """A new config with ``overrides`` deep-merged in (``model.params`` replaced whole), validated."""
         if not overrides:
             return self
-        merged = _deep_merge(self.model_dump(mode="json"), overrides)
+        merged = _deep_merge(self.model_dump(mode="json", exclude_unset=True), overrides)
         try:
             return check_estimator(DatasetConfig.model_validate(merged))
         except ValidationError as exc:

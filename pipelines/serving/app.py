@@ -1,9 +1,11 @@
 """The prediction service: a FastAPI app that answers with the registry's ``champion``.
 
 ``POST /predict`` takes ``{"records": [{feature: value}], "ids": [...], "event_times": [...], "request_id": ...}``
-and answers each record's probability and decision, with the version that answered. ``GET /health`` (alive),
-``GET /ready`` (a model is loaded), ``GET /model`` (what is served, since when, what is loading, the last refusal),
-``GET /metrics`` (Prometheus), ``POST /admin/reload`` (check the alias now), and the OpenAPI page at ``/docs``.
+and answers each record with the version that answered: its probability and decision (binary), its class and the
+probability of every class (multiclass) or its value (regression); see :mod:`pipelines.serving.answers`.
+``GET /health`` (alive), ``GET /ready`` (a model is loaded), ``GET /model`` (what is served, its task, since when,
+what is loading, the last refusal), ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (check the alias now),
+and the OpenAPI page at ``/docs``.
 
 The request path stays lean: the body is read with a size limit, decoded with orjson, checked against the model's
 contract by hand, scored by the compiled predictor and answered with orjson; the prediction log gets the records
@@ -22,7 +24,6 @@ from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from typing import Any
 
-import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
@@ -31,6 +32,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from pipelines.core.config import DatasetConfig
 from pipelines.core.settings import Settings
 from pipelines.data.validation.suite import load_suite, suite_path
+from pipelines.serving.answers import answer, response_schema
 from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter
 from pipelines.serving.metrics import ServingMetrics
 from pipelines.serving.model_store import LoadedModel, ModelStore
@@ -212,10 +214,8 @@ class PredictionService:
                 503, "no model is loaded yet: the registry has no champion or it is still loading", "not_ready", []
             )
         batch = parse_batch(payload, current.contract, self.policy.max_records)
-        proba = current.predictor.predict(batch)
-        decided = (proba >= current.threshold).astype(np.int8)
-        decisions = decided.tolist()
-        probabilities = proba.tolist()
+        output = current.predictor.predict(batch)
+        answered = answer(current.task, output, batch.ids, current.threshold, current.classes)
         request_id = batch.request_id or _new_request_id()
         self.writer.submit_request(
             LoggedRequest(
@@ -225,9 +225,11 @@ class PredictionService:
                 model_name=current.name,
                 model_version=current.version,
                 body=body,
-                probabilities=np.ascontiguousarray(proba, np.float64).tobytes(),
-                decisions=decided.tobytes(),
+                outputs=answered.outputs,
+                decisions=answered.decisions,
                 size=batch.size,
+                task=current.task,
+                classes=current.classes,
             )
         )
         self.metrics.records.labels(current.version).inc(batch.size)
@@ -236,10 +238,7 @@ class PredictionService:
                 "request_id": request_id,
                 "model_name": current.name,
                 "model_version": current.version,
-                "predictions": [
-                    {"id": batch.ids[i], "probability": probabilities[i], "decision": decisions[i]}
-                    for i in range(batch.size)
-                ],
+                "predictions": answered.predictions,
             }
         )
 
@@ -250,7 +249,8 @@ def create_app(config: DatasetConfig, settings: Settings) -> FastAPI:
     app = FastAPI(
         title=f"{config.model.registered_name} prediction service",
         description=f"Answers with the registry version behind the alias `champion` of "
-        f"`{config.model.registered_name}`. {config.description}",
+        f"`{config.model.registered_name}` (task: {config.task}; `GET /model` names the version, its task and, for "
+        f"multiclass, its classes). {config.description}",
         version="1",
         lifespan=service.lifespan,
         default_response_class=JSONResponse,
@@ -285,6 +285,10 @@ def create_app(config: DatasetConfig, settings: Settings) -> FastAPI:
         summary="Score a batch of records",
         openapi_extra=_openapi_body(service.contract, config.serving.max_records),
         responses={
+            200: {
+                "description": f"One answer per record, in order ({config.task} task)",
+                "content": {"application/json": {"schema": _answer_schema(config.task)}},
+            },
             400: {"description": "malformed JSON"},
             413: {"description": "payload too large"},
             422: {"description": "a record breaks the model's contract (the field is named)"},
@@ -298,6 +302,19 @@ def _new_request_id() -> str:
     """A time-ordered id (nanoseconds, then 64 random bits): the log's unique index grows at its end, not at random
     places, which keeps inserts into a large prediction log fast."""
     return f"{time.time_ns():016x}{secrets.token_hex(8)}"
+
+
+def _answer_schema(task: str) -> dict[str, Any]:
+    """The response body schema of ``POST /predict`` for ``task``."""
+    return {
+        "type": "object",
+        "properties": {
+            "request_id": {"type": "string"},
+            "model_name": {"type": "string"},
+            "model_version": {"type": "string"},
+            "predictions": {"type": "array", "items": response_schema(task)},
+        },
+    }
 
 
 def _openapi_body(contract: InputContract, max_records: int) -> dict[str, Any]:

@@ -22,7 +22,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from pipelines.core.warehouse import get_engine
-from pipelines.serving.log_inserts import FAST_DIALECTS, insert_rows, insert_statement, row_dict, tuple_row
+from pipelines.serving.log_inserts import FAST_DIALECTS, insert_rows, insert_statement, is_wide, row_dict, tuple_row
 from pipelines.serving.prediction_log import (
     PredictionRecord,
     create_table,
@@ -149,6 +149,13 @@ class PredictionLogWriter:
             )
         return False
 
+    def discard(self, records: int, reason: str) -> None:
+        """Count ``records`` that could not even be made into rows as submitted and dropped, and say why."""
+        with self._lock:
+            self._submitted += records
+            self._dropped += records
+        log.error("prediction log: dropped %d records: %s", records, reason)
+
     def stats(self) -> WriterStats:
         """The counters, read consistently."""
         with self._lock:
@@ -259,15 +266,18 @@ class PredictionLogWriter:
             engine = self._ensure_table()
             dialect = engine.dialect.name
             text_times = dialect == "sqlite"
+            wide = is_wide(batch)
             rows: list[Any] = (
-                [tuple_row(r, text_times) for r in batch] if dialect in FAST_DIALECTS else [row_dict(r) for r in batch]
+                [tuple_row(r, text_times, wide) for r in batch]
+                if dialect in FAST_DIALECTS
+                else [row_dict(r) for r in batch]
             )
         except Exception as exc:
             self._note_error(exc, f"converting {len(batch)} records")
             return self._write_one_by_one(batch)
         try:
             with engine.begin() as conn:
-                inserted = insert_rows(conn, dialect, rows)
+                inserted = insert_rows(conn, dialect, rows, wide)
         except Exception as exc:
             self._note_error(exc, f"writing {len(batch)} records")
             if not _is_bad_data(exc):

@@ -5,6 +5,10 @@ A background thread watches the alias (every ``alias_poll_seconds``, or at once 
 :mod:`pipelines.serving.predictors`) and smoke-tested while the current one keeps answering; only then does one
 reference assignment switch every later request to it. A version that fails to load is reported (``/model``,
 ``/metrics``, the log) and not retried until asked again or the alias moves; the old version keeps serving.
+
+The model's task (binary, multiclass, regression) and, for multiclass, its classes come from its MLmodel metadata
+(``mlops.task``, binary for models trained before there were tasks; ``mlops.classes``, else the estimator's
+``classes_``); the smoke test checks the output's shape and values for that task.
 """
 
 from __future__ import annotations
@@ -20,12 +24,20 @@ from typing import Any
 import numpy as np
 
 from pipelines.serving.parsing import Batch, parse_batch
-from pipelines.serving.predictors import Predictor, PyfuncPredictor, best_predictor
-from pipelines.training.contract import METADATA_KEY, THRESHOLD_KEY, InputContract, contract_from_signature
+from pipelines.serving.predictors import TASKS, Predictor, PyfuncPredictor, best_predictor
+from pipelines.training.contract import (
+    CLASSES_KEY,
+    METADATA_KEY,
+    TASK_KEY,
+    THRESHOLD_KEY,
+    InputContract,
+    contract_from_signature,
+)
 
 log = logging.getLogger(__name__)
 
 ALIAS = "champion"
+PROBABILITY_SUM_TOLERANCE = 1e-6
 
 
 class ModelLoadError(RuntimeError):
@@ -44,15 +56,23 @@ class LoadedModel:
     contract: InputContract
     threshold: float
     load_seconds: float
+    task: str = "binary"
+    classes: tuple[str, ...] = ()
 
     def describe(self) -> dict[str, Any]:
+        """What ``/model`` shows: the version, its task (threshold for binary, classes for multiclass), the rest."""
+        task_fields: dict[str, Any] = {"task": self.task}
+        if self.task == "binary":
+            task_fields["threshold"] = self.threshold
+        if self.task == "multiclass":
+            task_fields["classes"] = list(self.classes)
         return {
             "name": self.name,
             "version": self.version,
             "run_id": self.run_id,
             "since": self.since.isoformat(),
             "predictor": self.predictor.kind,
-            "threshold": self.threshold,
+            **task_fields,
             "contract": self.contract.source,
             "load_seconds": round(self.load_seconds, 2),
         }
@@ -75,18 +95,23 @@ def load_model_version(
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
             meta = Model.load(local)
             contract = _contract(meta, fallback_contract)
-            threshold = float((meta.metadata or {}).get(THRESHOLD_KEY, fallback_threshold))
+            metadata = meta.metadata or {}
+            task = model_task(metadata, uri)
+            threshold = float(metadata.get(THRESHOLD_KEY, fallback_threshold))
             example = _example(meta, local, contract)
             predictor: Predictor
             if "sklearn" in meta.flavors:
-                predictor = best_predictor(mlflow.sklearn.load_model(local), contract, example)
+                model = mlflow.sklearn.load_model(local)
+                classes = model_classes(metadata, model, task, uri)
+                predictor = best_predictor(model, contract, example, task)
             else:
-                predictor = PyfuncPredictor(mlflow.pyfunc.load_model(local), contract)
+                classes = model_classes(metadata, None, task, uri)
+                predictor = PyfuncPredictor(mlflow.pyfunc.load_model(local), contract, task)
     except ModelLoadError:
         raise
     except Exception as exc:  # any failure to fetch or deserialize is a refused version, never a crash
         raise ModelLoadError(f"{uri} could not be loaded: {type(exc).__name__}: {exc}") from exc
-    smoke_test(predictor, contract, example, uri)
+    smoke_test(predictor, contract, example, uri, task, len(classes))
     return LoadedModel(
         name=name,
         version=str(version),
@@ -96,7 +121,34 @@ def load_model_version(
         contract=contract,
         threshold=threshold,
         load_seconds=time.perf_counter() - started,
+        task=task,
+        classes=classes,
     )
+
+
+def model_task(metadata: dict[str, Any], uri: str) -> str:
+    """The task recorded with the model (``mlops.task``); binary for a model trained before tasks existed."""
+    task = str(metadata.get(TASK_KEY, "binary"))
+    if task not in TASKS:
+        raise ModelLoadError(f"{uri} has an unknown task {task!r} in its metadata ({TASK_KEY}); known: {TASKS}")
+    return task
+
+
+def model_classes(metadata: dict[str, Any], model: Any, task: str, uri: str) -> tuple[str, ...]:
+    """A multiclass model's classes in its probability columns' order, as strings: ``mlops.classes``, checked
+    against the estimator's ``classes_`` when the estimator is at hand; empty for the other tasks."""
+    if task != "multiclass":
+        return ()
+    recorded = metadata.get(CLASSES_KEY)
+    fitted = None if model is None or not hasattr(model, "classes_") else [str(c) for c in model.classes_]
+    if recorded is not None and fitted is not None and [str(c) for c in recorded] != fitted:
+        raise ModelLoadError(f"{uri}: its metadata's classes ({CLASSES_KEY}) {recorded} are not the fitted {fitted}")
+    classes = [str(c) for c in recorded] if recorded is not None else fitted
+    if not classes or len(classes) < 2:
+        raise ModelLoadError(f"{uri} is multiclass but names no classes ({CLASSES_KEY} in its metadata, or classes_)")
+    if len(set(classes)) != len(classes):
+        raise ModelLoadError(f"{uri}: its classes {classes} are not distinct as strings")
+    return tuple(classes)
 
 
 def _contract(meta: Any, fallback: InputContract) -> InputContract:
@@ -129,17 +181,43 @@ def _example(meta: Any, local: str, contract: InputContract) -> Batch | None:
     return parse_batch({"records": records}, contract, max_records=len(records) or 1)
 
 
-def smoke_test(predictor: Predictor, contract: InputContract, example: Batch | None, uri: str) -> None:
-    """Refuse a predictor whose probabilities on the example (or probe records) are not valid."""
+def smoke_test(
+    predictor: Predictor,
+    contract: InputContract,
+    example: Batch | None,
+    uri: str,
+    task: str = "binary",
+    n_classes: int = 0,
+) -> None:
+    """Refuse a predictor whose output on the example (or probe records) is not valid for its task."""
     from pipelines.serving.predictors import probe_batch
 
     batch = example if example is not None else probe_batch(contract, {}, 20)
     try:
-        proba = np.asarray(predictor.predict(batch), dtype=float)
+        out = np.asarray(predictor.predict(batch), dtype=float)
     except Exception as exc:
         raise ModelLoadError(f"{uri} failed its smoke test: {type(exc).__name__}: {exc}") from exc
-    if proba.shape != (batch.size,) or not np.isfinite(proba).all() or (proba < 0).any() or (proba > 1).any():
-        raise ModelLoadError(f"{uri} failed its smoke test: probabilities of shape {proba.shape} not all in [0, 1]")
+    problem = output_problem(out, batch.size, task, n_classes)
+    if problem:
+        raise ModelLoadError(f"{uri} failed its smoke test ({task}): {problem}")
+
+
+def output_problem(out: np.ndarray, size: int, task: str, n_classes: int = 0) -> str | None:
+    """What is wrong with a predictor's output for ``size`` records of ``task``, or None when it is valid."""
+    expected = (size, n_classes) if task == "multiclass" else (size,)
+    if out.shape != expected:
+        return f"output of shape {out.shape}, expected {expected}"
+    if not np.isfinite(out).all():
+        return "output holds NaN or infinite values"
+    if task == "regression":
+        return None
+    if (out < 0).any() or (out > 1).any():
+        return "probabilities not all in [0, 1]"
+    if task == "multiclass":
+        worst = float(np.max(np.abs(out.sum(axis=1) - 1.0))) if size else 0.0
+        if worst > PROBABILITY_SUM_TOLERANCE:
+            return f"class probabilities of a record sum to 1 +- {worst:.3g}"
+    return None
 
 
 class ModelStore:

@@ -2,18 +2,32 @@
 
 Records are written by :mod:`pipelines.serving.log_writer` (off the request path); monitoring, the outcomes join
 and the demo read them back here.
+
+What a record holds depends on the model's task:
+
+- binary: ``probability`` (of the positive class) and ``decision`` (0/1 at the model's threshold);
+- multiclass: ``predicted_class`` (the most probable class) and ``probabilities`` (``{class: p}``);
+  ``probability`` and ``decision`` stay null: they mean P(positive) and a 0/1 decision, which a multiclass model
+  does not have (a reader wanting the confidence takes ``probabilities[predicted_class]``);
+- regression: ``prediction`` (the predicted value); ``probability`` and ``decision`` stay null.
+
+A table created by an older version (binary only: ``probability`` and ``decision`` NOT NULL, no task columns) is
+upgraded in place by :func:`create_table`, its rows kept.
 """
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import UTC, datetime
+from typing import Any, Literal
 
 import pandas as pd
 import sqlalchemy as sa
 
 from pipelines.core.warehouse import get_engine, table_exists
+
+log = logging.getLogger(__name__)
 
 TABLE = "prediction_log"
 UNIQUE_CONSTRAINT = "uq_prediction_log_record"
@@ -33,17 +47,94 @@ prediction_log_table = sa.Table(
     sa.Column("model_name", sa.String(200), nullable=False),
     sa.Column("model_version", sa.String(32), nullable=False),
     sa.Column("features", sa.JSON, nullable=False),
-    sa.Column("probability", sa.Float, nullable=False),
-    sa.Column("decision", sa.Integer, nullable=False),
+    sa.Column("probability", sa.Float, nullable=True),
+    sa.Column("decision", sa.Integer, nullable=True),
+    sa.Column("prediction", sa.Float, nullable=True),
+    sa.Column("predicted_class", sa.String(200), nullable=True),
+    sa.Column("probabilities", sa.JSON(none_as_null=True), nullable=True),  # None: SQL NULL, not JSON null
     sa.UniqueConstraint(*UNIQUE_COLUMNS, name=UNIQUE_CONSTRAINT),
     sa.Index("ix_prediction_log_dataset_event_time", "dataset", "event_time"),
     sa.Index("ix_prediction_log_dataset_record_id", "dataset", "record_id"),
 )
 
 
+# Columns added after the first version of the table (binary only), and the ones that became nullable then.
+TASK_COLUMNS = ("prediction", "predicted_class", "probabilities")
+NULLABLE_SINCE_TASKS = ("probability", "decision")
+
+
 def create_table(engine: sa.Engine) -> None:
-    """Create the prediction log table (and its indexes) if it does not exist."""
+    """Create the prediction log table (and its indexes) if it does not exist; upgrade an older one in place."""
     _metadata.create_all(engine, tables=[prediction_log_table])
+    upgrade_table(engine)
+
+
+def upgrade_table(engine: sa.Engine) -> bool:
+    """Bring a prediction log of an older version up to this one, its rows kept: add the task columns and drop
+    NOT NULL from ``probability``/``decision``. PostgreSQL alters in place; SQLite cannot alter a column, so the
+    table is rebuilt in one transaction (renamed, created anew, rows copied, old table dropped). Whether it
+    changed anything; safe to run from several processes at once."""
+    if not _needs_upgrade(sa.inspect(engine)):
+        return False
+    changed = _rebuild_sqlite(engine) if engine.dialect.name == "sqlite" else _alter_in_place(engine)
+    if changed:
+        log.info("prediction log upgraded: task columns %s added, %s nullable", TASK_COLUMNS, NULLABLE_SINCE_TASKS)
+    return changed
+
+
+def _needs_upgrade(inspector: sa.Inspector) -> bool:
+    columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
+    missing = [name for name in TASK_COLUMNS if name not in columns]
+    required = [name for name in NULLABLE_SINCE_TASKS if name in columns and not columns[name]["nullable"]]
+    return bool(missing or required)
+
+
+def _alter_in_place(engine: sa.Engine) -> bool:
+    """ALTER TABLE ... ADD COLUMN / ALTER COLUMN ... DROP NOT NULL (PostgreSQL and databases that allow it)."""
+    preparer = engine.dialect.identifier_preparer
+    table = preparer.quote(TABLE)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # one upgrade at a time; the others find it done
+            conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        inspector = sa.inspect(conn)
+        if not _needs_upgrade(inspector):
+            return False
+        columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
+        for name in TASK_COLUMNS:
+            if name not in columns:
+                kind = prediction_log_table.c[name].type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {preparer.quote(name)} {kind}")
+        for name in NULLABLE_SINCE_TASKS:
+            if name in columns and not columns[name]["nullable"]:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {preparer.quote(name)} DROP NOT NULL")
+    return True
+
+
+def _rebuild_sqlite(engine: sa.Engine) -> bool:
+    """SQLite: rename the old table, create the new one (with its indexes), copy the rows, drop the old table,
+    all in one immediate transaction (it holds the write lock, so a concurrent upgrade waits and finds it done)."""
+    old = f"{TABLE}__before_upgrade"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            inspector = sa.inspect(conn)
+            if not _needs_upgrade(inspector):
+                conn.exec_driver_sql("ROLLBACK")
+                return False
+            kept = [c["name"] for c in inspector.get_columns(TABLE) if c["name"] in prediction_log_table.c]
+            indexes = [i["name"] for i in inspector.get_indexes(TABLE) if i["name"]]
+            conn.exec_driver_sql(f'ALTER TABLE "{TABLE}" RENAME TO "{old}"')
+            for index in indexes:  # index names are global in SQLite: the new table's must be free
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index}"')
+            prediction_log_table.create(conn)
+            listed = ", ".join(f'"{name}"' for name in kept)
+            conn.exec_driver_sql(f'INSERT INTO "{TABLE}" ({listed}) SELECT {listed} FROM "{old}"')
+            conn.exec_driver_sql(f'DROP TABLE "{old}"')
+            conn.exec_driver_sql("COMMIT")
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+    return True
 
 
 FIXED_COLUMNS = (
@@ -55,7 +146,12 @@ FIXED_COLUMNS = (
     "model_version",
     "probability",
     "decision",
+    "prediction",
+    "predicted_class",
+    "probabilities",
 )
+LogTime = Literal["event_time", "served_at"]
+LOG_TIMES: tuple[LogTime, ...] = ("event_time", "served_at")
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +167,16 @@ class PredictionRecord:
     model_name: str
     model_version: str
     features: dict[str, Any]
-    probability: float
-    decision: int
+    probability: float | None  # binary: P(positive class); None for the other tasks
+    decision: int | None  # binary: 1 when probability >= the model's threshold; None for the other tasks
+    prediction: float | None = None  # regression: the predicted value
+    predicted_class: str | None = None  # multiclass: the most probable class
+    probabilities: dict[str, float] | None = None  # multiclass: the probability of every class
+
+    @property
+    def is_binary(self) -> bool:
+        """Whether the record holds a binary answer only (the table's original columns suffice)."""
+        return self.prediction is None and self.predicted_class is None and self.probabilities is None
 
 
 # Queries used by the demo, monitoring and tests.
@@ -84,27 +188,43 @@ def version_sort_key(version: str) -> tuple[int, int, str]:
 
 
 def log_filter(
-    dataset: str, start: datetime | None = None, end: datetime | None = None
+    dataset: str, start: datetime | None = None, end: datetime | None = None, by: LogTime = "event_time"
 ) -> list[sa.ColumnElement[bool]]:
-    """WHERE clauses selecting ``dataset``'s logged records with ``event_time`` in ``[start, end)`` when given."""
+    """WHERE clauses selecting ``dataset``'s logged records with ``by`` in ``[start, end)`` when given.
+
+    ``by``: ``event_time`` (the event's own wall-clock time, as sent by the client) or ``served_at`` (when the
+    service answered, UTC: for a dataset without a time column). For ``served_at`` a naive bound is taken as UTC.
+    """
+    if by not in LOG_TIMES:
+        raise ValueError(f"log_filter: by must be one of {LOG_TIMES}, got {by!r}")
     table = prediction_log_table
+    column = table.c[by]
+    if by == "served_at":
+        start, end = _utc(start), _utc(end)
     clauses = [table.c.dataset == dataset]
     if start is not None:
-        clauses.append(table.c.event_time >= start)
+        clauses.append(column >= start)
     if end is not None:
-        clauses.append(table.c.event_time < end)
+        clauses.append(column < end)
     return clauses
 
 
+def _utc(moment: datetime | None) -> datetime | None:
+    """``moment`` as an aware UTC date-time (naive: already UTC), as ``served_at`` is stored."""
+    if moment is None:
+        return None
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
+
+
 def served_by_version(
-    url: str, dataset: str, start: datetime | None = None, end: datetime | None = None
+    url: str, dataset: str, start: datetime | None = None, end: datetime | None = None, by: LogTime = "event_time"
 ) -> dict[str, int]:
-    """Logged records per model version, with ``event_time`` in ``[start, end)`` when given."""
+    """Logged records per model version, with ``by`` in ``[start, end)`` when given (see :func:`log_filter`)."""
     engine = get_engine(url)
     if not table_exists(engine, TABLE):
         return {}
     table = prediction_log_table
-    query = sa.select(table.c.model_version, sa.func.count()).where(*log_filter(dataset, start, end))
+    query = sa.select(table.c.model_version, sa.func.count()).where(*log_filter(dataset, start, end, by))
     with engine.connect() as conn:
         rows = conn.execute(query.group_by(table.c.model_version)).all()
     return {version: int(n) for version, n in sorted(rows, key=lambda row: version_sort_key(row[0]))}
@@ -121,17 +241,21 @@ def count(url: str, dataset: str) -> int:
 
 
 def read_predictions(
-    url: str, dataset: str, start: datetime | None = None, end: datetime | None = None
+    url: str, dataset: str, start: datetime | None = None, end: datetime | None = None, by: LogTime = "event_time"
 ) -> pd.DataFrame:
-    """Logged records (fixed columns, then one column per feature), by event time then arrival order."""
+    """Logged records with ``by`` in ``[start, end)`` (see :func:`log_filter`): the fixed columns, then one column
+    per feature (``feature_<name>`` when a feature's name is a fixed column's), ordered by ``by`` then arrival.
+    A table of an older version, not upgraded yet, reads with its missing task columns null."""
     engine = get_engine(url)
     if not table_exists(engine, TABLE):
         return _empty_predictions()
     table = prediction_log_table
+    present = {c["name"] for c in sa.inspect(engine).get_columns(TABLE)}
+    selected = [table.c[name] if name in present else sa.null().label(name) for name in FIXED_COLUMNS]
     query = (
-        sa.select(*(table.c[name] for name in FIXED_COLUMNS), table.c.features)
-        .where(*log_filter(dataset, start, end))
-        .order_by(table.c.event_time.asc().nulls_last(), table.c.id)
+        sa.select(*selected, table.c.features)
+        .where(*log_filter(dataset, start, end, by))
+        .order_by(table.c[by].asc().nulls_last(), table.c.id)
     )
     with engine.connect() as conn:
         rows = conn.execute(query).all()
@@ -156,5 +280,8 @@ def _empty_predictions() -> pd.DataFrame:
             "model_version": pd.Series(dtype=object),
             "probability": pd.Series(dtype="float64"),
             "decision": pd.Series(dtype="int64"),
+            "prediction": pd.Series(dtype="float64"),
+            "predicted_class": pd.Series(dtype=object),
+            "probabilities": pd.Series(dtype=object),
         }
     )

@@ -1,4 +1,8 @@
-"""Predictors: from a validated batch to the probability of the positive class.
+"""Predictors: from a validated batch to the model's output for its task.
+
+A predictor's ``predict`` returns what the task predicts: the probability of the positive class (binary, ``n``),
+a probability per class in the model's class order (multiclass, ``n x k``) or the predicted value (regression,
+``n``). Only binary models are compiled (below); the other tasks are served by the fitted pipeline as is.
 
 Profiling one single-record request through MLflow's pyfunc showed where the time goes: building a pandas
 DataFrame and running it through the fitted ColumnTransformer costs about three times what the trees themselves
@@ -30,6 +34,7 @@ log = logging.getLogger(__name__)
 UNSEEN = "\x00unseen-category\x00"
 VERIFY_ROWS = 300
 VERIFY_TOLERANCE = 1e-12
+TASKS = ("binary", "multiclass", "regression")
 
 
 class Predictor(Protocol):
@@ -38,7 +43,7 @@ class Predictor(Protocol):
     kind: str
 
     def predict(self, batch: Batch) -> np.ndarray:
-        """Probability of the positive class per record."""
+        """The task's output: P(positive) (binary, n), class probabilities (multiclass, n x k), values (n)."""
         ...
 
 
@@ -66,28 +71,36 @@ def positive_column(classes: Sequence[Any]) -> int:
 
 @dataclass
 class FramePredictor:
-    """The fitted scikit-learn pipeline (or any object with ``predict_proba``) on a DataFrame."""
+    """The fitted scikit-learn pipeline on a DataFrame: ``predict_proba`` (classification) or ``predict``."""
 
     model: Any
     contract: InputContract
+    task: str = "binary"
     kind: str = "pipeline"
 
     def predict(self, batch: Batch) -> np.ndarray:
-        proba = np.asarray(self.model.predict_proba(batch_frame(batch, self.contract)), dtype=float)
-        return proba[:, positive_column(self.model.classes_)]
+        frame = batch_frame(batch, self.contract)
+        if self.task == "regression":
+            return np.asarray(self.model.predict(frame), dtype=float).reshape(-1)
+        proba = np.asarray(self.model.predict_proba(frame), dtype=float)
+        return proba[:, positive_column(self.model.classes_)] if self.task == "binary" else proba
 
 
 @dataclass
 class PyfuncPredictor:
-    """An MLflow pyfunc model whose ``predict`` returns class probabilities (n x 2) or positive scores (n)."""
+    """An MLflow pyfunc model: class probabilities (binary: n x 2 or positive scores n; multiclass: n x k in the
+    model's class order) or values (regression: n, or n x 1)."""
 
     model: Any
     contract: InputContract
+    task: str = "binary"
     kind: str = "pyfunc"
 
     def predict(self, batch: Batch) -> np.ndarray:
         out = np.asarray(self.model.predict(batch_frame(batch, self.contract)), dtype=float)
-        return out[:, -1] if out.ndim == 2 else out
+        if self.task == "binary":
+            return out[:, -1] if out.ndim == 2 else out
+        return out.reshape(-1) if self.task == "regression" else out
 
 
 @dataclass
@@ -328,9 +341,17 @@ def known_categories(model: Any) -> dict[str, list[str]]:
     return found
 
 
-def best_predictor(model: Any, contract: InputContract, example: Batch | None = None) -> Predictor:
-    """The compiled predictor when it reproduces the fitted pipeline exactly on probe records, else the pipeline."""
-    reference = FramePredictor(model, contract)
+def best_predictor(
+    model: Any, contract: InputContract, example: Batch | None = None, task: str = "binary"
+) -> Predictor:
+    """For a binary model, the compiled predictor when it reproduces the fitted pipeline exactly on probe records;
+    the fitted pipeline otherwise, and for the other tasks (correct before fast)."""
+    if task not in TASKS:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
+    reference = FramePredictor(model, contract, task)
+    if task != "binary":
+        log.info("serving the fitted pipeline as is (a %s model is not compiled)", task)
+        return reference
     try:
         compiled = compile_pipeline(model, contract)
     except (CompileError, AttributeError, ValueError) as exc:

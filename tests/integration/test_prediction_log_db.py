@@ -8,7 +8,7 @@ import logging
 import socket
 import uuid
 from collections.abc import Iterator
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pandas as pd
@@ -34,7 +34,15 @@ from tests.unit.test_outcomes import (
     stored_truth,
     three_days,
 )
-from tests.unit.test_prediction_log import _batch, _record
+from tests.unit.test_prediction_log import (
+    _batch,
+    _multiclass,
+    _record,
+    _regression,
+    assert_upgraded_and_working,
+    create_old_table_with_rows,
+    write_every_task,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -235,3 +243,53 @@ def test_closing_twice_and_empty_queries_on_postgresql(pg_settings: Settings) ->
     # then the table exists, is empty, and the second close returns the same stats
     assert writer.close() == first and count(url, "flights") == 0
     assert sa.inspect(get_engine(url)).has_table("prediction_log")
+
+
+def test_an_old_table_is_upgraded_in_place_with_its_rows_on_postgresql(pg_settings: Settings) -> None:
+    # given a prediction log created by the previous version (probability, decision NOT NULL), holding rows
+    url = pg_settings.warehouse_url
+    create_old_table_with_rows(url)
+    assert read_predictions(url, "flights")["predicted_class"].isna().all()
+
+    # when a writer of this version starts on it and logs records of every task
+    stats = write_every_task(url)
+
+    # then every record is written, the old rows are kept, the new columns are there and nullable
+    assert (stats.written, stats.dropped, stats.write_errors) == (10, 0, 0)
+    assert_upgraded_and_working(url)
+    with get_engine(url).connect() as conn:
+        kinds = dict(
+            conn.execute(
+                sa.text(
+                    "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'prediction_log'"
+                    " AND column_name IN ('prediction', 'predicted_class', 'probabilities')"
+                )
+            ).all()
+        )
+    assert kinds == {"prediction": "double precision", "predicted_class": "character varying", "probabilities": "json"}
+
+
+def test_multiclass_and_regression_records_on_postgresql(pg_settings: Settings) -> None:
+    # given a writer on PostgreSQL logging multiclass and regression records, served on two days
+    url = pg_settings.warehouse_url
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    writer = PredictionLogWriter(url, flush_interval=0.05)
+    writer.start()
+    writer.submit([_multiclass(i, "d1", event_time=None, served_at=day + timedelta(hours=i)) for i in range(3)])
+    writer.submit([_multiclass(0, "d2", event_time=None, served_at=day + timedelta(days=1))])
+    writer.submit([_regression(i) for i in range(2)])
+    stats = writer.close()
+    assert (stats.written, stats.dropped, stats.write_errors) == (6, 0, 0)
+
+    # when the first day's wine records are read by when they were served
+    wine = read_predictions(url, "wine", day, day + timedelta(days=1), by="served_at")
+
+    # then they hold the classes and probabilities, and regression records their values
+    assert list(wine["predicted_class"]) == ["class_0", "class_2", "class_0"]
+    assert wine["probabilities"].iloc[1] == {"class_0": 0.1, "class_1": 0.2, "class_2": 0.7}
+    assert wine["probability"].isna().all() and wine["decision"].isna().all()
+    assert read_predictions(url, "flights_minutes")["prediction"].tolist() == [-12.5, -11.5]
+    assert served_by_version(url, "wine", day + timedelta(days=1), None, by="served_at") == {"1": 1}
+    with get_engine(url).connect() as conn:
+        nulls = conn.execute(sa.text("SELECT count(*) FROM prediction_log WHERE probabilities IS NULL")).scalar_one()
+    assert nulls == 2

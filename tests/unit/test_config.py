@@ -171,3 +171,12 @@ def test_monitoring_settings_of_the_shipped_config(flights_config: DatasetConfig
     # and the monitoring reports go to their own MLflow experiment
     assert flights_config.monitoring_experiment == "flights-monitoring"
     assert flights_config.monitoring.schedule == "@daily"
+
+
+def test_overrides_of_a_regression_config_keep_it_valid() -> None:
+    # given the shipped regression example, when a run overrides a model param
+    config = load_dataset_config("flights_minutes", SHIPPED.parent)
+    tuned = config.with_overrides({"model": {"params": {"max_iter": 20}}})
+    # then the binary-only fields stay unset and the override applies
+    assert tuned.model.params == {"max_iter": 20} and tuned.task == "regression"
+    assert "threshold" not in tuned.model.model_fields_set

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -30,7 +31,7 @@ def _request(i: int, size: int = 3) -> LoggedRequest:
         model_name="m",
         model_version="2",
         body=body,
-        probabilities=proba.tobytes(),
+        outputs=proba.tobytes(),
         decisions=(proba >= 0.5).astype(np.int8).tobytes(),
         size=size,
     )
@@ -41,6 +42,69 @@ def test_a_request_becomes_its_records() -> None:
     assert [r.record_id for r in records] == ["r7-0", "r7-1", "r7-2"]
     assert [r.decision for r in records] == [0, 1, 1] and records[1].probability == 0.5
     assert records[0].features == RECORD and records[0].event_time == datetime(2013, 4, 1, 5, 15)
+
+
+def test_a_multiclass_request_becomes_records_with_the_class_and_its_probabilities() -> None:
+    # given a request answered by a three-class model (the second record a tie: the first class wins, as argmax)
+    proba = np.array([[0.1, 0.7, 0.2], [0.4, 0.4, 0.2]])
+    request = LoggedRequest(
+        dataset="wine",
+        request_id="mc",
+        served_at=datetime(2026, 1, 1, tzinfo=UTC),
+        model_name="wine-cultivar",
+        model_version="1",
+        body=orjson.dumps({"records": [{"alcohol": 13.2}, {"alcohol": 12.1}]}),
+        outputs=proba.tobytes(),
+        decisions=b"",
+        size=2,
+        task="multiclass",
+        classes=("class_0", "class_1", "class_2"),
+    )
+    # when its records are rebuilt
+    records = records_of(request)
+    # then each holds the predicted class and every class's probability; the binary columns stay empty
+    assert [r.predicted_class for r in records] == ["class_1", "class_0"]
+    assert records[0].probabilities == {"class_0": 0.1, "class_1": 0.7, "class_2": 0.2}
+    assert all(r.probability is None and r.decision is None and r.prediction is None for r in records)
+    assert records[1].features == {"alcohol": 12.1} and records[1].record_id is None
+
+
+def test_a_regression_request_becomes_records_with_the_value() -> None:
+    # given a request answered by a regression model
+    values = np.array([-3.5, 42.0, 0.25])
+    request = LoggedRequest(
+        dataset="flights_minutes",
+        request_id="rg",
+        served_at=datetime(2026, 1, 1, tzinfo=UTC),
+        model_name="flights-delay-minutes",
+        model_version="4",
+        body=orjson.dumps({"records": [RECORD] * 3, "ids": ["a", "b", None]}),
+        outputs=values.tobytes(),
+        decisions=b"",
+        size=3,
+        task="regression",
+    )
+    # when its records are rebuilt, then each holds its value and nothing of the classification columns
+    records = records_of(request)
+    assert [r.prediction for r in records] == [-3.5, 42.0, 0.25]
+    assert [r.record_id for r in records] == ["a", "b", None]
+    assert all(r.probability is None and r.predicted_class is None and r.probabilities is None for r in records)
+
+
+def test_a_request_that_cannot_be_read_back_is_counted_dropped_and_the_rest_written(tmp_path: Path) -> None:
+    # given a writer process, and a request of a task it does not know between two good ones
+    url = f"sqlite:///{tmp_path}/warehouse.db"
+    writer = ProcessLogWriter(url, max_queue=1000)
+    writer.start()
+    bad = replace(_request(1), task="ranking")
+    # when the three are handed over and the writer closed
+    for request in (_request(0), bad, _request(2)):
+        assert writer.submit_request(request)
+    stats = writer.close(timeout=60)
+    # then the good ones are written, the bad one counted dropped, nothing unaccounted for
+    assert (stats.submitted, stats.written, stats.dropped, stats.queued) == (9, 6, 3, 0)
+    with sa.create_engine(url).connect() as conn:
+        assert conn.execute(sa.text("select count(distinct request_id) from prediction_log")).scalar_one() == 2
 
 
 def test_everything_handed_over_is_written_by_the_writer_process(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-from datetime import UTC, datetime, timedelta
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
@@ -286,3 +287,232 @@ def test_queries_answer_empty_when_nothing_was_logged(tmp_path: Path) -> None:
     assert frame.empty and list(frame.columns) == list(FIXED_COLUMNS)
     assert served_by_version(url, "flights") == {}
     assert count(url, "flights") == 0
+
+
+def _multiclass(index: int, request_id: str = "mc", **changes: Any) -> PredictionRecord:
+    """A wine-like multiclass record: the predicted class and every class's probability, no binary answer."""
+    proba = (
+        {"class_0": 0.1, "class_1": 0.2, "class_2": 0.7}
+        if index % 2
+        else {"class_0": 0.8, "class_1": 0.15, "class_2": 0.05}
+    )
+    fields: dict[str, Any] = {
+        "dataset": "wine",
+        "model_name": "wine-cultivar",
+        "features": {"alcohol": 13.0 + index, "hue": None},
+        "probability": None,
+        "decision": None,
+        "predicted_class": max(proba, key=proba.__getitem__),
+        "probabilities": proba,
+    }
+    fields.update(changes)
+    return replace(_record(index, request_id), **fields)
+
+
+def _regression(index: int, request_id: str = "rg", **changes: Any) -> PredictionRecord:
+    """A flights_minutes-like regression record: the predicted value, no binary answer."""
+    fields: dict[str, Any] = {
+        "dataset": "flights_minutes",
+        "probability": None,
+        "decision": None,
+        "prediction": -12.5 + index,
+    }
+    fields.update(changes)
+    return replace(_record(index, request_id), **fields)
+
+
+def test_records_of_every_task_round_trip(tmp_path: Path) -> None:
+    # given a writer, and batches of binary, multiclass and regression records (one batch mixing all three)
+    url = _sqlite_url(tmp_path / "warehouse.db")
+    writer = PredictionLogWriter(url, flush_interval=0.05)
+    writer.start()
+    writer.submit(_batch(3, "bin"))
+    writer.submit([_multiclass(i) for i in range(4)])
+    writer.submit([_regression(i) for i in range(3)])
+    writer.submit([_record(0, "mix"), _multiclass(0, "mix-mc"), _regression(0, "mix-rg")])
+    stats = writer.close()
+    assert (stats.written, stats.dropped, stats.write_errors) == (13, 0, 0)
+
+    # when each dataset's records are read back
+    wine = read_predictions(url, "wine").set_index(["request_id", "record_index"])
+    minutes = read_predictions(url, "flights_minutes").set_index(["request_id", "record_index"])
+    flights = read_predictions(url, "flights").set_index(["request_id", "record_index"])
+
+    # then each holds its task's answer, and the others' columns are null
+    assert wine.loc[("mc", 1), "predicted_class"] == "class_2"
+    assert wine.loc[("mc", 0), "probabilities"] == {"class_0": 0.8, "class_1": 0.15, "class_2": 0.05}
+    assert wine["probability"].isna().all() and wine["decision"].isna().all() and wine["prediction"].isna().all()
+    assert wine.loc[("mc", 3), "alcohol"] == 16.0 and pd.isna(wine.loc[("mc", 3), "hue"])
+    assert list(minutes.loc["rg", "prediction"]) == [-12.5, -11.5, -10.5]
+    assert minutes["predicted_class"].isna().all() and minutes["probabilities"].isna().all()
+    assert flights.loc[("mix", 0), "probability"] == 0.0 and flights.loc[("bin", 1), "decision"] == 1
+    assert flights["prediction"].isna().all() and flights["probabilities"].isna().all()
+    # and a missing answer is SQL NULL, not JSON null
+    with get_engine(url).connect() as conn:
+        nulls = conn.execute(
+            sa.text("SELECT dataset, count(*) FROM prediction_log WHERE probabilities IS NULL GROUP BY dataset")
+        ).all()
+    assert dict(nulls) == {"flights": 4, "flights_minutes": 4}
+
+
+def test_a_record_without_any_answer_is_refused(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    # given a multiclass batch holding one record that lost its answer
+    url = _sqlite_url(tmp_path / "warehouse.db")
+    writer = PredictionLogWriter(url, flush_interval=0.05, retry_interval=0.05)
+    writer.start()
+    batch = [_multiclass(i) for i in range(3)]
+    batch[1] = _multiclass(1, predicted_class=None, probabilities=None)
+    # when it is written, then the record is refused by name and the others are stored
+    with caplog.at_level(logging.ERROR, logger=LOGGER):
+        writer.submit(batch)
+        stats = writer.close()
+    assert (stats.written, stats.dropped) == (2, 1)
+    assert any("record 1 of request mc" in r.getMessage() for r in caplog.records if r.levelno == logging.ERROR)
+
+
+def test_queries_filter_on_served_at_for_a_dataset_without_a_time_column(tmp_path: Path) -> None:
+    # given wine records served on two days, without event times
+    url = _sqlite_url(tmp_path / "warehouse.db")
+    writer = PredictionLogWriter(url, flush_interval=0.05)
+    writer.start()
+    day = datetime(2026, 3, 1, tzinfo=UTC)
+    writer.submit([_multiclass(i, "d1", event_time=None, served_at=day + timedelta(hours=i)) for i in range(3)])
+    writer.submit([_multiclass(i, "d2", event_time=None, served_at=day + timedelta(days=1, hours=i)) for i in range(2)])
+    writer.close()
+
+    # when they are read by when they were served: an aware bound, and a naive one (taken as UTC)
+    first = read_predictions(url, "wine", day, day + timedelta(days=1), by="served_at")
+    naive = read_predictions(url, "wine", datetime(2026, 3, 1, 1), datetime(2026, 3, 2, 1), by="served_at")
+    berlin = timezone(timedelta(hours=1))
+    shifted = served_by_version(
+        url, "wine", datetime(2026, 3, 2, 1, tzinfo=berlin), datetime(2026, 3, 3, tzinfo=berlin), by="served_at"
+    )
+
+    # then the windows are half-open on served_at, in serving order; by event time nothing matches
+    assert list(first["request_id"]) == ["d1"] * 3 and first["served_at"].is_monotonic_increasing
+    assert list(zip(naive["request_id"], naive["record_index"], strict=True)) == [("d1", 1), ("d1", 2), ("d2", 0)]
+    assert shifted == {"1": 2}
+    assert read_predictions(url, "wine", day.replace(tzinfo=None), datetime(2026, 3, 3)).empty
+    with pytest.raises(ValueError, match="by must be one of"):
+        read_predictions(url, "wine", by="arrival")  # type: ignore[arg-type]
+
+
+# The table as the first version created it: binary only, probability and decision NOT NULL.
+def old_prediction_log_table(metadata: sa.MetaData) -> sa.Table:
+    """The prediction log's definition before the task columns (to test the upgrade of an existing table)."""
+    return sa.Table(
+        "prediction_log",
+        metadata,
+        sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
+        sa.Column("dataset", sa.String(64), nullable=False),
+        sa.Column("request_id", sa.String(128), nullable=False),
+        sa.Column("record_index", sa.Integer, nullable=False),
+        sa.Column("record_id", sa.String(200), nullable=True),
+        sa.Column("served_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("event_time", sa.DateTime, nullable=True),
+        sa.Column("model_name", sa.String(200), nullable=False),
+        sa.Column("model_version", sa.String(32), nullable=False),
+        sa.Column("features", sa.JSON, nullable=False),
+        sa.Column("probability", sa.Float, nullable=False),
+        sa.Column("decision", sa.Integer, nullable=False),
+        sa.UniqueConstraint("dataset", "request_id", "record_index", name="uq_prediction_log_record"),
+        sa.Index("ix_prediction_log_dataset_event_time", "dataset", "event_time"),
+        sa.Index("ix_prediction_log_dataset_record_id", "dataset", "record_id"),
+    )
+
+
+def create_old_table_with_rows(url: str, rows: int = 5) -> None:
+    """An old-version prediction log holding ``rows`` binary records of request ``old``."""
+    table = old_prediction_log_table(sa.MetaData())
+    engine = get_engine(url)
+    table.create(engine)
+    with engine.begin() as conn:
+        conn.execute(
+            table.insert(),
+            [
+                {
+                    "dataset": "flights",
+                    "request_id": "old",
+                    "record_index": i,
+                    "record_id": f"k{i}",
+                    "served_at": SERVED_AT,
+                    "event_time": EVENT_TIME,
+                    "model_name": "flights-delay",
+                    "model_version": "1",
+                    "features": {"carrier": "UA", "distance": 100.0 + i},
+                    "probability": i / 10,
+                    "decision": i % 2,
+                }
+                for i in range(rows)
+            ],
+        )
+
+
+def assert_upgraded_and_working(url: str) -> None:
+    """An old table with rows, after a writer of this version has written every task to it."""
+    columns = {c["name"]: c for c in sa.inspect(get_engine(url)).get_columns("prediction_log")}
+    assert {"prediction", "predicted_class", "probabilities"} <= set(columns)
+    assert columns["probability"]["nullable"] and columns["decision"]["nullable"]
+    old = read_predictions(url, "flights").set_index(["request_id", "record_index"])
+    assert list(old.loc["old", "probability"]) == [0.0, 0.1, 0.2, 0.3, 0.4]
+    assert old.loc[("old", 3), "record_id"] == "k3" and old.loc[("old", 3), "distance"] == 103.0
+    assert old.loc[("new", 1), "decision"] == 1 and old["prediction"].isna().all()
+    assert read_predictions(url, "wine")["predicted_class"].tolist() == ["class_0", "class_2"]
+    assert read_predictions(url, "flights_minutes")["prediction"].tolist() == [-12.5]
+    # the unique record key still holds: the old records are not stored twice
+    assert count(url, "flights") == 7
+    indexes = {i["name"] for i in sa.inspect(get_engine(url)).get_indexes("prediction_log")}
+    assert {"ix_prediction_log_dataset_event_time", "ix_prediction_log_dataset_record_id"} <= indexes
+
+
+def write_every_task(url: str) -> WriterStats:
+    """Start a writer of this version on ``url`` and log a retried old request and records of every task."""
+    writer = PredictionLogWriter(url, flush_interval=0.05)
+    writer.start()
+    writer.submit(_batch(5, "old"))  # the old records again: ignored as duplicates
+    writer.submit(_batch(2, "new"))
+    writer.submit([_multiclass(0), _multiclass(1)])
+    writer.submit([_regression(0)])
+    return writer.close()
+
+
+def test_an_old_table_is_upgraded_in_place_with_its_rows_on_sqlite(tmp_path: Path) -> None:
+    # given a prediction log created by the previous version, holding rows
+    url = _sqlite_url(tmp_path / "warehouse.db")
+    create_old_table_with_rows(url)
+    # then it reads as it is before any upgrade, the task columns null
+    before = read_predictions(url, "flights")
+    assert len(before) == 5 and before["predicted_class"].isna().all()
+
+    # when a writer of this version starts on it and logs records of every task
+    stats = write_every_task(url)
+
+    # then every record is written, the old rows are kept, and the table has the new columns, nullable
+    assert (stats.written, stats.dropped, stats.write_errors) == (10, 0, 0)
+    assert_upgraded_and_working(url)
+    # and a second upgrade has nothing to do
+    from pipelines.serving.prediction_log import upgrade_table
+
+    assert upgrade_table(get_engine(url)) is False
+
+
+def test_a_failed_sqlite_upgrade_leaves_the_old_table_as_it_was(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.serving import prediction_log
+
+    # given an old prediction log with rows, and an upgrade that fails after the old table was renamed
+    url = _sqlite_url(tmp_path / "warehouse.db")
+    create_old_table_with_rows(url)
+
+    def broken_create(*_: Any, **__: Any) -> None:
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(prediction_log.prediction_log_table, "create", broken_create)
+    # when the upgrade runs, then it fails and the transaction leaves the old table, its rows and indexes
+    with pytest.raises(RuntimeError, match="disk full"):
+        prediction_log.upgrade_table(get_engine(url))
+    inspector = sa.inspect(get_engine(url))
+    assert inspector.get_table_names() == ["prediction_log"]
+    assert not {c["name"]: c for c in inspector.get_columns("prediction_log")}["probability"]["nullable"]
+    assert len(inspector.get_indexes("prediction_log")) == 2 and count(url, "flights") == 5
