@@ -278,9 +278,14 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--end", required=True)
     replay.add_argument("--batch-size", type=int, default=50, help="records per request at most (default 50)")
     replay.add_argument("--concurrency", type=int, default=4, help="requests in flight (default 4)")
-    outcomes = add("outcomes", _cmd_outcomes, "record the known outcomes of [start, end) as ground truth", run=False)
-    outcomes.add_argument("--start", required=True)
-    outcomes.add_argument("--end", required=True)
+    outcomes = add(
+        "outcomes",
+        _cmd_outcomes,
+        "record the known outcomes of [start, end) (the whole source without a time column) as ground truth",
+        run=False,
+    )
+    outcomes.add_argument("--start")
+    outcomes.add_argument("--end")
     add("live-performance", _cmd_live_performance, "live performance per model version", window=True, run=False)
     _add_monitoring_commands(add)
     _add_config_commands(sub)

@@ -260,12 +260,12 @@ def replay(
     ).to_dict()
 
 
-def record_outcomes(dataset: str, start: str | date, end: str | date, observed_at: datetime) -> Result:
-    """Record the known outcomes of ``[start, end)`` as ground truth for the logged predictions."""
+def record_outcomes(dataset: str, start: str | date | None, end: str | date | None, observed_at: datetime) -> Result:
+    """Record the known outcomes of ``[start, end)`` (the whole source without a time column) as ground truth."""
     from pipelines.monitoring.outcomes import record_outcomes as record
 
     config = dataset_config(dataset)
-    return record(config, get_settings(), _day_window(config, start, end, "recording outcomes"), observed_at).to_dict()
+    return record(config, get_settings(), resolve_window(config, start, end), observed_at).to_dict()
 
 
 def live_performance(dataset: str, start: str | date | None = None, end: str | date | None = None) -> Result:

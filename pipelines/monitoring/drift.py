@@ -2,7 +2,9 @@
 
 Two things are Evidently's here: the per-feature drift scores (its stat tests, ``wasserstein`` and
 ``jensenshannon`` by default) and the report (``DataDriftPreset`` over the counted features, ``ValueDrift`` for
-the others and for the predicted probability, ``ClassificationPreset`` on the rows whose outcome is known).
+the others and for the prediction column, ``ClassificationPreset`` or ``RegressionPreset`` on the rows whose
+outcome is known). The prediction column is the task's: the positive class's probability (binary, numeric), the
+predicted class (multiclass, categorical) or the predicted value (regression, numeric).
 What is ours is the choice of settings: per-feature thresholds calibrated on the reference's own day-to-day
 spread (a single day of weather always looks far from a season of it), which features count, the share of them
 that makes dataset drift, and a uniform sample of large windows with a stated error bound.
@@ -14,19 +16,23 @@ import json
 import logging
 import math
 import warnings
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
-from pipelines.core.config import DatasetConfig
+from pipelines.core.config import TASK_METRICS, DatasetConfig
 
 log = logging.getLogger(__name__)
 
 PROBABILITY = "probability"
+PREDICTED_CLASS = "predicted_class"
+PREDICTION = "prediction"
+PROBABILITIES = "probabilities"
 DAY = "day"
+_PREDICTION_COLUMNS = {"binary": PROBABILITY, "multiclass": PREDICTED_CLASS, "regression": PREDICTION}
 MIN_THRESHOLD = 0.01
 DKW_CONFIDENCE = 0.999
 
@@ -70,11 +76,25 @@ def feature_types(config: DatasetConfig) -> tuple[list[str], list[str]]:
     return numeric, categorical
 
 
+def prediction_column(task: str) -> str:
+    """The column holding what the model answered, in the reference and in a window: ``probability`` (binary,
+    P(positive)), ``predicted_class`` (multiclass) or ``prediction`` (regression, the value)."""
+    try:
+        return _PREDICTION_COLUMNS[task]
+    except KeyError:
+        raise ValueError(f"unknown task {task!r}; known: {', '.join(_PREDICTION_COLUMNS)}") from None
+
+
+def is_categorical(config: DatasetConfig, column: str) -> bool:
+    """Whether ``column`` (a feature or the prediction column) is compared as categories."""
+    _, categorical = feature_types(config)
+    return column in categorical or (config.task == "multiclass" and column == PREDICTED_CLASS)
+
+
 def method_of(config: DatasetConfig, column: str) -> str:
     """The Evidently stat test a column is judged by."""
-    _, categorical = feature_types(config)
     drift = config.monitoring.drift
-    return drift.cat_method if column in categorical else drift.num_method
+    return drift.cat_method if is_categorical(config, column) else drift.num_method
 
 
 def dkw_bound(rows_used: int, confidence: float = DKW_CONFIDENCE) -> float:
@@ -93,16 +113,25 @@ def sample_rows(frame: pd.DataFrame, limit: int, seed: int) -> pd.DataFrame:
     return frame.iloc[picked]
 
 
+def judged_columns(reference: pd.DataFrame, config: DatasetConfig) -> list[str]:
+    """The columns a threshold is needed for: the features, then the prediction column when ``reference`` has it."""
+    numeric, categorical = feature_types(config)
+    predicted = prediction_column(config.task)
+    return [*numeric, *categorical] + ([predicted] if predicted in reference else [])
+
+
 def drift_scores(reference: pd.DataFrame, current: pd.DataFrame, config: DatasetConfig) -> dict[str, float]:
-    """Evidently's drift score of every feature (and the probability, when both have it); NaN for an empty one."""
+    """Evidently's drift score of every feature (and the prediction column, when both have it); NaN for an empty
+    one."""
     from evidently.legacy.calculations.stattests.registry import get_stattest
     from evidently.legacy.core import ColumnType
 
     numeric, categorical = feature_types(config)
-    columns = [*numeric, *categorical] + ([PROBABILITY] if PROBABILITY in reference and PROBABILITY in current else [])
+    predicted = prediction_column(config.task)
+    columns = [*numeric, *categorical] + ([predicted] if predicted in reference and predicted in current else [])
     scores: dict[str, float] = {}
     for column in columns:
-        kind = ColumnType.Categorical if column in categorical else ColumnType.Numerical
+        kind = ColumnType.Categorical if is_categorical(config, column) else ColumnType.Numerical
         ref, cur = reference[column].dropna(), current[column].dropna()
         if cur.empty or ref.empty:
             scores[column] = math.nan
@@ -122,11 +151,11 @@ def calibrate(
 
     Every day of the champion's own training data is compared with the reference as a live window would be;
     a live window must drift further than any of them did (times the margin) to count as drifted. Without
-    calibration, every column gets the configured ``threshold``.
+    calibration, every column gets the configured ``threshold``. ``days`` may be any windows of the training
+    data (:func:`random_chunks` without a time column); the info counts them as ``days``.
     """
     drift = config.monitoring.drift
-    numeric, categorical = feature_types(config)
-    columns = [*numeric, *categorical] + ([PROBABILITY] if PROBABILITY in reference else [])
+    columns = judged_columns(reference, config)
     if not drift.calibrate:
         return {c: drift.threshold for c in columns}, {"calibrated": False, "threshold": drift.threshold}
     worst: dict[str, float] = dict.fromkeys(columns, 0.0)
@@ -146,6 +175,18 @@ def calibrate(
         "worst_day_scores": {c: round(v, 6) for c, v in worst.items()},
     }
     return thresholds, info
+
+
+def random_chunks(frame: pd.DataFrame, rows: int, limit: int, seed: int) -> list[pd.DataFrame]:
+    """Up to ``limit`` disjoint chunks of exactly ``rows`` rows, drawn at random (seeded) from ``frame``.
+
+    They stand in for days when the data has no time column: a live window of ``rows`` rows (the fewest
+    ``monitoring.min_rows`` lets through) from the same distribution as the training data scores about as far
+    from the reference as one of these chunks does.
+    """
+    count = min(limit, len(frame) // rows) if rows > 0 else 0
+    order = np.random.default_rng(seed).permutation(len(frame))
+    return [frame.iloc[np.sort(order[i * rows : (i + 1) * rows])] for i in range(count)]
 
 
 def _dataset(frame: pd.DataFrame, numeric: list[str], categorical: list[str], target: str | None) -> Any:
@@ -186,11 +227,14 @@ def drift_report(
     scored_cat = [c for c in categorical if c not in empty]
     counted_scored = [c for c in counted if c not in empty]
     # prediction drift compares the champion with itself: a window it did not answer has nothing to compare
+    predicted = prediction_column(config.task)
     with_prediction = (
-        drift.prediction_drift and PROBABILITY in used and PROBABILITY in reference and used[PROBABILITY].notna().any()
+        drift.prediction_drift and predicted in used and predicted in reference and used[predicted].notna().any()
     )
-    columns = [*scored_num, *scored_cat] + ([PROBABILITY] if with_prediction else [])
-    num_columns = scored_num + ([PROBABILITY] if with_prediction else [])
+    columns = [*scored_num, *scored_cat] + ([predicted] if with_prediction else [])
+    predicted_categorical = is_categorical(config, predicted)
+    num_columns = scored_num + ([predicted] if with_prediction and not predicted_categorical else [])
+    cat_columns = scored_cat + ([predicted] if with_prediction and predicted_categorical else [])
 
     metrics: list[Any] = []
     if counted_scored:
@@ -207,14 +251,16 @@ def drift_report(
     for column in [c for c in [*scored_num, *scored_cat] if c not in counted_scored]:
         metrics.append(ValueDrift(column=column, method=method_of(config, column), threshold=thresholds[column]))
     if with_prediction:
-        metrics.append(ValueDrift(column=PROBABILITY, method=drift.num_method, threshold=thresholds[PROBABILITY]))
+        metrics.append(
+            ValueDrift(column=predicted, method=method_of(config, predicted), threshold=thresholds[predicted])
+        )
     report = Report(metrics, include_tests=False)
     with warnings.catch_warnings():
         # a day window may hold one value of a column (precip 0 all day): Evidently's plots divide by its spread
         warnings.simplefilter("ignore", RuntimeWarning)
         snapshot = report.run(
-            current_data=_dataset(used[columns], num_columns, scored_cat, None),
-            reference_data=_dataset(reference[columns], num_columns, scored_cat, None),
+            current_data=_dataset(used[columns], num_columns, cat_columns, None),
+            reference_data=_dataset(reference[columns], num_columns, cat_columns, None),
         )
     scores = _value_drift_scores(json.loads(snapshot.json()))
     features: dict[str, FeatureDrift] = {}
@@ -227,10 +273,8 @@ def drift_report(
         features[column] = FeatureDrift(round(score, 6), threshold, score >= threshold, column in counted, method)
     prediction = None
     if with_prediction:
-        score = scores[PROBABILITY]
-        prediction = FeatureDrift(
-            round(score, 6), thresholds[PROBABILITY], score >= thresholds[PROBABILITY], False, drift.num_method
-        )
+        score, threshold = scores[predicted], thresholds[predicted]
+        prediction = FeatureDrift(round(score, 6), threshold, score >= threshold, False, method_of(config, predicted))
     drifted = [c for c in counted if features[c].drifted]
     share = len(drifted) / len(counted) if counted else 0.0
     result = DriftResult(
@@ -247,12 +291,62 @@ def drift_report(
     return result, snapshot
 
 
-def performance_report(labelled: pd.DataFrame, config: DatasetConfig) -> tuple[dict[str, float], Any]:
-    """Evidently's classification report on the live rows whose outcome is known.
+def performance_report(labelled: pd.DataFrame, config: DatasetConfig) -> tuple[dict[str, float], Any | None]:
+    """The task's live metrics on the rows whose outcome is known, and Evidently's report of them (None when
+    Evidently cannot render it).
 
-    No reference side: the champion's scores on its own training rows are in-sample, so the comparison that
-    means something is with its holdout metrics (the retraining policy's ``max_drop``).
+    Binary: Evidently's ``ClassificationPreset`` on the probability, its numbers as they are. Multiclass and
+    regression: Evidently's ``ClassificationPreset`` (per-class probabilities) or ``RegressionPreset`` renders the
+    report, and the numbers are :func:`pipelines.training.metrics.task_metrics`'s, the functions that scored the
+    holdout (Evidently's agree where both exist; only these know ``min_class_recall`` and a class unseen in
+    training), under the names of ``TASK_METRICS``. No reference side: the champion's scores on its own training
+    rows are in-sample, so the comparison that means something is with its holdout metrics (``max_drop``).
     """
+    if config.task == "binary":
+        return _binary_performance(labelled, config)
+    target = config.target.label
+    if config.task == "multiclass":
+        proba, classes = probability_matrix(labelled[PROBABILITIES])
+        labels = labelled[target].astype(str)
+        found = live_metrics("multiclass", labels, proba, classes=classes)
+        frame = pd.DataFrame(proba, columns=classes, index=labelled.index)
+        frame[target] = labels
+        frame[PREDICTED_CLASS] = np.asarray(classes, dtype=object)[proba.argmax(axis=1)] if classes else None
+        return found, _evidently_performance(frame, config, classes)
+    values = labelled[target].to_numpy(dtype=float)
+    predicted = labelled[PREDICTION].to_numpy(dtype=float)
+    found = live_metrics("regression", values, predicted)
+    frame = pd.DataFrame({target: values, PREDICTION: predicted}, index=labelled.index)
+    return found, _evidently_performance(frame, config, [])
+
+
+def live_metrics(
+    task: str, y_true: Any, predictions: np.ndarray, *, classes: Sequence[Any] = (), threshold: float = 0.5
+) -> dict[str, float]:
+    """The task's policy metrics (``TASK_METRICS`` names) of ``predictions``, the finite ones, as the holdout's."""
+    from pipelines.training.metrics import task_metrics
+
+    values = task_metrics(task, y_true, predictions, classes=classes, threshold=threshold)
+    return {
+        name: round(float(values[name]), 6)
+        for name in TASK_METRICS[task]
+        if name in values and math.isfinite(values[name])
+    }
+
+
+def probability_matrix(values: Iterable[Any]) -> tuple[np.ndarray, list[str]]:
+    """Logged multiclass probabilities (``{class: p}`` per record, as dicts or JSON text) as an ``n x k`` matrix
+    and its classes, sorted; a class missing from a record's mapping counts as 0."""
+    rows = [
+        {str(k): float(v) for k, v in (json.loads(value) if isinstance(value, str) else value or {}).items()}
+        for value in values
+    ]
+    classes = sorted({name for row in rows for name in row})
+    matrix = np.array([[row.get(name, 0.0) for name in classes] for row in rows], dtype=float)
+    return matrix.reshape(len(rows), len(classes)), classes
+
+
+def _binary_performance(labelled: pd.DataFrame, config: DatasetConfig) -> tuple[dict[str, float], Any]:
     from evidently import Report
     from evidently.presets import ClassificationPreset
 
@@ -268,6 +362,37 @@ def performance_report(labelled: pd.DataFrame, config: DatasetConfig) -> tuple[d
         if kind in names and isinstance(metric["value"], int | float) and math.isfinite(metric["value"]):
             found[names[kind]] = round(float(metric["value"]), 6)
     return found, snapshot
+
+
+def _evidently_performance(frame: pd.DataFrame, config: DatasetConfig, classes: list[str]) -> Any | None:
+    """Evidently's multiclass (``classes``: the probability columns) or regression report of ``frame``."""
+    from evidently import DataDefinition, Dataset, MulticlassClassification, Regression, Report
+    from evidently.presets import ClassificationPreset, RegressionPreset
+
+    target = config.target.label
+    if config.task == "multiclass":
+        definition = DataDefinition(
+            numerical_columns=classes,
+            categorical_columns=[target, PREDICTED_CLASS],
+            classification=[
+                MulticlassClassification(target=target, prediction_labels=PREDICTED_CLASS, prediction_probas=classes)
+            ],
+        )
+        preset: Any = ClassificationPreset()
+    else:
+        definition = DataDefinition(
+            numerical_columns=[target, PREDICTION], regression=[Regression(target=target, prediction=PREDICTION)]
+        )
+        preset = RegressionPreset()
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Report([preset], include_tests=False).run(
+                current_data=Dataset.from_pandas(frame, data_definition=definition), reference_data=None
+            )
+    except Exception as exc:  # the report is evidence; the numbers above do not depend on it
+        log.warning("Evidently could not build the %s performance report of %s: %s", config.task, config.name, exc)
+        return None
 
 
 def _value_drift_scores(report: dict[str, Any]) -> dict[str, float]:

@@ -1,9 +1,10 @@
 """``monitor``: one window of what the prediction service answered, checked against the champion's reference.
 
-The window's logged inputs and probabilities (and, where known, outcomes) go through Evidently; the HTML reports
-and a JSON summary are written to ``<home>/monitoring/<dataset>/<start>_<end>/`` and logged to the monitoring
-experiment in MLflow (one run per window, reused when the window is checked again), the key numbers as metrics
-of that run and as points of the dataset's timeline run, so the MLflow UI charts them over time. A window with
+The window's logged inputs and answers (the task's prediction column) and, where known, outcomes go through
+Evidently; a window is a range of ``event_time``, or of ``served_at`` for a dataset without a time column. The
+HTML reports and a JSON summary are written to ``<home>/monitoring/<dataset>/<start>_<end>/`` and logged to the
+monitoring experiment in MLflow (one run per window, reused when the window is checked again), the key numbers as
+metrics of that run and as points of the dataset's timeline run, so the MLflow UI charts them over time. A window with
 too few predictions gives ``insufficient_data``, never a drift alarm.
 """
 
@@ -23,7 +24,8 @@ from pipelines.core.config import DatasetConfig
 from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings
 from pipelines.monitoring import store
-from pipelines.monitoring.drift import PROBABILITY, drift_report, performance_report
+from pipelines.monitoring.drift import PREDICTED_CLASS, drift_report, performance_report, prediction_column
+from pipelines.monitoring.outcomes import labelled_predictions, log_time
 from pipelines.monitoring.reference import load_reference
 
 log = logging.getLogger(__name__)
@@ -60,28 +62,40 @@ class MonitorResult:
 
 
 def live_window(config: DatasetConfig, settings: Settings, window: Window) -> pd.DataFrame:
-    """The window's logged records: the features as the model saw them, the probability and the serving version."""
+    """The window's logged records: the features as the model saw them, the task's prediction column (see
+    :func:`pipelines.monitoring.drift.prediction_column`) and the serving version."""
     from pipelines.serving.prediction_log import read_predictions
 
-    frame = read_predictions(settings.warehouse_url, config.name, window.start_dt, window.end_dt)
-    frame = frame.rename(columns={"probability": PROBABILITY})
+    frame = read_predictions(settings.warehouse_url, config.name, window.start_dt, window.end_dt, log_time(config))
     for feature in config.features:
         values = frame[feature.name] if feature.name in frame else pd.Series(None, index=frame.index, dtype=object)
         if feature.type == "numeric":
             frame[feature.name] = pd.to_numeric(values, errors="coerce").astype("float64")
         else:
             frame[feature.name] = values.astype(object).where(values.notna(), None)
+    predicted = prediction_column(config.task)
+    values = frame[predicted] if predicted in frame else pd.Series(None, index=frame.index, dtype=object)
+    if predicted == PREDICTED_CLASS:
+        frame[predicted] = values.astype(object).where(values.notna(), None).map(lambda v: v if v is None else str(v))
+    else:
+        frame[predicted] = pd.to_numeric(values, errors="coerce").astype("float64")
     return frame
 
 
 def _trailing_outcomes(config: DatasetConfig, settings: Settings, window: Window, version: str) -> pd.DataFrame:
     """The champion's predictions with known outcomes over the ``performance_days`` ending with the window: one
     day of outcomes gives a noisy ROC AUC, and a week is what the champion's holdout score compares with."""
-    from pipelines.monitoring.outcomes import labelled_predictions
-
     start = window.end_dt - timedelta(days=config.monitoring.performance_days)
-    frame = labelled_predictions(config, settings, min(start, window.start_dt), window.end_dt, version)
-    return frame.rename(columns={"probability": PROBABILITY})
+    return labelled_predictions(config, settings, min(start, window.start_dt), window.end_dt, version)
+
+
+def _scorable(labelled: pd.DataFrame, config: DatasetConfig) -> bool:
+    """Enough known outcomes to score: ``min_labelled`` of them, and both classes (binary) or two (multiclass)."""
+    if len(labelled) < config.monitoring.min_labelled:
+        return False
+    if config.task == "binary":
+        return bool(labelled[config.target.label].nunique() == 2)
+    return config.task == "regression" or bool(labelled[config.target.label].nunique() >= 2)
 
 
 def report_dir(settings: Settings, config: DatasetConfig, window: Window) -> Path:
@@ -121,17 +135,18 @@ def monitor_window(
 
     reference = load_reference(config, settings, name, version)
     seed = config.model.seed + (window.start - EPOCH).days
-    # Prediction drift compares probabilities of the same model: only the records the champion answered.
+    # Prediction drift compares answers of the same model: only the records the champion answered.
     current = live.copy()
-    current.loc[current["model_version"] != version, PROBABILITY] = None
+    current.loc[current["model_version"] != version, prediction_column(config.task)] = None
     drift, drift_snapshot = drift_report(reference.frame, current, config, reference.thresholds, sample_seed=seed)
     drift_snapshot.save_html(str(out / "drift.html"))
     details: dict[str, Any] = {"drift": drift.to_dict(), "reference": reference.info}
     live_metrics: dict[str, float] = {}
     days = config.monitoring.performance_days
-    if len(labelled) >= config.monitoring.min_labelled and labelled[config.target.label].nunique() == 2:
+    if _scorable(labelled, config):
         live_metrics, perf_snapshot = performance_report(labelled, config)
-        perf_snapshot.save_html(str(out / "performance.html"))
+        if perf_snapshot is not None:
+            perf_snapshot.save_html(str(out / "performance.html"))
         details["performance"] = {"days": days, "labelled": len(labelled), **live_metrics}
     else:
         details["performance_skipped"] = (

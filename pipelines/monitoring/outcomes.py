@@ -2,16 +2,20 @@
 
 Outcomes arrive later than predictions (a flight lands hours after it was scored). ``record_outcomes`` labels the
 source rows of a window (read only) with the dataset's target and stores them in ``ground_truth``, keyed by the
-same record id the predictions carry (the dataset's key column, or the key derived from the row's content).
-``live_performance`` joins the prediction log with it in SQL and scores each model version on the records whose
-outcome is known.
+same record id the predictions carry (the dataset's key column, or the key derived from the row's content). The
+outcome goes in the task's column: ``label`` (binary, 0/1), ``label_class`` (multiclass, the class as text) or
+``label_value`` (regression). ``live_performance`` joins the prediction log with it in SQL and scores each model
+version on the records whose outcome is known, with the task's metrics (those of the holdout).
+
+A ``ground_truth`` table of an older version (binary only: ``label`` NOT NULL, no ``label_class``/``label_value``)
+is upgraded in place the first time it is used, its rows kept (:func:`upgrade_table`).
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -28,8 +32,9 @@ from pipelines.core.settings import Settings
 from pipelines.core.warehouse import get_engine, table_exists
 from pipelines.data.features import build_target
 from pipelines.data.sources import read_source, source_description
+from pipelines.monitoring.drift import PREDICTED_CLASS, PREDICTION, PROBABILITIES, live_metrics, probability_matrix
 from pipelines.serving.prediction_log import TABLE as PREDICTION_LOG_TABLE
-from pipelines.serving.prediction_log import log_filter, prediction_log_table, version_sort_key
+from pipelines.serving.prediction_log import LogTime, log_filter, prediction_log_table, version_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -43,10 +48,17 @@ ground_truth_table = sa.Table(
     sa.Column("dataset", sa.String(64), primary_key=True),
     sa.Column("record_id", sa.String(200), primary_key=True),
     sa.Column("event_time", sa.DateTime, nullable=False),
-    sa.Column("label", sa.Integer, nullable=False),
+    sa.Column("label", sa.Integer, nullable=True),
+    sa.Column("label_class", sa.String(200), nullable=True),
+    sa.Column("label_value", sa.Float, nullable=True),
     sa.Column("observed_at", sa.DateTime(timezone=True), nullable=False),
     sa.Index("ix_ground_truth_dataset_event_time", "dataset", "event_time"),
 )
+# The column holding each task's outcome; the other two stay null.
+LABEL_COLUMNS = {"binary": "label", "multiclass": "label_class", "regression": "label_value"}
+# Columns added after the first version of the table (binary only), and the one that became nullable then.
+TASK_COLUMNS = ("label_class", "label_value")
+NULLABLE_SINCE_TASKS = ("label",)
 
 
 @dataclass(frozen=True)
@@ -66,7 +78,11 @@ class OutcomeResult:
 
 @dataclass(frozen=True)
 class VersionPerformance:
-    """One model version on live traffic: how much it served and, on the labelled part, how well."""
+    """One model version on live traffic: how much it served and, on the labelled part, how well.
+
+    ``metrics``: the task's metrics (``TASK_METRICS`` names, as on the holdout) for every task; the named
+    attributes are the binary ones (None for the other tasks), precision/recall/F1 of the logged decisions.
+    """
 
     dataset: str
     model_version: str
@@ -79,24 +95,26 @@ class VersionPerformance:
     precision: float | None = None
     recall: float | None = None
     f1: float | None = None
+    metrics: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
 
-def record_outcomes(config: DatasetConfig, settings: Settings, window: Window, observed_at: datetime) -> OutcomeResult:
+def record_outcomes(
+    config: DatasetConfig, settings: Settings, window: Window | None, observed_at: datetime
+) -> OutcomeResult:
     """Store the known outcomes of the window's source rows (read only); re-running a window replaces it, never
-    duplicates. Records are keyed by ``config.key_name`` (the key column, or the key derived from row content)."""
-    if config.time_column is None:
-        raise ConfigError(f"dataset {config.name!r}: outcomes need source.time_column (a window of events)")
-    if config.task != "binary":
-        raise ConfigError(
-            f"dataset {config.name!r}: live outcomes are stored for binary targets only so far "
-            f"(ground_truth.label is the 0/1 class); a {config.task} target's outcomes are not recorded"
-        )
+    duplicates. Records are keyed by ``config.key_name`` (the key column, or the key derived from row content).
+
+    A dataset without a time column has no windows: every labelled row of the source is stored, with
+    ``observed_at`` as its event time, replacing the dataset's earlier outcomes.
+    """
+    if config.time_column is not None and window is None:
+        raise ConfigError(f"dataset {config.name!r}: name the window of events whose outcomes to record")
     engine = get_engine(settings.warehouse_url)
-    time_col, key_col, where = config.time_column, config.key_name, source_description(config)
-    frame = read_source(config, settings, window)
+    key_col, where = config.key_name, source_description(config)
+    frame = read_source(config, settings, window if config.time_column else None)
     target, known = build_target(frame, config)
     keys = _record_ids(frame[key_col])
     has_key = keys.notna()
@@ -109,10 +127,15 @@ def record_outcomes(config: DatasetConfig, settings: Settings, window: Window, o
             key_col,
         )
     stored = known & has_key
+    observed = observed_at.replace(tzinfo=UTC) if observed_at.tzinfo is None else observed_at.astimezone(UTC)
     labels = pd.DataFrame(
         {
             "record_id": keys[stored],
-            "event_time": pd.to_datetime(frame.loc[stored, time_col]),
+            "event_time": (
+                pd.to_datetime(frame.loc[stored, config.time_column])
+                if config.time_column
+                else pd.Series(pd.Timestamp(observed.replace(tzinfo=None)), index=frame.index[stored])
+            ),
             "label": target[stored],
         }
     )
@@ -126,25 +149,30 @@ def record_outcomes(config: DatasetConfig, settings: Settings, window: Window, o
             where,
         )
         labels = labels.loc[~duplicated]
-    observed = observed_at.replace(tzinfo=UTC) if observed_at.tzinfo is None else observed_at.astimezone(UTC)
+    column, convert = LABEL_COLUMNS[config.task], _LABEL_TYPES[config.task]
+    empty = dict.fromkeys(LABEL_COLUMNS.values())
     rows = [
         {
             "dataset": config.name,
             "record_id": key,
             "event_time": _naive(ts),
-            "label": int(label),
+            **empty,
+            column: convert(label),
             "observed_at": observed,
         }
         for key, ts, label in zip(labels["record_id"], labels["event_time"], labels["label"], strict=True)
     ]
-    _metadata.create_all(engine, tables=[ground_truth_table])
+    create_table(engine)
     table = ground_truth_table
     with engine.begin() as conn:
         deleted = conn.execute(
             sa.delete(table).where(
                 table.c.dataset == config.name,
-                table.c.event_time >= window.start_dt,
-                table.c.event_time < window.end_dt,
+                *(
+                    (table.c.event_time >= window.start_dt, table.c.event_time < window.end_dt)
+                    if window is not None and config.time_column
+                    else ()
+                ),
             )
         ).rowcount
         statement = _upsert_statement(engine.dialect.name)
@@ -156,7 +184,7 @@ def record_outcomes(config: DatasetConfig, settings: Settings, window: Window, o
         log.info("replaced %d ground-truth rows of %s in %s", deleted, config.name, window)
     result = OutcomeResult(
         dataset=config.name,
-        window=str(window),
+        window=str(window) if window is not None and config.time_column else "whole source",
         rows=len(frame),
         labelled=len(rows),
         without_outcome=int((~known).sum()),
@@ -177,29 +205,23 @@ def record_outcomes(config: DatasetConfig, settings: Settings, window: Window, o
 def live_performance(
     config: DatasetConfig, settings: Settings, start: datetime | None = None, end: datetime | None = None
 ) -> list[VersionPerformance]:
-    """Per model version: logged predictions (event time in ``[start, end)`` when given) scored on ground truth."""
+    """Per model version: logged predictions (in ``[start, end)`` of event time, or of serving time without a time
+    column, when given) scored on ground truth with the task's metrics."""
     engine = get_engine(settings.warehouse_url)
     if not table_exists(engine, PREDICTION_LOG_TABLE):
         return []
-    _metadata.create_all(engine, tables=[ground_truth_table])
-    log_t, truth = prediction_log_table, ground_truth_table
-    where = log_filter(config.name, start, end)
+    create_table(engine)
+    log_t = prediction_log_table
+    where = log_filter(config.name, start, end, log_time(config))
     served_query = sa.select(log_t.c.model_version, sa.func.count()).where(*where).group_by(log_t.c.model_version)
-    labelled_query = (
-        sa.select(log_t.c.model_version, log_t.c.probability, log_t.c.decision, truth.c.label)
-        .select_from(
-            log_t.join(truth, sa.and_(truth.c.dataset == log_t.c.dataset, truth.c.record_id == log_t.c.record_id))
-        )
-        .where(*where)
-    )
+    answers = _ANSWER_COLUMNS[config.task]
+    labelled_query = _joined([log_t.c.model_version, *(log_t.c[c] for c in answers)], config).where(*where)
     with engine.connect() as conn:
         served = {version: int(n) for version, n in conn.execute(served_query).all()}
-        joined = pd.DataFrame(
-            conn.execute(labelled_query).all(), columns=["model_version", "probability", "decision", "label"]
-        )
+        joined = pd.DataFrame(conn.execute(labelled_query).all(), columns=["model_version", *answers, "label"])
     by_version = {str(version): group for version, group in joined.groupby("model_version", sort=False)}
     return [
-        _score(config.name, version, served[version], by_version.get(version))
+        _score(config, version, served[version], by_version.get(version))
         for version in sorted(served, key=version_sort_key)
     ]
 
@@ -207,27 +229,62 @@ def live_performance(
 def labelled_predictions(
     config: DatasetConfig, settings: Settings, start: datetime, end: datetime, version: str
 ) -> pd.DataFrame:
-    """Probability and known outcome of every record ``version`` answered with event time in ``[start, end)``."""
+    """What ``version`` answered, and the known outcome (column ``target.label``), for every record in
+    ``[start, end)`` (event time, or serving time without a time column): ``probability`` (binary),
+    ``predicted_class`` and ``probabilities`` (multiclass) or ``prediction`` (regression)."""
     engine = get_engine(settings.warehouse_url)
-    columns = ["probability", config.target.label]
+    answers = _ANSWER_COLUMNS[config.task]
+    columns = [*answers, config.target.label]
     if not table_exists(engine, PREDICTION_LOG_TABLE):
         return pd.DataFrame(columns=columns)
-    _metadata.create_all(engine, tables=[ground_truth_table])
-    log_t, truth = prediction_log_table, ground_truth_table
-    query = (
-        sa.select(log_t.c.probability, truth.c.label)
-        .select_from(
-            log_t.join(truth, sa.and_(truth.c.dataset == log_t.c.dataset, truth.c.record_id == log_t.c.record_id))
-        )
-        .where(*log_filter(config.name, start, end), log_t.c.model_version == version)
+    create_table(engine)
+    log_t = prediction_log_table
+    query = _joined([log_t.c[c] for c in answers], config).where(
+        *log_filter(config.name, start, end, log_time(config)), log_t.c.model_version == version
     )
     with engine.connect() as conn:
         return pd.DataFrame(conn.execute(query).all(), columns=columns)
 
 
-def _score(dataset: str, version: str, predictions: int, labelled: pd.DataFrame | None) -> VersionPerformance:
+# What each task's prediction log rows answer (the columns scored against the outcome).
+_ANSWER_COLUMNS = {
+    "binary": ["probability", "decision"],
+    "multiclass": [PREDICTED_CLASS, PROBABILITIES],
+    "regression": [PREDICTION],
+}
+_LABEL_TYPES: dict[str, Any] = {"binary": int, "multiclass": str, "regression": float}
+
+
+def log_time(config: DatasetConfig) -> LogTime:
+    """The prediction log's time a window ranges over: the event's, or the serving time without a time column."""
+    return "event_time" if config.time_column is not None else "served_at"
+
+
+def _joined(selected: list[Any], config: DatasetConfig) -> sa.Select[Any]:
+    """SELECT ``selected`` and the task's outcome column from the prediction log joined to its known outcomes."""
+    log_t, truth = prediction_log_table, ground_truth_table
+    label = truth.c[LABEL_COLUMNS[config.task]]
+    return (
+        sa.select(*selected, label)
+        .select_from(
+            log_t.join(truth, sa.and_(truth.c.dataset == log_t.c.dataset, truth.c.record_id == log_t.c.record_id))
+        )
+        .where(label.is_not(None))
+    )
+
+
+def _score(config: DatasetConfig, version: str, predictions: int, labelled: pd.DataFrame | None) -> VersionPerformance:
+    dataset = config.name
     if labelled is None or labelled.empty:
         return VersionPerformance(dataset=dataset, model_version=version, predictions=predictions, labelled=0)
+    if config.task == "multiclass":
+        proba, classes = probability_matrix(labelled[PROBABILITIES])
+        metrics = live_metrics("multiclass", labelled["label"].astype(str), proba, classes=classes)
+        return VersionPerformance(dataset, version, predictions, len(labelled), metrics=metrics)
+    if config.task == "regression":
+        y_value = labelled["label"].to_numpy(dtype=np.float64)
+        metrics = live_metrics("regression", y_value, labelled[PREDICTION].to_numpy(dtype=np.float64))
+        return VersionPerformance(dataset, version, predictions, len(labelled), metrics=metrics)
     y = labelled["label"].to_numpy(dtype=np.int64)
     p = labelled["probability"].to_numpy(dtype=np.float64)
     d = labelled["decision"].to_numpy(dtype=np.int64)
@@ -243,7 +300,84 @@ def _score(dataset: str, version: str, predictions: int, labelled: pd.DataFrame 
         precision=float(precision_score(y, d, labels=[0, 1], zero_division=0)),
         recall=float(recall_score(y, d, labels=[0, 1], zero_division=0)),
         f1=float(f1_score(y, d, labels=[0, 1], zero_division=0)),
+        metrics=live_metrics("binary", y, p, threshold=config.model.threshold),
     )
+
+
+def create_table(engine: sa.Engine) -> None:
+    """Create the ground-truth table if it does not exist; upgrade an older one in place."""
+    _metadata.create_all(engine, tables=[ground_truth_table])
+    upgrade_table(engine)
+
+
+def _needs_upgrade(inspector: Any) -> bool:
+    columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
+    missing = [name for name in TASK_COLUMNS if name not in columns]
+    not_null = [name for name in NULLABLE_SINCE_TASKS if name in columns and not columns[name]["nullable"]]
+    return bool(missing or not_null)
+
+
+def upgrade_table(engine: sa.Engine) -> bool:
+    """Bring a ground-truth table of an older version up to this one, its rows kept: add ``label_class`` and
+    ``label_value`` and drop NOT NULL from ``label``. PostgreSQL alters in place; SQLite cannot alter a column, so
+    the table is rebuilt in one transaction. Whether it changed anything; safe from several processes at once."""
+    if not _needs_upgrade(sa.inspect(engine)):
+        return False
+    changed = _rebuild_sqlite(engine) if engine.dialect.name == "sqlite" else _alter_in_place(engine)
+    if changed:
+        log.info(
+            "upgraded table %s: outcome columns of every task (%s), label nullable", TABLE, ", ".join(TASK_COLUMNS)
+        )
+    return changed
+
+
+def _alter_in_place(engine: sa.Engine) -> bool:
+    """ALTER TABLE ... ADD COLUMN / ALTER COLUMN ... DROP NOT NULL, under a table lock on PostgreSQL."""
+    preparer = engine.dialect.identifier_preparer
+    table = preparer.quote(TABLE)
+    with engine.begin() as conn:
+        if engine.dialect.name == "postgresql":  # one upgrade at a time; the others find it done
+            conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+        inspector = sa.inspect(conn)
+        if not _needs_upgrade(inspector):
+            return False
+        columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
+        for name in TASK_COLUMNS:
+            if name not in columns:
+                kind = ground_truth_table.c[name].type.compile(dialect=engine.dialect)
+                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {preparer.quote(name)} {kind}")
+        for name in NULLABLE_SINCE_TASKS:
+            if not columns[name]["nullable"]:
+                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {preparer.quote(name)} DROP NOT NULL")
+    return True
+
+
+def _rebuild_sqlite(engine: sa.Engine) -> bool:
+    """SQLite: rename the old table, create the new one (and its index), copy the rows, drop the old one, in one
+    immediate transaction (it holds the write lock: a concurrent upgrade waits, then finds it done); any failure
+    rolls all of it back."""
+    old = f"{TABLE}__before_upgrade"
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+        conn.exec_driver_sql("BEGIN IMMEDIATE")
+        try:
+            inspector = sa.inspect(conn)
+            if not _needs_upgrade(inspector):
+                conn.exec_driver_sql("ROLLBACK")
+                return False
+            kept = [c["name"] for c in inspector.get_columns(TABLE) if c["name"] in ground_truth_table.c]
+            indexes = [i["name"] for i in inspector.get_indexes(TABLE) if i["name"]]
+            conn.exec_driver_sql(f'ALTER TABLE "{TABLE}" RENAME TO "{old}"')
+            for index in indexes:  # index names are global in SQLite: the new table's must be free
+                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index}"')
+            ground_truth_table.create(conn)
+            listed = ", ".join(f'"{name}"' for name in kept)
+            conn.exec_driver_sql(f'INSERT INTO "{TABLE}" ({listed}) SELECT {listed} FROM "{old}"')
+            conn.exec_driver_sql(f'DROP TABLE "{old}"')
+            conn.exec_driver_sql("COMMIT")
+        except BaseException:
+            conn.exec_driver_sql("ROLLBACK")
+            raise
+    return True
 
 
 def _record_ids(keys: pd.Series) -> pd.Series:
@@ -272,7 +406,11 @@ def _upsert_statement(dialect: str) -> sa.Insert:
 
 
 def _replaced(excluded: Any) -> dict[str, Any]:
-    return {"event_time": excluded.event_time, "label": excluded.label, "observed_at": excluded.observed_at}
+    return {
+        "event_time": excluded.event_time,
+        **{column: excluded[column] for column in LABEL_COLUMNS.values()},
+        "observed_at": excluded.observed_at,
+    }
 
 
 def _chunks(rows: list[dict[str, Any]], size: int) -> Iterator[list[dict[str, Any]]]:

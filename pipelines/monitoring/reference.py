@@ -1,8 +1,11 @@
 """The champion's monitoring reference: its own training snapshot, scored by itself, with calibrated thresholds.
 
 Prepared once per model version, when it is deployed (``record_reference``): the snapshot's rows with a known
-outcome become features + target + the model's probability, sampled uniformly to ``drift.reference_rows``; the
-per-feature drift thresholds are calibrated on the snapshot's days. Both are logged as artifacts of the version's
+outcome become features + target + the model's prediction (:func:`pipelines.monitoring.drift.prediction_column`:
+the positive class's probability, the predicted class or the predicted value, as the task has it), sampled
+uniformly to ``drift.reference_rows``; the per-feature drift thresholds are calibrated on the snapshot's days, or,
+without a time column, on equal-size seeded random chunks of it (see :func:`build_reference`). Both are logged as
+artifacts of the version's
 training run (``monitoring/``) and tagged on the version, so any worker can fetch them; a local copy under
 ``<home>/monitoring/<dataset>/reference/v<version>/`` saves the download.
 """
@@ -17,13 +20,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from pipelines.core import registry
 from pipelines.core.config import DatasetConfig
-from pipelines.core.errors import NotFoundError, PipelineError
+from pipelines.core.errors import NotFoundError
 from pipelines.core.settings import Settings
-from pipelines.monitoring.drift import DAY, PROBABILITY, calibrate, sample_rows
+from pipelines.monitoring.drift import (
+    DAY,
+    calibrate,
+    judged_columns,
+    prediction_column,
+    random_chunks,
+    sample_rows,
+)
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +42,10 @@ ARTIFACT_DIR = "monitoring"
 FRAME_FILE = "reference.parquet"
 INFO_FILE = "reference.json"
 TAG = "monitoring.reference"
+# Without a time column: at most this many random chunks stand in for the days of the calibration.
+CALIBRATION_CHUNKS = 30
+# Fewer chunks than this make no spread to calibrate on: the fixed threshold applies.
+MIN_CALIBRATION_CHUNKS = 5
 
 
 @dataclass(frozen=True)
@@ -48,50 +63,94 @@ def local_dir(settings: Settings, config: DatasetConfig, version: str) -> Path:
     return settings.home / "monitoring" / config.name / "reference" / f"v{version}"
 
 
-def data_time_missing(config: DatasetConfig) -> bool:
-    """Whether the dataset has no time column (its monitoring windows cannot be calibrated by day)."""
-    return config.time_column is None
+def model_predictions(model: Any, features: pd.DataFrame, task: str) -> np.ndarray:
+    """What the model answers for ``features``, as the prediction log holds it: P(positive) (binary), the class
+    of highest probability, as text (multiclass), or the predicted value (regression)."""
+    from pipelines.training.modeling import model_classes, predictions
+
+    predicted = predictions(model, features, task)
+    if task != "multiclass":
+        return predicted
+    classes = np.asarray([str(c) for c in model_classes(model)], dtype=object)
+    chosen: np.ndarray = classes[predicted.argmax(axis=1)]
+    return chosen
 
 
 def build_reference(config: DatasetConfig, model: Any, snapshot: pd.DataFrame, version: str) -> Reference:
-    """Score the snapshot's labelled rows with ``model``, sample them and calibrate the thresholds on its days."""
+    """Score the snapshot's labelled rows with ``model``, sample them and calibrate the drift thresholds.
+
+    With a time column, the thresholds are calibrated on the snapshot's days, as live windows are days. Without
+    one, live windows are days of serving (``served_at``) whose rows come from anywhere in the data: the days of
+    the calibration are replaced by up to ``CALIBRATION_CHUNKS`` disjoint random chunks of ``monitoring.min_rows``
+    rows each (seeded by ``model.seed``), the smallest window monitoring judges. When the snapshot holds fewer than
+    ``MIN_CALIBRATION_CHUNKS`` such chunks, every column gets the fixed ``drift.threshold``. The info says which
+    (``calibration.by``: ``day``, ``random_chunks`` or ``fixed``).
+    """
     from pipelines.data.features import prepare
 
-    if config.task != "binary" or data_time_missing(config):
-        raise PipelineError(
-            f"dataset {config.name!r}: drift monitoring against a reference is built for binary targets with a time "
-            f"column; {config.task} without daily windows is not monitored yet"
-        )
     data = prepare(snapshot, config)
-    assert data.time is not None
     frame = data.features.copy()
-    frame[config.target.label] = data.target.to_numpy()
-    frame[PROBABILITY] = model.predict_proba(data.features)[:, 1]
-    frame[DAY] = data.time.dt.normalize().to_numpy()
+    target = config.target.label
+    frame[target] = data.target.to_numpy()
+    frame[prediction_column(config.task)] = model_predictions(model, data.features, config.task)
+    if data.time is not None:
+        frame[DAY] = data.time.dt.normalize().to_numpy()
     drift = config.monitoring.drift
     sample = sample_rows(frame, drift.reference_rows, config.model.seed).reset_index(drop=True)
-    days = (group for _, group in frame.groupby(DAY, sort=True))
-    thresholds, calibration = calibrate(sample, days, config)
-    info = {
-        "version": version,
-        "rows": len(frame),
-        "rows_kept": len(sample),
-        "first_day": str(frame[DAY].min().date()),
-        "last_day": str(frame[DAY].max().date()),
-        "positive_rate": round(float(frame[config.target.label].mean()), 6),
-        "calibration": calibration,
-        "thresholds": thresholds,
-    }
+    thresholds, calibration = _calibrate(sample, frame, config)
+    info: dict[str, Any] = {"version": version, "task": config.task, "rows": len(frame), "rows_kept": len(sample)}
+    if data.time is not None:
+        info["first_day"] = str(frame[DAY].min().date())
+        info["last_day"] = str(frame[DAY].max().date())
+    info.update(_target_summary(frame[target], config.task))
+    info.update(
+        {"prediction_column": prediction_column(config.task), "calibration": calibration, "thresholds": thresholds}
+    )
     log.info(
-        "reference for v%s: %d of %d rows, %s..%s; thresholds %s",
+        "reference for v%s: %d of %d rows%s; thresholds (%s) %s",
         version,
         len(sample),
         len(frame),
-        info["first_day"],
-        info["last_day"],
+        f", {info['first_day']}..{info['last_day']}" if data.time is not None else "",
+        calibration["by"],
         ", ".join(f"{k} {v:.3g}" for k, v in thresholds.items()),
     )
     return Reference(version=version, frame=sample, thresholds=thresholds, info=info)
+
+
+def _calibrate(
+    sample: pd.DataFrame, frame: pd.DataFrame, config: DatasetConfig
+) -> tuple[dict[str, float], dict[str, Any]]:
+    """Thresholds calibrated by day (time column), by random chunks, or fixed (see :func:`build_reference`)."""
+    drift = config.monitoring.drift
+    if DAY in frame or not drift.calibrate:
+        days = (group for _, group in frame.groupby(DAY, sort=True)) if DAY in frame else iter(())
+        thresholds, info = calibrate(sample, days, config)
+        return thresholds, {**info, "by": "day" if info["calibrated"] else "fixed"}
+    rows = config.monitoring.min_rows
+    chunks = random_chunks(frame, rows, CALIBRATION_CHUNKS, config.model.seed)
+    if len(chunks) < MIN_CALIBRATION_CHUNKS:
+        reason = (
+            f"no time column, and {len(frame)} labelled rows make {len(chunks)} chunks of {rows} rows "
+            f"(monitoring.min_rows), fewer than the {MIN_CALIBRATION_CHUNKS} a calibration needs"
+        )
+        log.warning("dataset %s: %s; the fixed threshold %s applies", config.name, reason, drift.threshold)
+        thresholds = dict.fromkeys(judged_columns(sample, config), drift.threshold)
+        return thresholds, {"calibrated": False, "by": "fixed", "threshold": drift.threshold, "reason": reason}
+    thresholds, info = calibrate(sample, chunks, config)
+    info = {k: v for k, v in info.items() if k != "days"}
+    return thresholds, {**info, "by": "random_chunks", "chunks": len(chunks), "chunk_rows": rows}
+
+
+def _target_summary(target: pd.Series, task: str) -> dict[str, Any]:
+    """What the reference's outcomes look like: the positive rate, the class shares, or the value's spread."""
+    if task == "binary":
+        return {"positive_rate": round(float(target.mean()), 6)}
+    if task == "multiclass":
+        shares = target.astype(str).value_counts(normalize=True).sort_index()
+        return {"class_shares": {str(k): round(float(v), 6) for k, v in shares.items()}}
+    values = target.astype(float)
+    return {"target_mean": round(float(values.mean()), 6), "target_std": round(float(values.std()), 6)}
 
 
 def _write(reference: Reference, folder: Path) -> None:

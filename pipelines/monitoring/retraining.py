@@ -4,6 +4,8 @@ Every rule is evaluated and gives reason lines, whatever the other rules say, ea
 ``TRIGGER`` / ``NO TRIGGER`` for what calls for retraining (drift, live performance), ``BLOCK`` / ``OK`` for what
 stops it. A line reads ``<PREFIX> <head>: <details>``; :meth:`RetrainingDecision.summary` joins the heads. Dates
 are data time (window ends), never the wall clock, so a replay or a backfill decides as the original run did.
+Live metrics are compared by name with their bounds and the champion's holdout metrics, each in its own direction
+(``LOWER_IS_BETTER``: log_loss, brier, rmse, mae), so the rules apply to every task's metrics alike.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class WindowResult:
     status: Literal["ok", "drift", "insufficient_data"]
     champion_version: str  # the version that was champion (and served) during the window
     drift_share: float | None = None  # share of counted features that drifted
-    live_metrics: dict[str, float] = field(default_factory=dict)  # e.g. {"roc_auc": 0.68}; empty: too few outcomes
+    live_metrics: dict[str, float] = field(default_factory=dict)  # {"roc_auc": 0.68}, {"mae": 31.2}; empty: no outcomes
     evidence_url: str = ""  # link to the report (MLflow run)
 
 
@@ -50,7 +52,7 @@ class TrainingState:
 
     now: date  # end of the window being decided on (data time; never the wall clock)
     champion_version: str | None
-    champion_metrics: dict[str, float]  # the champion's holdout metrics by name (roc_auc, log_loss...)
+    champion_metrics: dict[str, float]  # the champion's holdout metrics by name (roc_auc, accuracy, rmse...)
     active_training_runs: int  # queued or running training DAG runs
     awaiting_approval: list[str]  # candidate versions waiting for a person's decision
     retrainings: list[Retraining]  # past triggered retrainings, any order

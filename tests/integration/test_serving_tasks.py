@@ -67,7 +67,14 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[StackSettings]:
     root = tmp_path_factory.mktemp("serving-tasks")
     datasets = root / "datasets"
     datasets.mkdir()
-    _copy(datasets, "wine", WINE, WINE_MODEL, source={"path": "{home}/sources/wine_serving.parquet"})
+    _copy(
+        datasets,
+        "wine",
+        WINE,
+        WINE_MODEL,
+        source={"path": "{home}/sources/wine_serving.parquet"},
+        monitoring={"min_rows": 50, "min_labelled": 50},  # the wine requests below: one per bottle of the sample
+    )
     _copy(datasets, "flights_minutes", MINUTES, MINUTES_MODEL, window={"start": "2013-01-01", "end": "2013-01-15"})
     stack = make_stack_settings(root / "runtime", datasets)
     stack.home.mkdir(parents=True, exist_ok=True)
@@ -186,6 +193,32 @@ def test_a_multiclass_model_answers_with_its_class_and_every_probability(
     assert logged["record_id"].tolist() == wine.ids and logged["event_time"].isna().all()
     assert logged[["probability", "decision", "prediction"]].isna().all().all()
     assert logged.loc[0, "alcohol"] == wine.features.loc[0, "alcohol"]
+
+
+def test_a_dataset_without_time_gets_outcomes_live_performance_and_monitoring_by_serving_time(
+    stack: StackSettings, trained: dict[str, Trained], served: dict[str, str]
+) -> None:
+    wine, url = trained[WINE], served[WINE]
+    # given every wine of the sample scored by the service (its ids: the keys derived from each row's content)
+    _predict(url, {"records": _records(wine.features), "ids": wine.ids, "request_id": "wine-monitored"})
+    _logged(stack, url, WINE, by="served_at")
+    now = datetime.now(UTC)
+    with pointed_at(stack, serving_url=""):
+        # when the outcomes of the whole source are recorded (no time column: no window)
+        outcomes = steps.record_outcomes(WINE, None, None, now)
+        # then every labelled bottle is stored, and live performance joins them to the answers by row key
+        assert outcomes["labelled"] == 178 and outcomes["window"] == "whole source"
+        (version,) = steps.live_performance(WINE)["versions"]
+        assert version["model_version"] == "1" and version["labelled"] == version["predictions"] >= len(wine.ids)
+        assert {"accuracy", "f1_macro", "log_loss", "min_class_recall"} <= set(version["metrics"])
+        assert version["metrics"]["accuracy"] > 0.8 and version["roc_auc"] is None
+        # and monitoring checks the day the requests were served, with the multiclass live metrics
+        today = now.date()
+        run = RunContext(dag_id="test_serving_tasks", run_id="monitor_wine", reason="test")
+        checked = steps.monitor(WINE, run, today, today + timedelta(days=1), now)
+    assert checked["status"] in {"ok", "drift"}, checked["message"]
+    assert checked["rows"] >= len(wine.ids) and checked["labelled"] >= 50
+    assert checked["prediction_drift"] is not None and checked["live_metrics"]["accuracy"] > 0.8
 
 
 def test_a_regression_model_answers_with_its_value(

@@ -269,3 +269,234 @@ def test_live_performance_is_empty_without_a_prediction_log(
 ) -> None:
     # given a warehouse where nothing was served, then there is nothing to report
     assert live_performance(flights_config, isolated_settings) == []
+
+
+# Every task: the outcome in its own column, scored with the task's metrics; the table of an older version upgraded.
+
+
+def task_config(flights_config: DatasetConfig, task: str) -> DatasetConfig:
+    """The flights rows with another task: the arrival delay in minutes (regression, the shipped flights_minutes)
+    or the origin airport (multiclass, ``flights_origin``: origin is no longer a feature)."""
+    if task == "regression":
+        return load_config_file(REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights_minutes.yaml")
+    raw = flights_config.model_dump(mode="json", exclude_unset=True)
+    raw["model"].pop("threshold")
+    raw.update(
+        name="flights_origin",
+        target={"task": "multiclass", "column": "origin"},
+        features=[f for f in raw["features"] if f["name"] != "origin"],
+        slices=["carrier"],
+        gate={},
+        retraining={},
+    )
+    return DatasetConfig.model_validate(raw)
+
+
+def insert_predictions(url: str, config: DatasetConfig, frame: pd.DataFrame, version: str, answers: dict) -> None:
+    """Log one record per row of ``frame`` as the service does for the task (``answers``: column -> values)."""
+    from pipelines.serving.prediction_log import create_table, prediction_log_table
+
+    engine = get_engine(url)
+    create_table(engine)
+    rows = [
+        {
+            "dataset": config.name,
+            "request_id": f"{config.name}-{version}",
+            "record_index": i,
+            "record_id": str(key),
+            "served_at": OBSERVED_AT,
+            "event_time": ts.to_pydatetime(),
+            "model_name": config.model.registered_name,
+            "model_version": version,
+            "features": {"carrier": carrier},
+            **{column: values[i] for column, values in answers.items()},
+        }
+        for i, (key, ts, carrier) in enumerate(
+            zip(frame["flight_id"], frame["sched_dep"], frame["carrier"], strict=True)
+        )
+    ]
+    with engine.begin() as conn:
+        conn.execute(sa.insert(prediction_log_table), rows)
+
+
+def test_each_task_stores_its_outcome_in_its_own_column(
+    flights_config: DatasetConfig, isolated_settings: Settings, flights_days: pd.DataFrame
+) -> None:
+    # given three days of flights in the warehouse
+    seed(flights_config, isolated_settings, DAYS, source=flights_days)
+    minutes, origin = task_config(flights_config, "regression"), task_config(flights_config, "multiclass")
+
+    # when the outcomes of the first two days are recorded for the binary, regression and multiclass datasets
+    for config in (flights_config, minutes, origin):
+        record_outcomes(config, isolated_settings, LABELLED, OBSERVED_AT)
+
+    # then each dataset's outcomes are in the column of its task, the other two null
+    truth = stored_truth(isolated_settings.warehouse_url)
+    days = flights_days.loc[flights_days["sched_dep"] < LABELLED.end_dt]
+    window = days.loc[days["arr_delay"].notna()]  # the arrival delay is unknown for cancelled flights, not the origin
+    by_dataset = {name: rows.set_index("record_id") for name, rows in truth.groupby("dataset")}
+    assert {name: len(rows) for name, rows in by_dataset.items()} == {
+        "flights": len(window),
+        "flights_minutes": len(window),
+        "flights_origin": len(days),
+    }
+    delays = dict(zip(window["flight_id"].astype(str), window["arr_delay"], strict=True))
+    origins = dict(zip(days["flight_id"].astype(str), days["origin"], strict=True))
+    regression = by_dataset["flights_minutes"]
+    assert regression["label_value"].to_dict() == delays
+    assert regression["label"].isna().all() and regression["label_class"].isna().all()
+    multiclass = by_dataset["flights_origin"]
+    assert multiclass["label_class"].to_dict() == origins
+    assert multiclass["label"].isna().all() and multiclass["label_value"].isna().all()
+    binary = by_dataset["flights"]
+    assert binary["label"].to_dict() == {str(k): v for k, v in labels_of(window, flights_config).items()}
+    assert binary["label_class"].isna().all() and binary["label_value"].isna().all()
+
+
+def test_live_performance_of_regression_and_multiclass_uses_the_holdout_metrics(
+    flights_config: DatasetConfig, isolated_settings: Settings, flights_days: pd.DataFrame
+) -> None:
+    from pipelines.training.metrics import task_metrics
+
+    # given regression and multiclass answers logged for day 1 (version 4) and day 2 (version 5), outcomes known
+    url = isolated_settings.warehouse_url
+    seed(flights_config, isolated_settings, DAYS, source=flights_days)
+    minutes, origin = task_config(flights_config, "regression"), task_config(flights_config, "multiclass")
+    rng = np.random.default_rng(11)
+    logged: dict[str, pd.DataFrame] = {}
+    for version, day in (("4", 1), ("5", 2)):
+        rows = _day(flights_days, day)
+        predicted = rows["arr_delay"].fillna(0).to_numpy() * 0.5 + rng.normal(0, 20, len(rows))
+        proba = rng.dirichlet([1, 1, 1], size=len(rows))
+        probabilities = [dict(zip(["EWR", "JFK", "LGA"], p, strict=True)) for p in proba]
+        classes = np.array(["EWR", "JFK", "LGA"], dtype=object)[proba.argmax(axis=1)]
+        insert_predictions(url, minutes, rows, version, {"prediction": predicted})
+        insert_predictions(url, origin, rows, version, {"predicted_class": classes, "probabilities": probabilities})
+        logged[version] = rows.assign(predicted=predicted, proba=list(proba))
+    for config in (minutes, origin):
+        record_outcomes(config, isolated_settings, LABELLED, OBSERVED_AT)
+
+    # when their live performance is computed
+    regression = live_performance(minutes, isolated_settings)
+    multiclass = live_performance(origin, isolated_settings)
+
+    # then each version is scored on its rows with an outcome by the functions that scored the holdout
+    for version, perf_r, perf_m in zip(("4", "5"), regression, multiclass, strict=True):
+        rows = logged[version]
+        known = rows["arr_delay"].notna().to_numpy()
+        assert (perf_r.model_version, perf_r.predictions, perf_r.labelled) == (version, len(rows), known.sum())
+        expected = task_metrics("regression", rows["arr_delay"][known], rows["predicted"][known].to_numpy())
+        assert set(perf_r.metrics) == {"rmse", "mae", "r2"}
+        assert all(perf_r.metrics[k] == pytest.approx(expected[k], abs=1e-6) for k in perf_r.metrics)
+        # (the origin of a cancelled flight is known: every record has its outcome)
+        assert (perf_m.model_version, perf_m.predictions, perf_m.labelled) == (version, len(rows), len(rows))
+        proba = np.vstack(rows["proba"].to_list())
+        expected = task_metrics("multiclass", rows["origin"], proba, classes=["EWR", "JFK", "LGA"])
+        assert set(perf_m.metrics) == {"log_loss", "accuracy", "f1_macro", "roc_auc_ovr", "min_class_recall"}
+        assert all(perf_m.metrics[k] == pytest.approx(expected[k], abs=1e-6) for k in perf_m.metrics)
+        # and the binary attributes stay empty
+        assert perf_r.roc_auc is None and perf_m.roc_auc is None and perf_m.positive_rate is None
+
+
+def test_binary_live_performance_also_gives_the_task_metrics(
+    flights_config: DatasetConfig, isolated_settings: Settings, flights_days: pd.DataFrame
+) -> None:
+    from pipelines.core.config import TASK_METRICS
+
+    # given one day of binary answers with its outcomes
+    url = isolated_settings.warehouse_url
+    seed(flights_config, isolated_settings, DAYS, source=flights_days)
+    log_predictions(url, _day(flights_days, 1), "1", "day1")
+    record_outcomes(flights_config, isolated_settings, LABELLED, OBSERVED_AT)
+    (perf,) = live_performance(flights_config, isolated_settings)
+    # then metrics hold the binary metrics by name, the same ROC AUC and log loss as the attributes
+    assert set(perf.metrics) == set(TASK_METRICS["binary"])
+    assert perf.metrics["roc_auc"] == pytest.approx(perf.roc_auc, abs=1e-6)
+    assert perf.metrics["log_loss"] == pytest.approx(perf.log_loss, abs=1e-4)
+
+
+_OLD_SCHEMA = """CREATE TABLE ground_truth (
+    dataset VARCHAR(64) NOT NULL, record_id VARCHAR(200) NOT NULL, event_time DATETIME NOT NULL,
+    label INTEGER NOT NULL, observed_at DATETIME NOT NULL, PRIMARY KEY (dataset, record_id))"""
+
+
+def _old_ground_truth(url: str, index: bool = True) -> None:
+    """A ground-truth table as the binary-only version created it, with two outcomes."""
+    with get_engine(url).begin() as conn:
+        conn.exec_driver_sql(_OLD_SCHEMA)
+        if index:
+            conn.exec_driver_sql(
+                "CREATE INDEX ix_ground_truth_dataset_event_time ON ground_truth (dataset, event_time)"
+            )
+        conn.exec_driver_sql(
+            "INSERT INTO ground_truth VALUES ('flights', 'a', '2013-01-01 10:00:00', 1, '2026-01-01 00:00:00'), "
+            "('flights', 'b', '2013-01-01 11:00:00', 0, '2026-01-01 00:00:00')"
+        )
+
+
+def _columns(url: str) -> dict[str, bool]:
+    return {c["name"]: c["nullable"] for c in sa.inspect(get_engine(url)).get_columns("ground_truth")}
+
+
+def test_an_old_sqlite_ground_truth_is_upgraded_in_place_keeping_its_rows(
+    flights_config: DatasetConfig, isolated_settings: Settings, flights_days: pd.DataFrame
+) -> None:
+    from pipelines.monitoring.outcomes import upgrade_table
+
+    # given the warehouse of an older version: ground_truth with label NOT NULL and no task columns
+    url = isolated_settings.warehouse_url
+    _old_ground_truth(url)
+    assert _columns(url) == {
+        "dataset": False,
+        "record_id": False,
+        "event_time": False,
+        "label": False,
+        "observed_at": False,
+    }
+
+    # when a regression dataset's outcomes are recorded
+    seed(flights_config, isolated_settings, DAYS, source=flights_days)
+    result = record_outcomes(task_config(flights_config, "regression"), isolated_settings, LABELLED, OBSERVED_AT)
+
+    # then the table was upgraded: task columns added, label nullable, the old rows and the index kept
+    columns = _columns(url)
+    assert columns["label"] and columns["label_class"] and columns["label_value"]
+    truth = stored_truth(url)
+    old = truth.loc[truth["dataset"] == "flights"]
+    assert old[["record_id", "label"]].to_dict("records") == [
+        {"record_id": "a", "label": 1},
+        {"record_id": "b", "label": 0},
+    ]
+    assert (truth["dataset"] == "flights_minutes").sum() == result.labelled > 0
+    indexes = {i["name"] for i in sa.inspect(get_engine(url)).get_indexes("ground_truth")}
+    assert "ix_ground_truth_dataset_event_time" in indexes
+    assert not sa.inspect(get_engine(url)).has_table("ground_truth__before_upgrade")
+    # and upgrading again changes nothing
+    assert upgrade_table(get_engine(url)) is False
+
+
+def test_a_failed_sqlite_upgrade_leaves_the_old_table_as_it_was(isolated_settings: Settings) -> None:
+    from pipelines.monitoring.outcomes import upgrade_table
+
+    # given an old ground_truth without its index, and another table whose index already has the index's name
+    # (SQLite index names are global): the rebuild fails after renaming the table and creating the new one
+    url = isolated_settings.warehouse_url
+    _old_ground_truth(url, index=False)
+    with get_engine(url).begin() as conn:
+        conn.exec_driver_sql("CREATE TABLE decoy (dataset TEXT, event_time TEXT)")
+        conn.exec_driver_sql("CREATE INDEX ix_ground_truth_dataset_event_time ON decoy (dataset, event_time)")
+
+    # when the upgrade runs, then it fails
+    with pytest.raises(sa.exc.OperationalError, match="already exists"):
+        upgrade_table(get_engine(url))
+
+    # and all of it was rolled back: the old table with its rows, no half-built one
+    assert _columns(url) == {
+        "dataset": False,
+        "record_id": False,
+        "event_time": False,
+        "label": False,
+        "observed_at": False,
+    }
+    assert stored_truth(url)["record_id"].tolist() == ["a", "b"]
+    assert not sa.inspect(get_engine(url)).has_table("ground_truth__before_upgrade")

@@ -507,3 +507,70 @@ def test_performance_averaged_over_several_windows_needs_all_of_them() -> None:
     decision = needs_retraining(one_bad_day[1:], state, policy)
     # then performance is unknown, not judged on fewer windows
     assert any(r.startswith("NO TRIGGER performance unknown: 2 of the 3 windows") for r in decision.reasons)
+
+
+def test_every_lower_is_better_metric_of_every_task_has_a_ceiling_and_the_others_a_floor() -> None:
+    from pipelines.core.config import LOWER_IS_BETTER, TASK_METRICS
+
+    # given each metric a policy may name, a live value 0.1 on the worse side of a bound 1.0
+    for task, names in TASK_METRICS.items():
+        for metric in names:
+            lower = metric in LOWER_IS_BETTER
+            live = {metric: 1.1 if lower else 0.9}
+            # when the floor (a ceiling, for lower-is-better metrics) is applied
+            decision = needs_retraining([_window(NOW, live=live)], _state(), _policy(performance_floor={metric: 1.0}))
+            # then it triggers, in the metric's own direction
+            word = "above ceiling" if lower else "below floor"
+            assert decision.trigger == "performance", (task, metric)
+            assert f"TRIGGER {metric} {live[metric]:.4f} {word} 1.0000: live, window ending 2013-06-10" in (
+                decision.reasons
+            )
+    assert {"rmse", "mae", "log_loss", "brier"} <= LOWER_IS_BETTER
+
+
+def test_regression_mae_floor_is_a_ceiling_in_minutes() -> None:
+    # given the flights_minutes policy: retrain when the live mean absolute error exceeds 40 minutes
+    policy = _policy(performance_floor={"mae": 40.0})
+    state = _state(champion_metrics={"rmse": 38.2, "mae": 24.5, "r2": 0.06})
+    # when the live MAE is 41.5 minutes, then it retrains for performance
+    worse = needs_retraining([_window(NOW, live={"rmse": 60.0, "mae": 41.5, "r2": 0.01})], state, policy)
+    assert worse.retrain and worse.trigger == "performance"
+    assert _lines(worse, "TRIGGER ") == ["TRIGGER mae 41.5000 above ceiling 40.0000: live, window ending 2013-06-10"]
+    # when it is 30 minutes, then not
+    fine = needs_retraining([_window(NOW, live={"rmse": 45.0, "mae": 30.0, "r2": 0.05})], state, policy)
+    assert fine.trigger is None
+    assert "NO TRIGGER mae 30.0000 within ceiling 40.0000: live, window ending 2013-06-10" in fine.reasons
+
+
+def test_regression_rmse_drop_compares_with_the_champion_holdout_rmse_lower_is_better() -> None:
+    # given a champion whose holdout RMSE is 38.2 minutes and a max drop of 10 minutes
+    policy = _policy(max_drop={"rmse": 10.0})
+    state = _state(champion_metrics={"rmse": 38.2, "mae": 24.5, "r2": 0.06})
+    # when the live RMSE is 49.0 (10.8 worse), then it triggers with the numbers and the direction
+    worse = needs_retraining([_window(NOW, live={"rmse": 49.0})], state, policy)
+    assert worse.trigger == "performance"
+    assert _lines(worse, "TRIGGER ") == [
+        "TRIGGER rmse dropped +10.8000 > max 10.0000: live 49.0000 vs champion holdout 38.2000 (lower is better), "
+        "window ending 2013-06-10"
+    ]
+    # when it is 30.0 (better than the holdout), then the drop is negative and nothing triggers
+    better = needs_retraining([_window(NOW, live={"rmse": 30.0})], state, policy)
+    assert better.trigger is None
+    assert any(r.startswith("NO TRIGGER rmse drop -8.2000 within max 10.0000") for r in better.reasons)
+
+
+def test_multiclass_accuracy_drop_and_min_class_recall_floor() -> None:
+    # given the wine policy (accuracy floor 0.8, max drop 0.1) and a floor on the worst class's recall
+    policy = _policy(performance_floor={"accuracy": 0.8, "min_class_recall": 0.5}, max_drop={"accuracy": 0.1})
+    state = _state(champion_metrics={"accuracy": 0.98, "f1_macro": 0.98, "log_loss": 0.07, "min_class_recall": 0.95})
+    # when live accuracy is 0.85 (above the floor, 0.13 under the holdout) and the worst class is recalled at 0.4
+    live = {"accuracy": 0.85, "f1_macro": 0.8, "log_loss": 0.4, "roc_auc_ovr": 0.95, "min_class_recall": 0.4}
+    decision = needs_retraining([_window(NOW, live=live)], state, policy)
+    # then the drop and the class floor trigger, the accuracy floor does not
+    assert decision.retrain and decision.trigger == "performance"
+    assert _lines(decision, "TRIGGER ") == [
+        "TRIGGER min_class_recall 0.4000 below floor 0.5000: live, window ending 2013-06-10",
+        "TRIGGER accuracy dropped +0.1300 > max 0.1000: live 0.8500 vs champion holdout 0.9800 (higher is better), "
+        "window ending 2013-06-10",
+    ]
+    assert "NO TRIGGER accuracy 0.8500 within floor 0.8000: live, window ending 2013-06-10" in decision.reasons
