@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import getpass
 import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import NoReturn
 
@@ -22,6 +26,40 @@ def missing(what: str, require_env: str = "MLOPS_REQUIRE_SERVICES") -> NoReturn:
     if os.environ.get(require_env) == "1":
         pytest.fail(f"{what}, and {require_env}=1 requires it")
     pytest.skip(what)
+
+
+POSTGRES_SERVER = "127.0.0.1:5432"
+
+
+@contextmanager
+def throwaway_postgres(prefix: str) -> Iterator[str]:
+    """The URL of a new, uniquely named PostgreSQL database (trust auth, as user postgres or the current user),
+    dropped afterwards with every connection to it; :func:`missing` when no server answers."""
+    import sqlalchemy as sa
+
+    name = f"{prefix}_{uuid.uuid4().hex[:10]}"
+    problems = []
+    for user in dict.fromkeys(("postgres", getpass.getuser())):
+        server = f"postgresql+psycopg2://{user}@{POSTGRES_SERVER}"
+        admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+        try:
+            with admin.connect() as conn:
+                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+            break
+        except sa.exc.OperationalError as exc:
+            admin.dispose()
+            problems.append(f"as {user}: {str(exc.orig).strip().splitlines()[0]}")
+    else:
+        missing(f"PostgreSQL is not reachable at {POSTGRES_SERVER}: {'; '.join(problems)}")
+    try:
+        yield f"{server}/{name}"
+    finally:
+        from pipelines.core.warehouse import get_engine
+
+        get_engine(f"{server}/{name}").dispose()
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
 
 
 @pytest.fixture

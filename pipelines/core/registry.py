@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
 from pipelines.core.settings import Settings
@@ -15,6 +18,20 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
+
+
+@contextmanager
+def quiet_model_io() -> Iterator[None]:
+    """Around a model save or load: silence Airflow's deprecated-attribute warnings.
+
+    skops (MLflow's scikit-learn format, imported by the first save or load) looks its default trusted functions
+    up in every loaded module; inside an Airflow task that touches each of Airflow's deprecated attributes, and
+    every warning became a task-log line (1,160 per task that saves or loads a model, seconds of its time). The
+    model itself is saved and loaded exactly as before.
+    """
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=r"The `airflow\.\S+` (attribute )?is deprecated")
+        yield
 
 
 def client(settings: Settings) -> MlflowClient:

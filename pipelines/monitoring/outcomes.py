@@ -310,74 +310,12 @@ def create_table(engine: sa.Engine) -> None:
     upgrade_table(engine)
 
 
-def _needs_upgrade(inspector: Any) -> bool:
-    columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
-    missing = [name for name in TASK_COLUMNS if name not in columns]
-    not_null = [name for name in NULLABLE_SINCE_TASKS if name in columns and not columns[name]["nullable"]]
-    return bool(missing or not_null)
-
-
 def upgrade_table(engine: sa.Engine) -> bool:
-    """Bring a ground-truth table of an older version up to this one, its rows kept: add ``label_class`` and
-    ``label_value`` and drop NOT NULL from ``label``. PostgreSQL alters in place; SQLite cannot alter a column, so
-    the table is rebuilt in one transaction. Whether it changed anything; safe from several processes at once."""
-    if not _needs_upgrade(sa.inspect(engine)):
-        return False
-    changed = _rebuild_sqlite(engine) if engine.dialect.name == "sqlite" else _alter_in_place(engine)
-    if changed:
-        log.info(
-            "upgraded table %s: outcome columns of every task (%s), label nullable", TABLE, ", ".join(TASK_COLUMNS)
-        )
-    return changed
+    """Bring a table of an older version up to this one, its rows kept (:mod:`pipelines.core.schema_upgrade`):
+    add the task columns and drop NOT NULL from the binary-only ones. Whether it changed anything."""
+    from pipelines.core.schema_upgrade import upgrade_table as upgrade
 
-
-def _alter_in_place(engine: sa.Engine) -> bool:
-    """ALTER TABLE ... ADD COLUMN / ALTER COLUMN ... DROP NOT NULL, under a table lock on PostgreSQL."""
-    preparer = engine.dialect.identifier_preparer
-    table = preparer.quote(TABLE)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":  # one upgrade at a time; the others find it done
-            conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        inspector = sa.inspect(conn)
-        if not _needs_upgrade(inspector):
-            return False
-        columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
-        for name in TASK_COLUMNS:
-            if name not in columns:
-                kind = ground_truth_table.c[name].type.compile(dialect=engine.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {preparer.quote(name)} {kind}")
-        for name in NULLABLE_SINCE_TASKS:
-            if not columns[name]["nullable"]:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {preparer.quote(name)} DROP NOT NULL")
-    return True
-
-
-def _rebuild_sqlite(engine: sa.Engine) -> bool:
-    """SQLite: rename the old table, create the new one (and its index), copy the rows, drop the old one, in one
-    immediate transaction (it holds the write lock: a concurrent upgrade waits, then finds it done); any failure
-    rolls all of it back."""
-    old = f"{TABLE}__before_upgrade"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            inspector = sa.inspect(conn)
-            if not _needs_upgrade(inspector):
-                conn.exec_driver_sql("ROLLBACK")
-                return False
-            kept = [c["name"] for c in inspector.get_columns(TABLE) if c["name"] in ground_truth_table.c]
-            indexes = [i["name"] for i in inspector.get_indexes(TABLE) if i["name"]]
-            conn.exec_driver_sql(f'ALTER TABLE "{TABLE}" RENAME TO "{old}"')
-            for index in indexes:  # index names are global in SQLite: the new table's must be free
-                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index}"')
-            ground_truth_table.create(conn)
-            listed = ", ".join(f'"{name}"' for name in kept)
-            conn.exec_driver_sql(f'INSERT INTO "{TABLE}" ({listed}) SELECT {listed} FROM "{old}"')
-            conn.exec_driver_sql(f'DROP TABLE "{old}"')
-            conn.exec_driver_sql("COMMIT")
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-    return True
+    return upgrade(engine, ground_truth_table, TASK_COLUMNS, NULLABLE_SINCE_TASKS)
 
 
 def _record_ids(keys: pd.Series) -> pd.Series:

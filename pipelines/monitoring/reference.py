@@ -188,7 +188,8 @@ def record_reference(config: DatasetConfig, settings: Settings, name: str, versi
         )
     from pipelines.data.extract import load_snapshot
 
-    model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+    with registry.quiet_model_io():
+        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
     reference = build_reference(config, model, load_snapshot(snapshot_path), version)
     folder = local_dir(settings, config, version)
     _write(reference, folder)

@@ -91,7 +91,8 @@ def smoke_test(model_uri: str, sample: Any, max_latency_ms: float, task: str = "
     """Load ``model_uri`` as MLflow serves it (pyfunc) and check its predictions and latency on ``sample``."""
     import mlflow.pyfunc
 
-    model = mlflow.pyfunc.load_model(model_uri)
+    with registry.quiet_model_io():
+        model = mlflow.pyfunc.load_model(model_uri)
     start = time.perf_counter()
     proba = model.predict(sample)
     batch_ms = (time.perf_counter() - start) * 1000

@@ -70,71 +70,11 @@ def create_table(engine: sa.Engine) -> None:
 
 
 def upgrade_table(engine: sa.Engine) -> bool:
-    """Bring a prediction log of an older version up to this one, its rows kept: add the task columns and drop
-    NOT NULL from ``probability``/``decision``. PostgreSQL alters in place; SQLite cannot alter a column, so the
-    table is rebuilt in one transaction (renamed, created anew, rows copied, old table dropped). Whether it
-    changed anything; safe to run from several processes at once."""
-    if not _needs_upgrade(sa.inspect(engine)):
-        return False
-    changed = _rebuild_sqlite(engine) if engine.dialect.name == "sqlite" else _alter_in_place(engine)
-    if changed:
-        log.info("prediction log upgraded: task columns %s added, %s nullable", TASK_COLUMNS, NULLABLE_SINCE_TASKS)
-    return changed
+    """Bring a table of an older version up to this one, its rows kept (:mod:`pipelines.core.schema_upgrade`):
+    add the task columns and drop NOT NULL from the binary-only ones. Whether it changed anything."""
+    from pipelines.core.schema_upgrade import upgrade_table as upgrade
 
-
-def _needs_upgrade(inspector: sa.Inspector) -> bool:
-    columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
-    missing = [name for name in TASK_COLUMNS if name not in columns]
-    required = [name for name in NULLABLE_SINCE_TASKS if name in columns and not columns[name]["nullable"]]
-    return bool(missing or required)
-
-
-def _alter_in_place(engine: sa.Engine) -> bool:
-    """ALTER TABLE ... ADD COLUMN / ALTER COLUMN ... DROP NOT NULL (PostgreSQL and databases that allow it)."""
-    preparer = engine.dialect.identifier_preparer
-    table = preparer.quote(TABLE)
-    with engine.begin() as conn:
-        if engine.dialect.name == "postgresql":  # one upgrade at a time; the others find it done
-            conn.exec_driver_sql(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
-        inspector = sa.inspect(conn)
-        if not _needs_upgrade(inspector):
-            return False
-        columns = {c["name"]: c for c in inspector.get_columns(TABLE)}
-        for name in TASK_COLUMNS:
-            if name not in columns:
-                kind = prediction_log_table.c[name].type.compile(dialect=engine.dialect)
-                conn.exec_driver_sql(f"ALTER TABLE {table} ADD COLUMN {preparer.quote(name)} {kind}")
-        for name in NULLABLE_SINCE_TASKS:
-            if name in columns and not columns[name]["nullable"]:
-                conn.exec_driver_sql(f"ALTER TABLE {table} ALTER COLUMN {preparer.quote(name)} DROP NOT NULL")
-    return True
-
-
-def _rebuild_sqlite(engine: sa.Engine) -> bool:
-    """SQLite: rename the old table, create the new one (with its indexes), copy the rows, drop the old table,
-    all in one immediate transaction (it holds the write lock, so a concurrent upgrade waits and finds it done)."""
-    old = f"{TABLE}__before_upgrade"
-    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
-        conn.exec_driver_sql("BEGIN IMMEDIATE")
-        try:
-            inspector = sa.inspect(conn)
-            if not _needs_upgrade(inspector):
-                conn.exec_driver_sql("ROLLBACK")
-                return False
-            kept = [c["name"] for c in inspector.get_columns(TABLE) if c["name"] in prediction_log_table.c]
-            indexes = [i["name"] for i in inspector.get_indexes(TABLE) if i["name"]]
-            conn.exec_driver_sql(f'ALTER TABLE "{TABLE}" RENAME TO "{old}"')
-            for index in indexes:  # index names are global in SQLite: the new table's must be free
-                conn.exec_driver_sql(f'DROP INDEX IF EXISTS "{index}"')
-            prediction_log_table.create(conn)
-            listed = ", ".join(f'"{name}"' for name in kept)
-            conn.exec_driver_sql(f'INSERT INTO "{TABLE}" ({listed}) SELECT {listed} FROM "{old}"')
-            conn.exec_driver_sql(f'DROP TABLE "{old}"')
-            conn.exec_driver_sql("COMMIT")
-        except BaseException:
-            conn.exec_driver_sql("ROLLBACK")
-            raise
-    return True
+    return upgrade(engine, prediction_log_table, TASK_COLUMNS, NULLABLE_SINCE_TASKS)
 
 
 FIXED_COLUMNS = (

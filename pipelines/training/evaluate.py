@@ -88,7 +88,8 @@ def evaluate(
     x, y = data.features[holdout].reset_index(drop=True), data.target[holdout].to_numpy()
 
     registry.client(settings)
-    candidate_model = mlflow.sklearn.load_model(trained["model_uri"])
+    with registry.quiet_model_io():
+        candidate_model = mlflow.sklearn.load_model(trained["model_uri"])
     candidate_scored, candidate_all = _score(config, candidate_model, x, y, f"candidate v{trained['model_version']}")
     candidate = finite(candidate_all)
     scored = [candidate_scored]
@@ -117,9 +118,10 @@ def evaluate(
         notes.append("the candidate is already the champion")
     else:
         try:
-            champion_model = mlflow.sklearn.load_model(
-                f"models:/{config.model.registered_name}/{champion_version.version}"
-            )
+            with registry.quiet_model_io():
+                champion_model = mlflow.sklearn.load_model(
+                    f"models:/{config.model.registered_name}/{champion_version.version}"
+                )
             champion_scored, champion_all = _score(
                 config, champion_model, x, y, f"champion v{champion_version.version}"
             )

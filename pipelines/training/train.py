@@ -180,18 +180,19 @@ def train(
             mlflow.log_artifact(str(cfg_path), artifact_path="config")
         example = x_train.head(5)
         signature = infer_signature(example, _output_example(model, example, config.task))
-        info = mlflow.sklearn.log_model(
-            model,
-            name=MODEL_ARTIFACT,
-            signature=signature,
-            input_example=example,
-            pip_requirements=pip_requirements(),
-            pyfunc_predict_fn="predict" if config.task == "regression" else "predict_proba",
-            skops_trusted_types=trusted_types(config),
-            registered_model_name=name,
-            tags={**lineage, **data_tags},
-            metadata=serving_metadata(config, settings, classes),
-        )
+        with registry.quiet_model_io():
+            info = mlflow.sklearn.log_model(
+                model,
+                name=MODEL_ARTIFACT,
+                signature=signature,
+                input_example=example,
+                pip_requirements=pip_requirements(),
+                pyfunc_predict_fn="predict" if config.task == "regression" else "predict_proba",
+                skops_trusted_types=trusted_types(config),
+                registered_model_name=name,
+                tags={**lineage, **data_tags},
+                metadata=serving_metadata(config, settings, classes),
+            )
         run_id = active.info.run_id
     new_version = str(info.registered_model_version)
     registry.set_version_tags(settings, name, new_version, {**lineage, **data_tags, "mlflow.run_id": run_id})

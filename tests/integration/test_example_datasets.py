@@ -10,7 +10,6 @@ A training run on a user's own table (SQLite file, and a schema-qualified Postgr
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,11 +27,9 @@ from pipelines.core.errors import ConfigError
 from pipelines.core.runs import RunContext
 from pipelines.stack.dag_runs import client, wait_for_dag
 from pipelines.stack.settings import StackSettings
-from tests.conftest import missing
+from tests.conftest import throwaway_postgres
 from tests.integration.conftest import AT, EXAMPLES, SHARED, SHIPPED_DATASETS
 from tests.stack import pointed_at, train_champion
-
-POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 
 pytestmark = [pytest.mark.integration, SHARED]
 
@@ -64,9 +61,9 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "params": {"task": "binary", "positive_class": "malignant", "split": "random"},
     },
 }
-# flights_minutes trains on the months the shared flights champion seeded.
+# flights_minutes trains on two of the months the shared flights champion seeded (R² 0.08 there; one month: 0.03).
 CONF: dict[str, dict[str, Any]] = {
-    "flights_minutes": {"window_start": "2013-01-01", "window_end": "2013-04-01"},
+    "flights_minutes": {"window_start": "2013-01-01", "window_end": "2013-03-01"},
     "wine": {},
     "breast_cancer": {},
 }
@@ -163,25 +160,13 @@ def clinic_table(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Cli
         engine.dispose()
         yield ClinicTable(f"sqlite:///{path}", "biopsies", path)
         return
-    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    name = f"mlops_clinic_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError:
-        missing("PostgreSQL is not reachable at 127.0.0.1:5432")
-    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
+    with throwaway_postgres("mlops_clinic") as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE SCHEMA clinic"))
         frame.to_sql("biopsies", engine, schema="clinic", index=False)
-        yield ClinicTable(url, "clinic.biopsies")
-    finally:
         engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
+        yield ClinicTable(url, "clinic.biopsies")
 
 
 def test_a_training_run_on_a_user_table_leaves_it_byte_for_byte(

@@ -12,8 +12,6 @@ are inserted into ``ground_truth`` (``record_outcomes`` reads windows of event t
 
 from __future__ import annotations
 
-import getpass
-import secrets
 import shutil
 from collections.abc import Iterator
 from datetime import UTC, date, datetime
@@ -39,7 +37,7 @@ from pipelines.monitoring.outcomes import create_table, ground_truth_table, reco
 from pipelines.serving.prediction_log import create_table as create_log
 from pipelines.serving.prediction_log import prediction_log_table
 from pipelines.training.metrics import task_metrics
-from tests.conftest import REPO_ROOT, missing
+from tests.conftest import REPO_ROOT, throwaway_postgres
 from tests.stack import train_champion
 
 pytestmark = pytest.mark.integration
@@ -298,27 +296,9 @@ _OLD_SCHEMA = """CREATE TABLE ground_truth (
 
 @pytest.fixture
 def pg_url() -> Iterator[str]:
-    """A throwaway PostgreSQL database (trust auth), dropped after."""
-    name = f"mlops_gt_{secrets.token_hex(4)}"
-    for user in dict.fromkeys(("postgres", getpass.getuser())):
-        server = f"postgresql+psycopg2://{user}@127.0.0.1:5432"
-        admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect() as conn:
-                conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-            break
-        except sa.exc.OperationalError:
-            admin.dispose()
-    else:
-        missing("PostgreSQL is not reachable at 127.0.0.1:5432")
-    url = f"{server}/{name}"
-    try:
+    """A throwaway PostgreSQL database, dropped after."""
+    with throwaway_postgres("mlops_gt") as url:
         yield url
-    finally:
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 def test_an_old_postgresql_ground_truth_is_altered_in_place_keeping_its_rows(pg_url: str) -> None:

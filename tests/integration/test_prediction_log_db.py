@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import getpass
 import json
 import logging
 import socket
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -22,7 +20,7 @@ from pipelines.monitoring.outcomes import live_performance, record_outcomes
 from pipelines.serving.log_writer import PredictionLogWriter
 from pipelines.serving.prediction_log import count, read_predictions, served_by_version
 from pipelines.stack.processes import wait_until
-from tests.conftest import missing
+from tests.conftest import throwaway_postgres
 from tests.unit.test_outcomes import (
     DAYS,
     LABELLED,
@@ -46,40 +44,14 @@ from tests.unit.test_prediction_log import (
 
 pytestmark = pytest.mark.integration
 
-HOST = "127.0.0.1:5432"
 LOGGER = "pipelines.serving.log_writer"
-
-
-def _server() -> tuple[str, sa.Engine]:
-    """The server URL (trust auth as ``postgres``, else as the current user) and an AUTOCOMMIT admin engine."""
-    problems = []
-    for user in dict.fromkeys(("postgres", getpass.getuser())):
-        server = f"postgresql+psycopg2://{user}@{HOST}"
-        admin = sa.create_engine(f"{server}/postgres", isolation_level="AUTOCOMMIT")
-        try:
-            with admin.connect():
-                return server, admin
-        except sa.exc.OperationalError as exc:
-            admin.dispose()
-            problems.append(f"as {user}: {str(exc.orig).strip().splitlines()[0]}")
-    missing(f"PostgreSQL is not reachable at {HOST} (needed for these tests): {'; '.join(problems)}")
 
 
 @pytest.fixture(scope="module")
 def pg_url() -> Iterator[str]:
     """A fresh, uniquely named PostgreSQL database for this module, dropped afterwards."""
-    server, admin = _server()
-    name = f"mlops_test_predlog_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.execute(sa.text(f'CREATE DATABASE "{name}"'))
-    url = f"{server}/{name}"
-    try:
+    with throwaway_postgres("mlops_test_predlog") as url:
         yield url
-    finally:
-        get_engine(url).dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-        admin.dispose()
 
 
 @pytest.fixture

@@ -10,7 +10,6 @@ SHA-256 with what they were before.
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import date
@@ -30,12 +29,11 @@ from pipelines.data.seed import seed
 from pipelines.data.sources import read_source, readonly_engine
 from pipelines.monitoring.outcomes import ground_truth_table
 from pipelines.monitoring.replay import close_day, day_batches, day_reader
-from tests.conftest import missing
+from tests.conftest import throwaway_postgres
 
 pytestmark = pytest.mark.integration
 
 URL_ENV = "SHOP_SOURCE_URL"
-POSTGRES_ADMIN = "postgresql+psycopg2://postgres@127.0.0.1:5432/postgres"
 JANUARY = Window(date(2024, 1, 1), date(2024, 2, 1))
 DAY = date(2024, 1, 2)
 ROWS = [
@@ -100,26 +98,13 @@ def _sqlite_table(tmp_path: Path) -> Iterator[UserTable]:
 
 
 def _postgres_table() -> Iterator[UserTable]:
-    admin = sa.create_engine(POSTGRES_ADMIN, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
-    name = f"mlops_source_{uuid.uuid4().hex[:8]}"
-    try:
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"CREATE DATABASE {name}"))
-    except sa.exc.OperationalError:
-        missing("PostgreSQL is not reachable at 127.0.0.1:5432")
-    url = f"postgresql+psycopg2://postgres@127.0.0.1:5432/{name}"
-    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
-    try:
+    with throwaway_postgres("mlops_source") as url:
+        engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
         with engine.begin() as conn:
             conn.execute(sa.text("CREATE SCHEMA sales"))
             _fill(conn, "sales.orders", "NUMERIC(8, 2)", "TIMESTAMP")
         engine.dispose()
         yield UserTable("postgresql", url, "sales.orders")
-    finally:
-        engine.dispose()
-        with admin.connect() as conn:
-            conn.execute(sa.text(f"DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-        admin.dispose()
 
 
 @pytest.fixture(params=["sqlite", "postgresql"])
