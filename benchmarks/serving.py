@@ -493,7 +493,17 @@ def baseline_server(setup: Setup, env: dict[str, str], opts: Options) -> Server:
 
 def ours_server(setup: Setup, env: dict[str, str], label: str = "ours") -> Server:
     port = free_port()
-    cmd = [sys.executable, "-m", "pipelines.serving", "--dataset", DATASET, "--host", "127.0.0.1", "--port", str(port)]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pipelines.serving",
+        "--default-dataset",
+        DATASET,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+    ]
     return Server(OURS, cmd, env, port, "/ready", setup.home / "logs" / f"{label}-server.log", workers=1)
 
 
@@ -1134,7 +1144,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Load: `wrk -t{opts['threads']} -c{opts['connections']} -d{opts['duration']}s --latency` on loopback after "
         f"a {opts['warmup']} s warm-up, one server at a time, `OMP_NUM_THREADS=1` for both. Baseline: "
         f"`mlflow models serve -m models:/{setup['model_name']}/{setup['champion_version']} --env-manager local "
-        f"-w {opts['baseline_workers']}`; ours: `python -m pipelines.serving --dataset {DATASET}` (one process).",
+        f"-w {opts['baseline_workers']}`; ours: `python -m pipelines.serving --default-dataset {DATASET}` "
+        "(one process).",
         "",
     ]
     if servers:

@@ -214,7 +214,7 @@ def deploy(
     config = dataset_config(dataset, overrides)
     settings = get_settings()
     result = deploy_version(
-        config, settings, trained, snapshot, run, deployed_at, ServiceSwitch.from_settings(settings)
+        config, settings, trained, snapshot, run, deployed_at, ServiceSwitch.from_settings(settings, dataset)
     )
     if result.changed:
         _prepare_reference_now(config, settings, result.model_name, result.champion_version)
@@ -239,7 +239,7 @@ def rollback(dataset: str, run: RunContext, at: datetime, to_version: str | None
     config = dataset_config(dataset)
     settings = get_settings()
     return rollback_alias(
-        config, settings, run, at, to_version, reason, ServiceSwitch.from_settings(settings)
+        config, settings, run, at, to_version, reason, ServiceSwitch.from_settings(settings, dataset)
     ).to_dict()
 
 

@@ -181,7 +181,7 @@ def train_champion(
 
 def drained(serving_url: str) -> bool:
     """Whether the prediction service has written every answered record to the prediction log."""
-    return int(httpx.get(f"{serving_url}/model", timeout=5).json()["prediction_log"]["queued"]) == 0
+    return int(httpx.get(f"{serving_url}/models", timeout=5).json()["prediction_log"]["queued"]) == 0
 
 
 def replay_days(dataset: str, run: RunContext, start: date, end: date, serving_url: str) -> dict[str, Any]:
@@ -195,11 +195,12 @@ def replay_days(dataset: str, run: RunContext, start: date, end: date, serving_u
 
 
 def start_service(env: dict[str, str], home: Path, dataset: str, name: str = "serving") -> tuple[Service, str]:
-    """The prediction service for ``dataset`` as ``make demo`` starts it, on a free port: the service and its URL."""
+    """The prediction service as ``make demo`` starts it (every dataset of the environment's folder, ``dataset`` the
+    default), on a free port, once ready: the service and its URL."""
     port = free_port()
     service = Service(
         name=name,
-        command=[sys.executable, "-m", "pipelines.serving", "--dataset", dataset, "--port", str(port)],
+        command=[sys.executable, "-m", "pipelines.serving", "--default-dataset", dataset, "--port", str(port)],
         env=env,
         pid_file=home / f"{name}.pid",
         log_file=home / f"{name}.log",

@@ -82,6 +82,7 @@ class ReplayResult:
     outcomes: int = 0
     by_version: dict[str, int] = field(default_factory=dict)
     rejections: list[str] = field(default_factory=list)
+    days_incomplete: list[str] = field(default_factory=list)  # days with rejected requests: not marked done
     seconds: float = 0.0
 
     def to_dict(self) -> dict[str, Any]:
@@ -168,7 +169,7 @@ def replay(
         for day in todo:
             rows = day_rows(day)
             batches = list(day_batches(rows, config, day, batch_size))
-            answers = list(pool.map(lambda b: _send(service, b), batches))
+            answers = list(pool.map(lambda b: _send(service, config.name, b), batches))
             answered = sum(a["answered"] for a in answers)
             rejected = sum(a["rejected"] for a in answers)
             for a in answers:
@@ -177,9 +178,13 @@ def replay(
                 if a["reason"] and len(result.rejections) < 10:
                     result.rejections.append(a["reason"])
             outcomes = close_day(config, settings, day, rows)
-            _mark_done(
-                engine, config.name, day, len(batches), len(rows), answered, rejected, outcomes.labelled, run_key
-            )
+            if rejected:  # a rerun sends the day again (answered requests are logged once: same request ids)
+                result.days_incomplete.append(str(day))
+                log.error("%s: %d records rejected by the service; the day is not marked done", day, rejected)
+            else:
+                _mark_done(
+                    engine, config.name, day, len(batches), len(rows), answered, rejected, outcomes.labelled, run_key
+                )
             result.days_replayed += 1
             result.requests += len(batches)
             result.records += len(rows)
@@ -195,6 +200,12 @@ def replay(
                 outcomes.labelled,
             )
     result.seconds = round(time.perf_counter() - started, 1)
+    if result.days_incomplete:
+        raise ReplayError(
+            f"replay of {config.name}: {result.rejected} records rejected by the prediction service on "
+            f"{', '.join(result.days_incomplete)} (not marked done: a rerun sends them again); first rejections: "
+            + " | ".join(result.rejections[:3])
+        )
     log.info(
         "replay of %s: %d days (%d skipped), %d records answered by %s, %d rejected, in %.1f s",
         window,
@@ -256,15 +267,16 @@ def close_day(config: DatasetConfig, settings: Settings, day: date, rows: pd.Dat
     return record_outcomes(config, settings, Window(day, day + timedelta(days=1)), observed_at=end.replace(tzinfo=UTC))
 
 
-def _send(service: Any, batch: RequestBatch, attempts: int = 4) -> dict[str, Any]:
-    """Send one request; a 4xx is a rejection (counted), a 5xx or a network error is retried, then fatal."""
+def _send(service: Any, dataset: str, batch: RequestBatch, attempts: int = 4) -> dict[str, Any]:
+    """Send one request to the dataset's route; a 4xx is a rejection (counted), a 5xx or a network error is retried,
+    then fatal."""
     import httpx
 
     problem = ""
     for attempt in range(attempts):
         try:
             response = service.predict(
-                batch.records, ids=batch.ids, event_times=batch.event_times, request_id=batch.request_id
+                dataset, batch.records, ids=batch.ids, event_times=batch.event_times, request_id=batch.request_id
             )
         except httpx.HTTPError as exc:
             problem = f"{type(exc).__name__}: {exc}"

@@ -1,4 +1,4 @@
-"""``python -m pipelines.serving``: run the prediction service of one dataset on uvicorn."""
+"""``python -m pipelines.serving``: run the prediction service of every configured dataset on uvicorn."""
 
 from __future__ import annotations
 
@@ -8,9 +8,14 @@ import sys
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Serve the champion of ``--dataset`` on ``--host:--port`` (one process; see docs/serving.md)."""
+    """Serve the champion of every dataset on ``--host:--port`` (one process; see docs/serving.md)."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.serving", description=__doc__)
-    parser.add_argument("--dataset", required=True, help="The dataset whose champion to serve.")
+    parser.add_argument(
+        "--default-dataset",
+        "--dataset",
+        dest="default_dataset",
+        help="The dataset of POST /predict and GET /model (every dataset is served at /predict/<name> and /v2).",
+    )
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=8000)
     parser.add_argument("--log-level", default="info")
@@ -24,14 +29,13 @@ def main(argv: list[str] | None = None) -> int:
 
     import uvicorn
 
-    from pipelines.core.config import load_dataset_config
     from pipelines.core.logging_setup import configure
     from pipelines.core.settings import get_settings
     from pipelines.serving.app import create_app
 
     configure()
     settings = get_settings()
-    app = create_app(load_dataset_config(args.dataset, settings.datasets_dir), settings)
+    app = create_app(settings, args.default_dataset)
     uvicorn.run(
         app,
         host=args.host,

@@ -1,15 +1,21 @@
-"""The prediction service: a FastAPI app that answers with the registry's ``champion``.
+"""The prediction service: a FastAPI app that answers with the registry's ``champion`` of every dataset.
 
-``POST /predict`` takes ``{"records": [{feature: value}], "ids": [...], "event_times": [...], "request_id": ...}``
-and answers each record with the version that answered: its probability and decision (binary), its class and the
-probability of every class (multiclass) or its value (regression); see :mod:`pipelines.serving.answers`.
-``GET /health`` (alive), ``GET /ready`` (a model is loaded), ``GET /model`` (what is served, its task, since when,
-what is loading, the last refusal), ``GET /metrics`` (Prometheus), ``POST /admin/reload`` (check the alias now),
-and the OpenAPI page at ``/docs``.
+One process serves every dataset configured in the datasets folder (see :mod:`pipelines.serving.catalog`), each
+with its own contract, model store, metrics and prediction-log rows:
+
+- ``POST /predict/{dataset}`` takes ``{"records": [{feature: value}], "ids": [...], "event_times": [...],
+  "request_id": ...}`` and answers each record with the version that answered: its probability and decision
+  (binary), its class and the probability of every class (multiclass) or its value (regression); see
+  :mod:`pipelines.serving.answers`. ``POST /predict`` is the same for the default dataset.
+- the Open Inference Protocol (KServe v2) REST API under ``/v2`` (:mod:`pipelines.serving.inference_routes`);
+- ``GET /models`` (every dataset: its version, since when, what is loading, the last refusal),
+  ``GET /models/{dataset}``, ``GET /model`` (the default dataset), ``GET /health`` (alive), ``GET /ready`` (every
+  dataset with a champion is served), ``GET /metrics`` (Prometheus, labelled by dataset), ``POST /admin/reload``
+  (rescan the datasets and check the aliases now) and the OpenAPI page at ``/docs``.
 
 The request path stays lean: the body is read with a size limit, decoded with orjson, checked against the model's
-contract by hand, scored by the compiled predictor and answered with orjson; the prediction log gets the records
-through a bounded in-memory queue that a background thread writes in batches.
+contract by hand, scored by the compiled predictor and answered with orjson; the prediction log gets the request
+through a bounded queue that a process of its own writes in batches.
 """
 
 from __future__ import annotations
@@ -19,34 +25,30 @@ import hmac
 import logging
 import secrets
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from pipelines.core.config import DatasetConfig
+from pipelines.core.config import ServingPolicy, load_dataset_config
 from pipelines.core.settings import Settings
-from pipelines.data.validation.suite import load_suite, suite_path
-from pipelines.serving.answers import answer, response_schema
+from pipelines.serving.answers import Answer, answer, response_schema
+from pipelines.serving.catalog import Catalog, ServedDataset
 from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter
 from pipelines.serving.metrics import ServingMetrics
-from pipelines.serving.model_store import LoadedModel, ModelStore
-from pipelines.serving.parsing import InputError, parse_batch
-from pipelines.training.contract import InputContract, contract_from_config
+from pipelines.serving.model_store import LoadedModel
+from pipelines.serving.parsing import Batch, InputError, parse_batch
+from pipelines.serving.responses import JSONResponse
+from pipelines.training.contract import InputContract
 
 log = logging.getLogger(__name__)
-
-
-class JSONResponse(Response):
-    media_type = "application/json"
-
-    def render(self, content: Any) -> bytes:
-        return orjson.dumps(content, option=orjson.OPT_SERIALIZE_NUMPY)
 
 
 def _error(status: int, msg: str, kind: str, loc: list[Any] | None = None) -> InputError:
@@ -71,84 +73,148 @@ async def _read_body(request: Request, limit: int) -> bytes:
     return b"".join(chunks)
 
 
-class PredictionService:
-    """The handlers of the service, around one model store, one prediction-log writer and its metrics."""
+UNKNOWN = "_unknown"  # the metrics' dataset label of a request for a dataset that is not served
 
-    def __init__(self, config: DatasetConfig, settings: Settings) -> None:
-        self.config = config
+
+@dataclass(frozen=True)
+class Scored:
+    """One answered request: the dataset and version that answered, the checked batch and the model's output."""
+
+    served: ServedDataset
+    model: LoadedModel
+    batch: Batch
+    output: np.ndarray
+    request_id: str
+    answer: Answer
+
+
+class PredictionService:
+    """The handlers of the service, around the catalog of datasets, one prediction-log writer and the metrics.
+
+    ``default_dataset`` is the one ``POST /predict`` and ``GET /model`` refer to (and whose ``serving`` section sets
+    the process-wide prediction-log queue and backpressure); without one, those routes answer 404.
+    """
+
+    def __init__(self, settings: Settings, default_dataset: str | None = None) -> None:
         self.settings = settings
-        self.policy = config.serving
-        # the fallback contract, for a champion without one in its metadata: bounds from the suite when there is one
-        has_suite = suite_path(settings.expectations_dir, config.expectation_suite).is_file()
-        suite = load_suite(settings.expectations_dir, config.expectation_suite) if has_suite else None
-        self.contract = contract_from_config(config, suite)
+        self.default_dataset = default_dataset
+        self.policy = _process_policy(settings, default_dataset)
         self.metrics = ServingMetrics.create()
-        self.store = ModelStore(
-            config.model.registered_name,
-            settings.mlflow_tracking_uri,
-            self.contract,
-            config.model.threshold,
-            self.policy.alias_poll_seconds,
-            on_change=self._on_change,
-            on_failure=lambda _v, _e: self.metrics.loads.labels("failure").inc(),
+        self.catalog = Catalog(
+            settings, self.policy.alias_poll_seconds, on_change=self._on_change, on_failure=self._on_failure
         )
         self.writer = ProcessLogWriter(settings.warehouse_url, max_queue=self.policy.log_queue_records)
         self.log_high_water = max(1, self.policy.log_queue_records // 10)
 
-    def _on_change(self, old: LoadedModel | None, new: LoadedModel) -> None:
+    def _on_change(self, dataset: str, old: LoadedModel | None, new: LoadedModel) -> None:
         if old is not None:
-            self.metrics.model_info.remove(old.name, old.version)
-        self.metrics.model_info.labels(new.name, new.version).set(1)
-        self.metrics.loads.labels("success").inc()
+            self.metrics.model_info.remove(dataset, old.name, old.version)
+        self.metrics.model_info.labels(dataset, new.name, new.version).set(1)
+        self.metrics.loads.labels(dataset, "success").inc()
+
+    def _on_failure(self, dataset: str, _version: str, _error: str) -> None:
+        self.metrics.loads.labels(dataset, "failure").inc()
 
     @asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:
-        """Start the prediction-log writer and the alias watcher; on shutdown, flush the log."""
+        """Start the prediction-log writer and the catalog's watchers; on shutdown, flush the log."""
         self.writer.start()
-        self.store.start()
+        self.catalog.start()
         log.info(
-            "serving %s (dataset %s); prediction log in %s",
-            self.config.model.registered_name,
-            self.config.name,
+            "serving %s (default %s); prediction log in %s",
+            ", ".join(d.name for d in self.catalog.datasets()) or "no dataset yet",
+            self.default_dataset or "none",
             self.settings.warehouse_url.split("@")[-1],
         )
         yield
-        self.store.stop()
+        self.catalog.stop()
         stats = self.writer.close(timeout=30.0)
         log.info(
             "prediction log closed: %d written, %d dropped, %d still queued", stats.written, stats.dropped, stats.queued
         )
 
+    def served(self, dataset: str) -> ServedDataset:
+        """The served dataset, or a 404 naming the ones served."""
+        found = self.catalog.get(dataset)
+        if found is None:
+            error = self.catalog.config_errors().get(dataset)
+            served = ", ".join(d.name for d in self.catalog.datasets()) or "none"
+            msg = (
+                f"dataset {dataset!r} is not served: its config does not load ({error})"
+                if error
+                else f"dataset {dataset!r} is not served (served: {served})"
+            )
+            raise InputError(404, [{"loc": ["path", "dataset"], "msg": msg, "type": "not_found"}])
+        return found
+
+    def _default(self) -> str:
+        if self.default_dataset is None:
+            raise InputError(
+                404,
+                [
+                    {
+                        "loc": ["path"],
+                        "msg": "this service has no default dataset: use /predict/{dataset} (GET /models lists them)",
+                        "type": "not_found",
+                    }
+                ],
+            )
+        return self.default_dataset
+
     async def health(self) -> Response:
         return JSONResponse({"status": "ok"})
 
+    def readiness(self) -> tuple[bool, dict[str, Any]]:
+        """Ready when at least one model is served and every dataset with a champion is served (none is waiting
+        for its first load, none has only a refused version); the per-dataset state either way."""
+        datasets = self.catalog.datasets()
+        waiting = {d.name: _waiting_reason(d) for d in datasets if not d.store.settled}
+        served = {d.name: d.store.current.version for d in datasets if d.store.current is not None}
+        ready = bool(served) and not waiting
+        body: dict[str, Any] = {"ready": ready, "served": served}
+        if not ready:
+            body["reason"] = "no champion loaded yet" if not served and not waiting else "not every champion is served"
+            body["waiting"] = waiting
+        if self.default_dataset in served:  # the single-dataset fields, for clients of the default dataset
+            current = self.catalog.get(self.default_dataset)
+            assert current is not None and current.store.current is not None
+            body.update(model_name=current.store.current.name, model_version=current.store.current.version)
+        return ready, body
+
     async def ready(self) -> Response:
-        current = self.store.current
-        if current is None:
-            status = self.store.status()
-            return JSONResponse(
-                {
-                    "ready": False,
-                    "reason": "no champion loaded yet",
-                    "loading": status["loading"],
-                    "last_error": status["last_error"],
-                },
-                503,
-            )
-        return JSONResponse({"ready": True, "model_name": current.name, "model_version": current.version})
+        ready, body = self.readiness()
+        return JSONResponse(body, 200 if ready else 503)
+
+    def log_status(self) -> dict[str, Any]:
+        stats = self.writer.stats()
+        return {
+            "written": stats.written,
+            "dropped": stats.dropped,
+            "queued": stats.queued,
+            "write_errors": stats.write_errors,
+            "last_error": stats.last_error,
+        }
 
     async def model(self) -> Response:
-        stats = self.writer.stats()
+        return await self.model_of(self._default_or_none())
+
+    def _default_or_none(self) -> str:
+        return self.default_dataset or ""
+
+    async def model_of(self, dataset: str) -> Response:
+        try:
+            served = self.served(dataset) if dataset else self.served(self._default())
+        except InputError as exc:
+            return JSONResponse(exc.body(), exc.status)
+        return JSONResponse({**served.status(), "prediction_log": self.log_status()})
+
+    async def models(self) -> Response:
         return JSONResponse(
             {
-                **self.store.status(),
-                "prediction_log": {
-                    "written": stats.written,
-                    "dropped": stats.dropped,
-                    "queued": stats.queued,
-                    "write_errors": stats.write_errors,
-                    "last_error": stats.last_error,
-                },
+                "default_dataset": self.default_dataset,
+                "models": [d.status() for d in self.catalog.datasets()],
+                "config_errors": self.catalog.config_errors(),
+                "prediction_log": self.log_status(),
             }
         )
 
@@ -165,28 +231,124 @@ class PredictionService:
             given = request.headers.get("authorization", "").removeprefix("Bearer ")
             if not hmac.compare_digest(given, token):
                 return JSONResponse({"detail": "a valid bearer token is required"}, 401)
-        return JSONResponse(self.store.request_reload(), 202)
+        dataset = request.query_params.get("dataset")
+        await asyncio.to_thread(self.catalog.reload, dataset)
+        if dataset:
+            return await self.model_of(dataset) if self.catalog.get(dataset) else await self._not_served(dataset)
+        return JSONResponse({"reloading": [d.name for d in self.catalog.datasets()]}, 202)
+
+    async def _not_served(self, dataset: str) -> Response:
+        try:
+            self.served(dataset)
+        except InputError as exc:
+            return JSONResponse(exc.body(), exc.status)
+        return JSONResponse({}, 202)
 
     async def predict(self, request: Request) -> Response:
+        """``POST /predict``: the default dataset."""
+        try:
+            dataset = self._default()
+        except InputError as exc:
+            return JSONResponse(exc.body(), exc.status)
+        return await self.predict_dataset(request, dataset)
+
+    async def predict_dataset(self, request: Request, dataset: str) -> Response:
+        """``POST /predict/{dataset}``."""
+        return await self.measured(dataset, lambda: self._predict(request, dataset), _predict_error)
+
+    async def measured(
+        self,
+        dataset: str,
+        handler: Callable[[], Awaitable[Response]],
+        error_body: Callable[[InputError], dict[str, Any]],
+    ) -> Response:
+        """Run a prediction handler: 4xx for bad input, 500 (logged) for anything else; count and time it."""
         started = time.perf_counter()
         status = 200
         try:
-            response = await self._predict(request)
+            response = await handler()
         except InputError as exc:
             status = exc.status
-            response = JSONResponse(exc.body(), status)
+            response = JSONResponse(error_body(exc), status)
         except Exception:
-            log.exception("prediction failed")
+            log.exception("prediction for dataset %s failed", dataset)
             status = 500
-            response = JSONResponse({"detail": "internal error while scoring; see the service log"}, 500)
-        self.metrics.requests.labels(str(status)).inc()
-        self.metrics.latency.observe(time.perf_counter() - started)
+            response = JSONResponse(
+                error_body(_error(500, "internal error while scoring; see the service log", "internal")), 500
+            )
+        label = dataset if self.catalog.get(dataset) is not None else UNKNOWN
+        self.metrics.requests.labels(label, str(status)).inc()
+        self.metrics.latency.labels(label).observe(time.perf_counter() - started)
         return response
+
+    async def _predict(self, request: Request, dataset: str) -> Response:
+        scored = await self.score(request, dataset, lambda payload, _model: payload)
+        return JSONResponse(
+            {
+                "request_id": scored.request_id,
+                "model_name": scored.model.name,
+                "model_version": scored.model.version,
+                "predictions": scored.answer.predictions,
+            }
+        )
+
+    async def score(
+        self,
+        request: Request,
+        dataset: str,
+        to_payload: Callable[[Any, LoadedModel], Any],
+        version: str | None = None,
+    ) -> Scored:
+        """Read, check, score and log one request for ``dataset``: ``to_payload`` turns the decoded body into the
+        ``/predict`` payload for the version serving (the identity for ``/predict``); ``version``, when given, must
+        be the one served."""
+        served = self.served(dataset)
+        await self._wait_for_log()
+        policy = served.config.serving
+        body = await _read_body(request, policy.max_body_bytes)
+        try:
+            decoded = orjson.loads(body)
+        except orjson.JSONDecodeError as exc:
+            raise _error(400, f"malformed JSON: {exc}", "json_invalid") from None
+        current = served.store.current  # one read: the whole batch is answered by one version
+        if current is None:
+            raise _error(
+                503,
+                f"no model of dataset {dataset!r} is loaded yet: the registry has no champion or it is still loading",
+                "not_ready",
+                [],
+            )
+        if version is not None and version != current.version:
+            raise _error(
+                404, f"{dataset} version {version} is not served (serving version {current.version})", "not_found", []
+            )
+        payload = to_payload(decoded, current)
+        batch = parse_batch(payload, current.contract, policy.max_records)
+        output = current.predictor.predict(batch)
+        answered = answer(current.task, output, batch.ids, current.threshold, current.classes)
+        request_id = batch.request_id or _new_request_id()
+        self.writer.submit_request(
+            LoggedRequest(
+                dataset=dataset,
+                request_id=request_id,
+                served_at=datetime.now(UTC),
+                model_name=current.name,
+                model_version=current.version,
+                body=body if payload is decoded else orjson.dumps(payload),
+                outputs=answered.outputs,
+                decisions=answered.decisions,
+                size=batch.size,
+                task=current.task,
+                classes=current.classes,
+            )
+        )
+        self.metrics.records.labels(dataset, current.version).inc(batch.size)
+        return Scored(served, current, batch, output, request_id, answered)
 
     async def _wait_for_log(self) -> None:
         """Backpressure: while a healthy prediction-log writer is behind, let it write before answering more.
 
-        Under sustained load the event loop holds the GIL nearly all the time and the writer thread falls behind;
+        Under sustained load the event loop holds the GIL nearly all the time and the writer falls behind;
         pausing here (at most ``serving.log_backpressure_ms``) gives it the turns it needs, so that records are
         logged rather than dropped. A failing database gets no wait: its records are dropped and counted instead.
         """
@@ -201,57 +363,39 @@ class PredictionService:
             if queued < self.log_high_water or not healthy:
                 return
 
-    async def _predict(self, request: Request) -> Response:
-        await self._wait_for_log()
-        body = await _read_body(request, self.policy.max_body_bytes)
-        try:
-            payload = orjson.loads(body)
-        except orjson.JSONDecodeError as exc:
-            raise _error(400, f"malformed JSON: {exc}", "json_invalid") from None
-        current = self.store.current  # one read: the whole batch is answered by one version
-        if current is None:
-            raise _error(
-                503, "no model is loaded yet: the registry has no champion or it is still loading", "not_ready", []
-            )
-        batch = parse_batch(payload, current.contract, self.policy.max_records)
-        output = current.predictor.predict(batch)
-        answered = answer(current.task, output, batch.ids, current.threshold, current.classes)
-        request_id = batch.request_id or _new_request_id()
-        self.writer.submit_request(
-            LoggedRequest(
-                dataset=self.config.name,
-                request_id=request_id,
-                served_at=datetime.now(UTC),
-                model_name=current.name,
-                model_version=current.version,
-                body=body,
-                outputs=answered.outputs,
-                decisions=answered.decisions,
-                size=batch.size,
-                task=current.task,
-                classes=current.classes,
-            )
-        )
-        self.metrics.records.labels(current.version).inc(batch.size)
-        return JSONResponse(
-            {
-                "request_id": request_id,
-                "model_name": current.name,
-                "model_version": current.version,
-                "predictions": answered.predictions,
-            }
-        )
+
+def _predict_error(exc: InputError) -> dict[str, Any]:
+    return exc.body()
 
 
-def create_app(config: DatasetConfig, settings: Settings) -> FastAPI:
-    """The service for ``config``'s registered model, logging predictions to ``settings.warehouse_url``."""
-    service = PredictionService(config, settings)
+def _waiting_reason(served: ServedDataset) -> str:
+    status = served.store.status()
+    if status["loading"]:
+        return f"loading v{status['loading']['version']}"
+    if status["last_error"]:
+        return f"its champion v{status['last_error']['version']} was refused: {status['last_error']['error']}"
+    return "checking its champion alias"
+
+
+def _process_policy(settings: Settings, default_dataset: str | None) -> ServingPolicy:
+    """The default dataset's serving section (prediction-log queue, backpressure, scan interval); else defaults."""
+    if default_dataset is None:
+        return ServingPolicy()
+    return load_dataset_config(default_dataset, settings.datasets_dir).serving
+
+
+def create_app(settings: Settings, default_dataset: str | None = None) -> FastAPI:
+    """The service of every dataset in ``settings.datasets_dir``, logging to ``settings.warehouse_url``."""
+    from pipelines.serving.inference_routes import add_inference_routes
+
+    service = PredictionService(settings, default_dataset)
     app = FastAPI(
-        title=f"{config.model.registered_name} prediction service",
-        description=f"Answers with the registry version behind the alias `champion` of "
-        f"`{config.model.registered_name}` (task: {config.task}; `GET /model` names the version, its task and, for "
-        f"multiclass, its classes). {config.description}",
-        version="1",
+        title="Prediction service",
+        description="Answers with the registry version behind the alias `champion` of every configured dataset "
+        "(`GET /models` lists them, their task, version and, for multiclass, classes). The per-dataset request "
+        "schemas are under `POST /predict/{dataset}` once the dataset is served; the Open Inference Protocol "
+        "(KServe v2) routes are under `/v2`.",
+        version="2",
         lifespan=service.lifespan,
         default_response_class=JSONResponse,
     )
@@ -261,41 +405,70 @@ def create_app(config: DatasetConfig, settings: Settings) -> FastAPI:
         "/ready",
         service.ready,
         methods=["GET"],
-        summary="A model is loaded and answering",
-        responses={503: {"description": "no model loaded yet"}},
+        summary="Every dataset with a champion is served",
+        responses={503: {"description": "a champion is not served yet (the datasets waiting and why)"}},
     )
+    app.add_api_route("/models", service.models, methods=["GET"], summary="Every dataset served: version, since when")
     app.add_api_route(
-        "/model",
-        service.model,
-        methods=["GET"],
-        summary="The version served, since when, what is loading, the last refused version",
+        "/models/{dataset}", service.model_of, methods=["GET"], summary="One dataset: version, since when, refusals"
     )
+    app.add_api_route("/model", service.model, methods=["GET"], summary="The default dataset's model")
     app.add_api_route("/metrics", service.prometheus, methods=["GET"], summary="Prometheus metrics")
     app.add_api_route(
         "/admin/reload",
         service.reload,
         methods=["POST"],
         status_code=202,
-        summary="Check the champion alias now and load a new version in the background",
+        summary="Rescan the datasets and check the champion aliases now (`?dataset=` for one)",
+    )
+    errors: dict[int | str, dict[str, Any]] = {
+        400: {"description": "malformed JSON"},
+        404: {"description": "the dataset is not served"},
+        413: {"description": "payload too large"},
+        422: {"description": "a record breaks the model's contract (the field is named)"},
+        503: {"description": "no model loaded yet"},
+    }
+    app.add_api_route(
+        "/predict/{dataset}",
+        service.predict_dataset,
+        methods=["POST"],
+        summary="Score a batch of records of a dataset",
+        responses=errors,
     )
     app.add_api_route(
-        "/predict",
-        service.predict,
-        methods=["POST"],
-        summary="Score a batch of records",
-        openapi_extra=_openapi_body(service.contract, config.serving.max_records),
-        responses={
-            200: {
-                "description": f"One answer per record, in order ({config.task} task)",
-                "content": {"application/json": {"schema": _answer_schema(config.task)}},
-            },
-            400: {"description": "malformed JSON"},
-            413: {"description": "payload too large"},
-            422: {"description": "a record breaks the model's contract (the field is named)"},
-            503: {"description": "no model loaded yet"},
-        },
+        "/predict", service.predict, methods=["POST"], summary="Score a batch of the default dataset", responses=errors
     )
+    add_inference_routes(app, service)
+    app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]
     return app
+
+
+def _openapi(app: FastAPI, service: PredictionService) -> dict[str, Any]:
+    """The OpenAPI document, with one ``POST /predict/<name>`` per dataset served now: its request schema is the
+    dataset's contract, its answer the task's (datasets come and go, so it is built on every call)."""
+    from fastapi.openapi.utils import get_openapi
+
+    spec = get_openapi(title=app.title, version=app.version, description=app.description, routes=app.routes)
+    generic = spec["paths"]["/predict/{dataset}"]["post"]
+    for served in service.catalog.datasets():
+        current = served.store.current
+        contract = current.contract if current is not None else served.contract
+        task = current.task if current is not None else served.config.task
+        operation = {
+            **{k: v for k, v in generic.items() if k != "parameters"},
+            "summary": f"Score a batch of {served.name} ({task})",
+            "operationId": f"predict_{served.name}",
+            **_openapi_body(contract, served.config.serving.max_records),
+            "responses": {
+                **generic["responses"],
+                "200": {
+                    "description": f"One answer per record, in order ({task} task)",
+                    "content": {"application/json": {"schema": _answer_schema(task)}},
+                },
+            },
+        }
+        spec["paths"][f"/predict/{served.name}"] = {"post": operation}
+    return spec
 
 
 def _new_request_id() -> str:

@@ -1,4 +1,8 @@
-"""The prediction service's Prometheus metrics (``GET /metrics``), in a registry of its own."""
+"""The prediction service's Prometheus metrics (``GET /metrics``), in a registry of its own.
+
+Every metric about requests and models carries the dataset (the model's name in the Open Inference Protocol); the
+prediction log's counters are the process's own (one writer for every dataset).
+"""
 
 from __future__ import annotations
 
@@ -29,20 +33,34 @@ class ServingMetrics:
         reg = CollectorRegistry()
         return cls(
             registry=reg,
-            requests=Counter("mlops_predict_requests", "Prediction requests by HTTP status", ["status"], registry=reg),
+            requests=Counter(
+                "mlops_predict_requests",
+                "Prediction requests by dataset and HTTP status",
+                ["dataset", "status"],
+                registry=reg,
+            ),
             records=Counter(
-                "mlops_predicted_records", "Records answered, by model version", ["model_version"], registry=reg
+                "mlops_predicted_records",
+                "Records answered, by dataset and model version",
+                ["dataset", "model_version"],
+                registry=reg,
             ),
             latency=Histogram(
                 "mlops_predict_latency_seconds",
-                "Time to answer POST /predict (all outcomes)",
+                "Time to answer a prediction request (all outcomes), by dataset",
+                ["dataset"],
                 buckets=_LATENCY_BUCKETS,
                 registry=reg,
             ),
             model_info=Gauge(
-                "mlops_model_info", "1 for the model version being served", ["name", "version"], registry=reg
+                "mlops_model_info",
+                "1 for each model version being served",
+                ["dataset", "name", "version"],
+                registry=reg,
             ),
-            loads=Counter("mlops_model_loads", "Model version loads by outcome", ["outcome"], registry=reg),
+            loads=Counter(
+                "mlops_model_loads", "Model version loads by dataset and outcome", ["dataset", "outcome"], registry=reg
+            ),
             log_written=Gauge(
                 "mlops_prediction_log_written_records", "Records written to the prediction log", registry=reg
             ),

@@ -244,6 +244,8 @@ class ModelStore:
         self._loading: dict[str, str] | None = None
         self._last_error: dict[str, str] | None = None
         self._failed_version: str | None = None
+        self._checked = False  # the alias was read at least once
+        self._champion: str | None = None  # the version behind the alias when last read
         self._wake = threading.Event()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -253,6 +255,12 @@ class ModelStore:
     def current(self) -> LoadedModel | None:
         """The version answering requests now (one atomic read)."""
         return self._current
+
+    @property
+    def settled(self) -> bool:
+        """The alias was read and its version (if any) is the one serving: nothing owed to a client."""
+        current = self._current
+        return self._checked and (self._champion is None or current is not None)
 
     def start(self) -> None:
         """Start the watcher thread; it loads the champion at once."""
@@ -278,6 +286,7 @@ class ModelStore:
             "name": self.model_name,
             "alias": ALIAS,
             "ready": current is not None,
+            "champion": self._champion,
             **({"version": None} if current is None else current.describe()),
             "loading": self._loading,
             "last_error": self._last_error,
@@ -317,6 +326,7 @@ class ModelStore:
     def sync(self) -> LoadedModel | None:
         """Load the alias's version if it is not the one being served; returns the version serving after."""
         wanted = self.alias_version()
+        self._champion, self._checked = wanted, True
         current = self._current
         with self._lock:
             if wanted is None or (current is not None and current.version == wanted) or wanted == self._failed_version:

@@ -211,8 +211,8 @@ def celery_workers(stack: StackSettings) -> list[Service]:
     return workers
 
 
-def serving_service(stack: StackSettings, dataset: str | None = None) -> Service:
-    """The prediction service of ``dataset`` (default the stack's ``serving_dataset``): answers with its champion."""
+def serving_service(stack: StackSettings) -> Service:
+    """The prediction service: the champion of every dataset; ``POST /predict`` is the stack's ``serving_dataset``."""
     return _service(
         stack,
         "serving",
@@ -220,8 +220,8 @@ def serving_service(stack: StackSettings, dataset: str | None = None) -> Service
             sys.executable,
             "-m",
             "pipelines.serving",
-            "--dataset",
-            dataset or stack.serving_dataset,
+            "--default-dataset",
+            stack.serving_dataset,
             "--host",
             stack.host,
             "--port",

@@ -44,7 +44,7 @@ class StackSettings(BaseSettings):
         "flights",
         pattern=r"^[a-z][a-z0-9_]{0,40}$",
         validation_alias="SERVING_DATASET",
-        description="The dataset whose champion the stack's prediction service serves (and the demo trains).",
+        description="The demo's dataset, and the prediction service's default (POST /predict, GET /model).",
     )
     host: str = Field("127.0.0.1", validation_alias="STACK_HOST")
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")

@@ -4,7 +4,10 @@ Every module that needs it runs in the xdist group ``shared-stack`` (one worker,
 state each work on a dataset of their own (a copy of the flights config with its own name, model, experiments
 and, where a test alters source rows, its own table), so they never see each other's models, aliases or
 monitoring history. ``flights_champion`` is the one trained champion that modules only read: version 1 of
-``flights-delay``, trained on January-March 2013 and deployed to the stack's service.
+``flights-delay``, trained on January-March 2013 and deployed to the stack's service. ``example_runs`` are the
+shipped examples of the other task types (``flights_minutes``, ``wine``, ``breast_cancer``) trained and deployed
+through Airflow once; their champions are read by the serving modules too. The stack's one prediction service
+serves every dataset of the folder.
 """
 
 from __future__ import annotations
@@ -16,8 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import yaml
 
 from pipelines.core.runs import RunContext
+from pipelines.stack.dag_runs import client, wait_for_dag
 from pipelines.stack.settings import StackSettings
 from tests.stack import pointed_at, running_stack, train_champion, write_dataset
 
@@ -50,6 +55,11 @@ def shared_datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     # test_example_datasets: the shipped examples of the other task types, as a user gets them
     for example in EXAMPLES:
         shutil.copy(SHIPPED_DATASETS / f"{example}.yaml", folder / f"{example}.yaml")
+    # test_serving_tasks: the wine champion under a dataset of its own (its own prediction log rows and outcomes)
+    wine = yaml.safe_load((SHIPPED_DATASETS / "wine.yaml").read_text())
+    wine["name"] = "wine_serving"
+    wine["monitoring"].update(min_rows=50, min_labelled=50)  # the requests there: one per bottle of the sample
+    (folder / "wine_serving.yaml").write_text(yaml.safe_dump(wine, sort_keys=False))
     return folder
 
 
@@ -72,3 +82,38 @@ def flights_champion(shared_stack: StackSettings) -> dict[str, Any]:
         chain = train_champion("flights", run, "2013-01-01", "2013-04-01", AT)
     assert chain["gate"]["passed"] and chain["deploy"]["champion_version"] == "1", chain["gate"]["summary"]
     return chain
+
+
+# What each example trains on: flights_minutes two of the months the shared flights champion seeded (R² 0.08 there;
+# one month: 0.03); the others their whole source.
+EXAMPLE_CONF: dict[str, dict[str, Any]] = {
+    "flights_minutes": {"window_start": "2013-01-01", "window_end": "2013-03-01"},
+    "wine": {},
+    "breast_cancer": {},
+}
+
+
+@pytest.fixture(scope="session")
+def example_runs(shared_stack: StackSettings, flights_champion: dict[str, Any]) -> dict[str, dict[str, Any]]:
+    """Each example seeded as a user would, then its ``train_<name>`` DAG triggered in Airflow (the three at once)
+    and followed to its end: per example, the run's state, its task states and its train task's result."""
+    from pipelines import steps
+
+    with pointed_at(shared_stack):
+        steps.seed("wine", None, None)
+        steps.seed("breast_cancer", None, None)
+        api = client(shared_stack)
+        started = {}
+        for name in EXAMPLES:
+            wait_for_dag(api, f"train_{name}")
+            api.unpause(f"train_{name}")
+            started[name] = api.trigger(f"train_{name}", {"reason": "example test", **EXAMPLE_CONF[name]})
+        out = {}
+        for name, run_id in started.items():
+            state = api.follow(f"train_{name}", run_id, timeout=900, on_change=lambda _: None, interval=1.0)
+            out[name] = {
+                "state": state,
+                "tasks": api.task_states(f"train_{name}", run_id),
+                "train": api.xcom(f"train_{name}", run_id, "train"),
+            }
+    return out

@@ -25,7 +25,6 @@ from pipelines import steps
 from pipelines.core.config import load_dataset_config
 from pipelines.core.errors import ConfigError
 from pipelines.core.runs import RunContext
-from pipelines.stack.dag_runs import client, wait_for_dag
 from pipelines.stack.settings import StackSettings
 from tests.conftest import throwaway_postgres
 from tests.integration.conftest import AT, EXAMPLES, SHARED, SHIPPED_DATASETS
@@ -61,35 +60,13 @@ EXPECTED: dict[str, dict[str, Any]] = {
         "params": {"task": "binary", "positive_class": "malignant", "split": "random"},
     },
 }
-# flights_minutes trains on two of the months the shared flights champion seeded (R² 0.08 there; one month: 0.03).
-CONF: dict[str, dict[str, Any]] = {
-    "flights_minutes": {"window_start": "2013-01-01", "window_end": "2013-03-01"},
-    "wine": {},
-    "breast_cancer": {},
-}
 
 
 @pytest.fixture(scope="module")
-def runs(shared_stack: StackSettings, flights_champion: dict[str, Any]) -> Iterator[dict[str, dict[str, Any]]]:
-    """Each example seeded as a user would, then its training DAG triggered; every run followed to its end."""
-    with pointed_at(shared_stack):
-        steps.seed("wine", None, None)
-        steps.seed("breast_cancer", None, None)
-        api = client(shared_stack)
-        started = {}
-        for name in EXAMPLES:
-            wait_for_dag(api, f"train_{name}")
-            api.unpause(f"train_{name}")
-            started[name] = api.trigger(f"train_{name}", {"reason": "example test", **CONF[name]})
-        out = {}
-        for name, run_id in started.items():
-            state = api.follow(f"train_{name}", run_id, timeout=900, on_change=lambda _: None, interval=1.0)
-            out[name] = {
-                "state": state,
-                "tasks": api.task_states(f"train_{name}", run_id),
-                "train": api.xcom(f"train_{name}", run_id, "train"),
-            }
-        yield out
+def runs(example_runs: dict[str, dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The examples' ``train_<name>`` runs (triggered once for the session: the serving modules read their
+    champions too)."""
+    return example_runs
 
 
 @pytest.mark.parametrize("name", EXAMPLES)

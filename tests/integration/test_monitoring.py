@@ -30,7 +30,7 @@ from pipelines.core.settings import Settings, get_settings
 from pipelines.stack.processes import wait_until
 from pipelines.stack.settings import StackSettings
 from tests.integration.conftest import SHARED
-from tests.stack import drained, pointed_at, replay_days, service_env, start_service
+from tests.stack import drained, pointed_at, replay_days
 
 pytestmark = [pytest.mark.integration, SHARED]
 
@@ -75,31 +75,26 @@ class Monitored:
 def monitored(
     shared_stack: StackSettings, flights_champion: dict[str, Any], tmp_path_factory: pytest.TempPathFactory
 ) -> Iterator[Monitored]:
-    """The shared champion; days replayed through a prediction service of this module's dataset."""
+    """The shared champion; days replayed to this module's dataset through the stack's prediction service."""
     from pipelines.data.sources import load_source
     from pipelines.monitoring.replay import replay
 
-    home = tmp_path_factory.mktemp("monitoring")
-    with pointed_at(shared_stack, serving_url=""):
-        service, url = start_service(service_env(shared_stack), home, DATASET)
-        try:
-            with pointed_at(shared_stack, serving_url=url):
-                replay_run = RunContext(dag_id="replay_flights", run_id="test_monitoring", reason="replay")
-                for first, end in ((STABLE, STABLE + timedelta(days=1)), (JULY[0], JULY[-1] + timedelta(days=1))):
-                    replay_days(DATASET, replay_run, first, end, url)
-                # a day of which only a handful of flights were ever sent to the service
-                config = steps.dataset_config(DATASET)
-                source = load_source(config)
-                day = source[
-                    (source["sched_dep"] >= pd.Timestamp(THIN))
-                    & (source["sched_dep"] < pd.Timestamp(THIN) + pd.Timedelta(days=1))
-                ]
-                window = Window(THIN, THIN + timedelta(days=1))
-                thin = replay(config, get_settings(), window, replay_run.key, source=day.head(THIN_RECORDS))
-                assert thin.answered == THIN_RECORDS, thin
-                wait_until(lambda: drained(url), "the prediction log to be written", 60)
-        finally:
-            service.stop()
+    url = shared_stack.serving_url
+    with pointed_at(shared_stack):
+        replay_run = RunContext(dag_id="replay_flights", run_id="test_monitoring", reason="replay")
+        for first, end in ((STABLE, STABLE + timedelta(days=1)), (JULY[0], JULY[-1] + timedelta(days=1))):
+            replay_days(DATASET, replay_run, first, end, url)
+        # a day of which only a handful of flights were ever sent to the service
+        config = steps.dataset_config(DATASET)
+        source = load_source(config)
+        day = source[
+            (source["sched_dep"] >= pd.Timestamp(THIN))
+            & (source["sched_dep"] < pd.Timestamp(THIN) + pd.Timedelta(days=1))
+        ]
+        window = Window(THIN, THIN + timedelta(days=1))
+        thin = replay(config, get_settings(), window, replay_run.key, source=day.head(THIN_RECORDS))
+        assert thin.answered == THIN_RECORDS, thin
+        wait_until(lambda: drained(url), "the prediction log to be written", 60)
         yield Monitored(settings=get_settings(), config=config, champion=flights_champion["trained"])
 
 

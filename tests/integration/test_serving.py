@@ -5,14 +5,21 @@ Covers what the serving issue asks: predictions equal the model loaded directly;
 naming the field and never stop the service; a promotion under concurrent requests loses none and the answers
 switch version; a broken version is refused while the old one keeps serving; deploy rolls the alias back when the
 service does not switch; the prediction log holds exactly the records answered; replay is idempotent.
+
+The module's services serve two datasets of different task types at once, as one process: ``flights_serving``
+(binary, three versions of its own) and ``wine`` (multiclass, the shipped example's champion, read only), so the
+promotion and the refusal of one are checked under load on both.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
 import threading
 import time
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from contextlib import contextmanager
+from datetime import UTC, date, datetime
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +31,7 @@ import sqlalchemy as sa
 
 from pipelines import steps
 from pipelines.core import registry
-from pipelines.core.runs import RunContext
+from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings, get_settings
 from pipelines.stack.processes import Service, free_port, wait_until
 from pipelines.stack.settings import StackSettings
@@ -35,6 +42,7 @@ pytestmark = [pytest.mark.integration, SHARED]
 
 DATASET = "flights_serving"  # a dataset of this module's own on the shared stack: its own model and table
 MODEL = "flights-delay-serving"
+OTHER = "wine"  # the example's multiclass champion, served beside it by the same process
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 
 
@@ -51,8 +59,18 @@ class Registry:
 
 
 @pytest.fixture(scope="module")
-def trained(shared_stack: StackSettings) -> Iterator[Registry]:
-    """On the shared stack's MLflow: Jan-Mar 2013 seeded; v1 (Jan-Feb), v2 (other params), v3 (to be broken)."""
+def trained(
+    shared_stack: StackSettings,
+    shared_datasets: Path,
+    example_runs: dict[str, dict[str, Any]],
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Registry]:
+    """On the shared stack's MLflow: Jan-Mar 2013 seeded; v1 (Jan-Feb), v2 (other params), v3 (to be broken). The
+    module's services read a folder of their own: this dataset and the wine example (trained by ``example_runs``)."""
+    assert example_runs[OTHER]["state"] == "success", example_runs[OTHER]["tasks"]
+    datasets = tmp_path_factory.mktemp("serving-datasets")
+    for name in (DATASET, OTHER):
+        shutil.copy(shared_datasets / f"{name}.yaml", datasets / f"{name}.yaml")
     with pointed_at(shared_stack, serving_url=""):  # steps here talk to a service only when a test says so
         steps.seed(DATASET, "2013-01-01", "2013-04-01")
         versions = {}
@@ -69,9 +87,26 @@ def trained(shared_stack: StackSettings) -> Iterator[Registry]:
                 "trained": steps.train(DATASET, run, snapshot, validation, overrides),
             }
         env = {k: v for k, v in service_env(shared_stack).items() if k != "MLOPS_SERVING_URL"}
+        env["MLOPS_DATASETS_DIR"] = str(datasets)
         reg = Registry(env, get_settings(), versions)
         reg.set_champion("1")
         yield reg
+
+
+@contextmanager
+def pointed_at_service(reg: Registry, url: str) -> Iterator[Settings]:
+    """The pipeline's settings with the module's service as ``MLOPS_SERVING_URL`` for the block."""
+    saved = os.environ.get("MLOPS_SERVING_URL")
+    os.environ["MLOPS_SERVING_URL"] = url
+    get_settings.cache_clear()
+    try:
+        yield get_settings()
+    finally:
+        if saved is None:
+            os.environ.pop("MLOPS_SERVING_URL", None)
+        else:
+            os.environ["MLOPS_SERVING_URL"] = saved
+        get_settings.cache_clear()
 
 
 def service_of(reg: Registry, home: Path, name: str = "serving") -> tuple[Service, str]:
@@ -210,47 +245,66 @@ def test_malformed_and_oversized_bodies_are_refused_and_the_service_keeps_answer
     assert httpx.get(f"{service}/health", timeout=5).status_code == 200
     assert httpx.post(f"{service}/predict", json={"records": records}, timeout=30).status_code == 200
     metrics = httpx.get(f"{service}/metrics", timeout=5).text
-    assert 'mlops_predict_requests_total{status="413"}' in metrics
-    assert 'mlops_predict_requests_total{status="500"}' not in metrics
+    assert f'mlops_predict_requests_total{{dataset="{DATASET}",status="413"}}' in metrics
+    assert 'status="500"' not in metrics
+
+
+def wine_records(reg: Registry, n: int) -> list[dict[str, Any]]:
+    """``n`` wines of the example's source as JSON records."""
+    from pipelines.core.config import load_dataset_config
+    from pipelines.data.features import build_features
+    from pipelines.data.sources import read_source
+
+    config = load_dataset_config(OTHER)
+    features = build_features(read_source(config, reg.settings), config).head(n)
+    records: list[dict[str, Any]] = features.astype(object).to_dict(orient="records")
+    return records
 
 
 def test_promotion_under_concurrent_requests_loses_none_and_switches_version(trained: Registry, service: str) -> None:
     _, records = holdout_records(trained, 50)
+    wines = wine_records(trained, 50)
     trained.set_champion("1")
     wait_for_version(service, "1")
+    wine_version = str(httpx.get(f"{service}/models/{OTHER}", timeout=5).json()["version"])
     stop = threading.Event()
-    seen: list[list[tuple[int, str]]] = [[] for _ in range(4)]
+    seen: list[list[tuple[int, str]]] = [[] for _ in range(8)]
 
     def client(k: int) -> None:
+        # clients 0-3 send flights to the default route, clients 4-7 wines to theirs: one process answers both
+        route, rows = (f"{service}/predict", records) if k < 4 else (f"{service}/predict/{OTHER}", wines)
         with httpx.Client(timeout=30) as http:
             i = 0
             while not stop.is_set():
-                response = http.post(f"{service}/predict", json={"records": [records[(i + k) % 50]]})
+                response = http.post(route, json={"records": [rows[(i + k) % 50]]})
                 seen[k].append((response.status_code, response.json().get("model_version", "")))
                 i += 1
 
-    threads = [threading.Thread(target=client, args=(k,)) for k in range(4)]
+    threads = [threading.Thread(target=client, args=(k,)) for k in range(8)]
     for t in threads:
         t.start()
     try:
-        # given steady load on v1, when the champion moves to v2 and the service is told
+        # given steady load on both datasets, when flights_serving's champion moves to v2 and the service is told
         time.sleep(1.0)
         trained.set_champion("2")
-        assert httpx.post(f"{service}/admin/reload", timeout=10).status_code == 202
+        assert httpx.post(f"{service}/admin/reload", params={"dataset": DATASET}, timeout=10).status_code == 200
         wait_for_version(service, "2")
         time.sleep(1.0)
     finally:
         stop.set()
         for t in threads:
             t.join(timeout=30)
-    # then no request failed, every client saw v1 then v2 and never went back
+    # then no request of either dataset failed
     answers = [a for client_answers in seen for a in client_answers]
-    assert len(answers) > 100
+    assert len(answers) > 200
     assert {status for status, _ in answers} == {200}
-    for client_answers in seen:
+    # and every flights client saw v1 then v2 and never went back, while every wine client kept its one version
+    for client_answers in seen[:4]:
         versions = [v for _, v in client_answers]
         assert versions[0] == "1" and versions[-1] == "2"
         assert versions == sorted(versions), "a client saw v1 again after v2"
+    for client_answers in seen[4:]:
+        assert {v for _, v in client_answers} == {wine_version} and len(client_answers) > 10
 
 
 def _break_version(reg: Registry, version: str) -> None:
@@ -283,7 +337,12 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(trained: Regi
     assert status["version"] == "2" and "could not be loaded" in status["last_error"]["error"]
     response = httpx.post(f"{service}/predict", json={"records": records}, timeout=30)
     assert response.status_code == 200 and response.json()["model_version"] == "2"
-    assert 'mlops_model_loads_total{outcome="failure"} 1.0' in httpx.get(f"{service}/metrics", timeout=5).text
+    metrics = httpx.get(f"{service}/metrics", timeout=5).text
+    assert f'mlops_model_loads_total{{dataset="{DATASET}",outcome="failure"}} 1.0' in metrics
+    # and the other dataset of the same process keeps serving, untouched by the refusal
+    wine = httpx.post(f"{service}/predict/{OTHER}", json={"records": wine_records(trained, 3)}, timeout=30)
+    assert wine.status_code == 200 and len(wine.json()["predictions"]) == 3
+    assert f'mlops_model_loads_total{{dataset="{OTHER}",outcome="failure"}}' not in metrics
     trained.set_champion("2")
 
 
@@ -305,7 +364,7 @@ def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
         # given a service that cannot possibly switch within the wait deploy allows (loading takes seconds)
         too_short = {"serving": {"deploy_wait_seconds": 0.05}}
         # when v1 is deployed, then deploy fails and puts the alias back on v2
-        with pytest.raises(SmokeTestError, match="did not answer with v1"):
+        with pytest.raises(SmokeTestError, match=f"did not answer {DATASET} with v1"):
             steps.deploy(DATASET, run, v1["trained"], v1["snapshot"], AT, too_short)
         assert str(registry.alias_version(get_settings(), MODEL, registry.CHAMPION).version) == "2"
         tags = registry.client(get_settings()).get_model_version(MODEL, "1").tags
@@ -446,3 +505,26 @@ def test_an_unreachable_log_database_costs_records_not_answers(
         assert "mlops_prediction_log_dropped_records 500.0" in httpx.get(f"{url}/metrics", timeout=5).text
     finally:
         proc.stop()
+
+
+def test_a_replayed_day_with_rejected_requests_is_not_marked_done(trained: Registry, service: str) -> None:
+    from pipelines.data.sources import load_source
+    from pipelines.monitoring.replay import ReplayError, done_days, replay
+
+    day = Window(date(2013, 4, 10), date(2013, 4, 11))
+    with pointed_at_service(trained, service) as settings:
+        config = steps.dataset_config(DATASET)
+        source = load_source(config)
+        rows = source[(source["sched_dep"] >= "2013-04-10") & (source["sched_dep"] < "2013-04-11")]
+        # given a day of which one flight has a temperature the model's contract refuses (500 °F)
+        broken = rows.copy()
+        broken.loc[broken.index[0], "temp"] = 500.0
+        # when it is replayed, then the replay fails naming the day, and the day is not marked done
+        with pytest.raises(ReplayError, match=r"on 2013-04-10 \(not marked done") as failure:
+            replay(config, settings, day, "test-rejected", source=broken)
+        assert "'temp' = 500" in str(failure.value)
+        assert done_days(settings, DATASET, day) == set()
+        # and when the day is replayed again with the flight's real reading, it goes through and is marked done
+        again = replay(config, settings, day, "test-rejected", source=rows)
+        assert (again.days_replayed, again.rejected, again.answered) == (1, 0, len(rows))
+        assert done_days(settings, DATASET, day) == {day.start}
