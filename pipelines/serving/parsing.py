@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 from datetime import datetime
+from itertools import islice
 from typing import Any
 
 import numpy as np
@@ -48,14 +49,24 @@ def _err(loc: list[Any], msg: str, kind: str) -> dict[str, Any]:
     return {"loc": loc, "msg": msg, "type": kind}
 
 
+def _show(key: str) -> str:
+    """A field name as an error message quotes it: at most 60 characters of a hostile one."""
+    return repr(key) if len(key) <= 60 else repr(key[:60]) + "..."
+
+
+def _names(contract: InputContract) -> str:
+    """The fields a model takes, for an error message (the first 30 of a wide contract)."""
+    names = contract.names
+    return str(names) if len(names) <= 30 else f"{names[:30]} and {len(names) - 30} more"
+
+
 def parse_batch(payload: Any, contract: InputContract, max_records: int) -> Batch:
     """Check a decoded request body against ``contract``; raise :class:`InputError` naming every problem."""
     if not isinstance(payload, dict):
         raise InputError(422, [_err([], "the body must be a JSON object with a 'records' list", "type_error")])
     errors: list[dict[str, Any]] = [
-        _err([key], f"unknown top-level field {key!r}; allowed: {sorted(_TOP_LEVEL)}", "extra_forbidden")
-        for key in payload
-        if key not in _TOP_LEVEL
+        _err([key], f"unknown top-level field {_show(key)}; allowed: {sorted(_TOP_LEVEL)}", "extra_forbidden")
+        for key in islice((k for k in payload if k not in _TOP_LEVEL), _MAX_ERRORS)
     ]
     records = payload.get("records")
     if not isinstance(records, list) or not records:
@@ -113,11 +124,18 @@ def _parse_records(
         if not isinstance(record, dict):
             errors.append(_err(["records", i], "each record must be an object of feature values", "type_error"))
             continue
-        errors.extend(
-            _err(["records", i, key], f"unknown field {key!r}: the model takes {contract.names}", "extra_forbidden")
-            for key in record
-            if key not in names
-        )
+        if len(record) != len(names) or not names.issuperset(record):
+            unknown = islice((k for k in record if k not in names), _MAX_ERRORS - len(errors))
+            errors.extend(
+                _err(
+                    ["records", i, key],
+                    f"unknown field {_show(key)}: the model takes {_names(contract)}",
+                    "extra_forbidden",
+                )
+                for key in unknown
+            )
+            if len(errors) >= _MAX_ERRORS:
+                break
         for spec in contract.fields:
             if spec.name not in record:
                 errors.append(_err(["records", i, spec.name], f"field {spec.name!r} is missing", "missing"))

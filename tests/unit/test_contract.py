@@ -129,3 +129,36 @@ def test_the_json_schema_documents_the_contract(contract: InputContract) -> None
     assert schema["additionalProperties"] is False and schema["required"] == contract.names
     assert schema["properties"]["temp"]["anyOf"][0] == {"type": "number", "minimum": -20.0, "maximum": 120.0}
     assert schema["properties"]["carrier"]["type"] == "string"
+
+
+class _CountingDict(dict):  # type: ignore[type-arg]
+    """A record that counts how many of its keys were read by iteration."""
+
+    read = 0
+
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        for key in super().__iter__():
+            type(self).read += 1
+            yield key
+
+
+@pytest.mark.parametrize("where", ["record", "top level"])
+def test_a_body_of_unknown_fields_is_refused_after_reading_twenty_of_them(
+    contract: InputContract, record: dict, where: str
+) -> None:
+    # given a 2 MB body: one record (or the body itself) with 100,000 unknown fields of long names
+    junk = _CountingDict({f"{'x' * 12}{i:07d}": 0 for i in range(100_000)})
+    _CountingDict.read = 0
+    payload = {"records": [{**record, **junk} if where == "record" else record]}
+    if where == "top level":
+        payload = _CountingDict({"records": [record], **junk})
+    else:
+        payload["records"][0] = _CountingDict(payload["records"][0])
+    # when it is parsed
+    with pytest.raises(InputError) as refused:
+        parse_batch(payload, contract, max_records=1000)
+    # then it is refused with at most 20 errors, each naming an unknown field, after reading about that many keys
+    errors = refused.value.errors
+    assert refused.value.status == 422 and len(errors) == 20
+    assert all(e["type"] == "extra_forbidden" and "xxxxxxxxxxxx" in e["msg"] for e in errors)
+    assert _CountingDict.read < 100, "the parser read every unknown field instead of stopping at the limit"
