@@ -194,13 +194,25 @@ def replay_days(dataset: str, run: RunContext, start: date, end: date, serving_u
     return replayed
 
 
-def start_service(env: dict[str, str], home: Path, dataset: str, name: str = "serving") -> tuple[Service, str]:
+def start_service(
+    env: dict[str, str], home: Path, dataset: str, name: str = "serving", workers: int = 1
+) -> tuple[Service, str]:
     """The prediction service as ``make demo`` starts it (every dataset of the environment's folder, ``dataset`` the
     default), on a free port, once ready: the service and its URL."""
     port = free_port()
     service = Service(
         name=name,
-        command=[sys.executable, "-m", "pipelines.serving", "--default-dataset", dataset, "--port", str(port)],
+        command=[
+            sys.executable,
+            "-m",
+            "pipelines.serving",
+            "--default-dataset",
+            dataset,
+            "--port",
+            str(port),
+            "--workers",
+            str(workers),
+        ],
         env=env,
         pid_file=home / f"{name}.pid",
         log_file=home / f"{name}.log",

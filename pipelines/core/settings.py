@@ -31,6 +31,9 @@ class Settings(BaseSettings):
     )
     datasets_dir: Path = REPO_ROOT / "pipelines" / "conf" / "datasets"
     expectations_dir: Path = REPO_ROOT / "expectations"
+    # Set by `python -m pipelines.serving --workers N` for its worker processes (not by hand):
+    serving_workers_dir: Path | None = Field(None, description="The folder the service's workers share.")
+    serving_default_dataset: str = Field("", description="The default dataset of the service's workers.")
 
     @model_validator(mode="after")
     def _defaults(self) -> Settings:

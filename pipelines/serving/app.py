@@ -23,7 +23,10 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import os
 import secrets
+import sys
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
@@ -35,7 +38,7 @@ import numpy as np
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
-from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST
 
 from pipelines.core.config import ServingPolicy, load_dataset_config
 from pipelines.core.settings import Settings
@@ -46,6 +49,7 @@ from pipelines.serving.metrics import ServingMetrics
 from pipelines.serving.model_store import LoadedModel
 from pipelines.serving.parsing import Batch, InputError, parse_batch
 from pipelines.serving.responses import JSONResponse
+from pipelines.serving.workers import WorkerBoard, log_totals, versions_of
 from pipelines.training.contract import InputContract
 
 log = logging.getLogger(__name__)
@@ -74,6 +78,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 UNKNOWN = "_unknown"  # the metrics' dataset label of a request for a dataset that is not served
+BOARD_POLL_SECONDS = 0.25  # how soon a worker of several takes a reload asked of another
 
 
 @dataclass(frozen=True)
@@ -105,10 +110,45 @@ class PredictionService:
         )
         self.writer = ProcessLogWriter(settings.warehouse_url, max_queue=self.policy.log_queue_records)
         self.log_high_water = max(1, self.policy.log_queue_records // 10)
+        folder = settings.serving_workers_dir
+        self.board = WorkerBoard(folder) if folder is not None else None
+        self._stop = threading.Event()
+        self._follower: threading.Thread | None = None
+
+    def _follow_board(self) -> None:
+        """One worker of several: take the reloads asked of the others, publish what it serves and its log counts."""
+        assert self.board is not None
+        published: tuple[Any, ...] | None = None
+        while not self._stop.wait(BOARD_POLL_SECONDS):
+            try:
+                for dataset in self.board.reload_requests():
+                    self.catalog.reload(dataset)
+                serving = {
+                    d.name: d.store.current.version if d.store.current else None for d in self.catalog.datasets()
+                }
+                stats = self.writer.stats()
+                counts = {
+                    "written": stats.written,
+                    "dropped": stats.dropped,
+                    "queued": stats.queued,
+                    "write_errors": stats.write_errors,
+                }
+                if (serving, counts) != published:
+                    self.board.publish(serving, counts)
+                    published = (serving, counts)
+                self._update_log_gauges()
+            except Exception as exc:  # the follower must outlive a folder or registry hiccup
+                log.warning("worker %d: following the others failed: %s: %s", self.board.pid, type(exc).__name__, exc)
+
+    def _update_log_gauges(self) -> None:
+        stats = self.writer.stats()
+        self.metrics.log_written.set(stats.written)
+        self.metrics.log_dropped.set(stats.dropped)
+        self.metrics.log_queued.set(stats.queued)
 
     def _on_change(self, dataset: str, old: LoadedModel | None, new: LoadedModel) -> None:
         if old is not None:
-            self.metrics.model_info.remove(dataset, old.name, old.version)
+            self.metrics.retire(dataset, old.name, old.version)
         self.metrics.model_info.labels(dataset, new.name, new.version).set(1)
         self.metrics.loads.labels(dataset, "success").inc()
 
@@ -120,6 +160,9 @@ class PredictionService:
         """Start the prediction-log writer and the catalog's watchers; on shutdown, flush the log."""
         self.writer.start()
         self.catalog.start()
+        if self.board is not None:
+            self._follower = threading.Thread(target=self._follow_board, name="worker-board", daemon=True)
+            self._follower.start()
         log.info(
             "serving %s (default %s); prediction log in %s",
             ", ".join(d.name for d in self.catalog.datasets()) or "no dataset yet",
@@ -127,6 +170,9 @@ class PredictionService:
             self.settings.warehouse_url.split("@")[-1],
         )
         yield
+        self._stop.set()
+        if self._follower is not None:
+            self._follower.join(timeout=5)
         self.catalog.stop()
         stats = self.writer.close(timeout=30.0)
         log.info(
@@ -186,7 +232,10 @@ class PredictionService:
         return JSONResponse(body, 200 if ready else 503)
 
     def log_status(self) -> dict[str, Any]:
+        """The prediction log's counters: this process's, or every worker's summed in a service of several."""
         stats = self.writer.stats()
+        if self.board is not None:
+            return {**log_totals(self.board.workers()), "last_error": stats.last_error}
         return {
             "written": stats.written,
             "dropped": stats.dropped,
@@ -206,7 +255,10 @@ class PredictionService:
             served = self.served(dataset) if dataset else self.served(self._default())
         except InputError as exc:
             return JSONResponse(exc.body(), exc.status)
-        return JSONResponse({**served.status(), "prediction_log": self.log_status()})
+        body = {**served.status(), "prediction_log": self.log_status()}
+        if self.board is not None:  # several workers: this one, and what each serves (deploy waits for all)
+            body.update(worker=self.board.pid, workers=versions_of(self.board.workers(), served.name))
+        return JSONResponse(body)
 
     async def models(self) -> Response:
         return JSONResponse(
@@ -215,15 +267,13 @@ class PredictionService:
                 "models": [d.status() for d in self.catalog.datasets()],
                 "config_errors": self.catalog.config_errors(),
                 "prediction_log": self.log_status(),
+                **({} if self.board is None else {"worker": self.board.pid, "workers": self.board.workers()}),
             }
         )
 
     async def prometheus(self) -> Response:
-        stats = self.writer.stats()
-        self.metrics.log_written.set(stats.written)
-        self.metrics.log_dropped.set(stats.dropped)
-        self.metrics.log_queued.set(stats.queued)
-        return Response(generate_latest(self.metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        self._update_log_gauges()
+        return Response(self.metrics.exposition(), media_type=CONTENT_TYPE_LATEST)
 
     async def reload(self, request: Request) -> Response:
         token = self.settings.serving_admin_token
@@ -232,6 +282,8 @@ class PredictionService:
             if not hmac.compare_digest(given, token):
                 return JSONResponse({"detail": "a valid bearer token is required"}, 401)
         dataset = request.query_params.get("dataset")
+        if self.board is not None:
+            self.board.broadcast_reload(dataset)
         await asyncio.to_thread(self.catalog.reload, dataset)
         if dataset:
             return await self.model_of(dataset) if self.catalog.get(dataset) else await self._not_served(dataset)
@@ -441,6 +493,18 @@ def create_app(settings: Settings, default_dataset: str | None = None) -> FastAP
     add_inference_routes(app, service)
     app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]
     return app
+
+
+def app_from_settings() -> FastAPI:
+    """The app of one worker of a multi-process service (uvicorn's factory): settings from the environment the
+    service set for its workers."""
+    from pipelines.core.logging_setup import configure
+    from pipelines.core.settings import get_settings
+
+    configure()
+    sys.setswitchinterval(float(os.environ.get("MLOPS_SERVING_SWITCH_INTERVAL", "0.001")))  # as the single process
+    settings = get_settings()
+    return create_app(settings, settings.serving_default_dataset or None)
 
 
 def _openapi(app: FastAPI, service: PredictionService) -> dict[str, Any]:

@@ -99,7 +99,8 @@ class ServingClient:
                 raise ServingError(
                     f"the service at {self.base_url} serves {last.get('name')!r} for {dataset}, not {model_name!r}"
                 )
-            if str(last.get("version")) == version:
+            workers = last.get("workers")  # a service of several workers: every one must answer with it
+            if str(last.get("version")) == version and (not workers or all(v == version for v in workers.values())):
                 return last
             error = last.get("last_error") or {}
             if str(error.get("version")) == version and not last.get("loading"):

@@ -226,6 +226,8 @@ def serving_service(stack: StackSettings) -> Service:
             stack.host,
             "--port",
             str(stack.serving_port),
+            "--workers",
+            str(stack.serving_workers),
         ],
         port=stack.serving_port,
     )

@@ -50,6 +50,9 @@ class StackSettings(BaseSettings):
     mlflow_port: int = Field(5000, ge=1, le=65535, validation_alias="MLFLOW_PORT")
     airflow_port: int = Field(8080, ge=1, le=65535, validation_alias="AIRFLOW_PORT")
     serving_port: int = Field(8000, ge=1, le=65535, validation_alias="SERVING_PORT")
+    serving_workers: int = Field(
+        1, ge=1, le=64, validation_alias="SERVING_WORKERS", description="Prediction service processes on its port."
+    )
     worker_log_port: int = Field(8793, ge=1, le=65535, validation_alias="AIRFLOW_WORKER_LOG_PORT")
     trigger_log_port: int = Field(8794, ge=1, le=65535, validation_alias="AIRFLOW_TRIGGER_LOG_PORT")
     postgres_url: str = Field(

@@ -528,3 +528,71 @@ def test_a_replayed_day_with_rejected_requests_is_not_marked_done(trained: Regis
         again = replay(config, settings, day, "test-rejected", source=rows)
         assert (again.days_replayed, again.rejected, again.answered) == (1, 0, len(rows))
         assert done_days(settings, DATASET, day) == {day.start}
+
+
+def test_two_workers_on_one_port_share_the_load_switch_together_and_log_every_record_once(
+    trained: Registry, tmp_path_factory: pytest.TempPathFactory
+) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from pipelines.serving.client import ServingClient
+
+    _, records = holdout_records(trained, 20)
+    trained.set_champion("1")
+    # given the service started with two worker processes on one port (SERVING_WORKERS=2)
+    proc, url = start_service(trained.env, tmp_path_factory.mktemp("workers"), DATASET, "serving-2w", workers=2)
+    try:
+        wait_until(
+            lambda: (
+                set(httpx.get(f"{url}/models/{DATASET}", timeout=5).json()["workers"].values()) == {"1"}
+                and len(httpx.get(f"{url}/models/{DATASET}", timeout=5).json()["workers"]) == 2
+            ),
+            "both workers to serve v1",
+            120,
+        )
+
+        def send(request_id: str) -> tuple[int, str]:
+            response = httpx.post(f"{url}/predict", json={"records": records, "request_id": request_id}, timeout=30)
+            return response.status_code, response.json().get("model_version", "")
+
+        def worker_of(_: int) -> int:
+            return int(httpx.get(f"{url}/models/{DATASET}", timeout=5).json()["worker"])
+
+        # when 60 requests of 20 records are sent by 4 clients, one of them 5 times over (a client retrying)
+        with ThreadPoolExecutor(4) as pool:
+            before = list(pool.map(send, [f"w2-{k}" for k in range(60)] + ["w2-retry"] * 5))
+            # then connections are answered by both workers
+            assert len(set(pool.map(worker_of, range(40)))) == 2
+        assert {status for status, _ in before} == {200} and {v for _, v in before} == {"1"}
+
+        # when the champion moves and one worker is told: deploy's wait returns once every worker answers with v2
+        trained.set_champion("2")
+        with ServingClient(url) as client:
+            switched = client.wait_for_version(DATASET, MODEL, "2", timeout=120)
+        assert set(switched["workers"].values()) == {"2"}
+        with ThreadPoolExecutor(4) as pool:
+            after = list(pool.map(send, [f"w2-after-{k}" for k in range(20)]))
+        assert after == [(200, "2")] * 20, "a worker still answered with v1 after deploy's wait"
+
+        # then every record answered is logged exactly once (the retried request once), across both writers
+        expected = 60 * 20 + 20 + 20 * 20
+        wait_until(
+            lambda: httpx.get(f"{url}/models", timeout=5).json()["prediction_log"]["written"] >= expected,
+            "both workers' logs to be written",
+            60,
+        )
+        logged = _logged(trained.settings, "w2-")
+        assert len(logged) == expected
+        assert not logged.duplicated(["request_id", "record_index"]).any()
+        assert (logged.request_id == "w2-retry").sum() == 20
+        # and the Prometheus counters of both workers are summed by whichever answers the scrape
+        metrics = httpx.get(f"{url}/metrics", timeout=5).text
+        answered = sum(
+            float(line.rsplit(" ", 1)[1])
+            for line in metrics.splitlines()
+            if line.startswith(f'mlops_predicted_records_total{{dataset="{DATASET}"')
+        )
+        assert answered == (60 + 5 + 20) * 20
+    finally:
+        proc.stop()
+    trained.set_champion("2")
