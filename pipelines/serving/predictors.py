@@ -2,18 +2,24 @@
 
 A predictor's ``predict`` returns what the task predicts: the probability of the positive class (binary, ``n``),
 a probability per class in the model's class order (multiclass, ``n x k``) or the predicted value (regression,
-``n``). Only binary models are compiled (below); the other tasks are served by the fitted pipeline as is.
+``n``); its ``kind`` says what computes it (``GET /models`` shows it):
+
+- ``compiled``: compiled preprocessing and the gradient-boosted trees walked by numba (:mod:`pipelines.serving.trees`;
+  ``HistGradientBoostingClassifier``, binary or multiclass, and ``HistGradientBoostingRegressor``);
+- ``compiled-preprocessing``: compiled preprocessing, then the fitted estimator's own ``predict_proba``
+  (classification) or ``predict`` (regression) on the matrix it fills (linear models, and any other estimator);
+- ``pipeline``: the fitted pipeline on a DataFrame, exactly as MLflow runs it (:class:`FramePredictor`);
+- ``pyfunc``: a model MLflow loads only as a pyfunc (:class:`PyfuncPredictor`).
 
 Profiling one single-record request through MLflow's pyfunc showed where the time goes: building a pandas
 DataFrame and running it through the fitted ColumnTransformer costs about three times what the trees themselves
 cost. :class:`CompiledPredictor` removes that: it turns the fitted preprocessing (imputers, one-hot encoders,
 scalers) into dictionary lookups and numpy arithmetic that fill the estimator's input matrix directly, then calls
-the fitted estimator itself; gradient-boosted trees are walked by compiled code (:mod:`pipelines.serving.trees`),
-since scikit-learn's per-tree call overhead is otherwise most of what remains. It is built only for
-preprocessing it fully understands and is checked, before it serves anything, to give the same probabilities as
-the fitted pipeline on a few hundred probe records (the model's input example plus random in-contract records with
-nulls and unseen categories). Anything else, or any difference, falls back to :class:`FramePredictor`, the
-fitted pipeline on a DataFrame, exactly as MLflow runs it.
+the fitted estimator itself; gradient-boosted trees are walked by compiled code, since scikit-learn's per-tree call
+overhead is otherwise most of what remains. It is built only for preprocessing it fully understands and is checked,
+before it serves anything, to give the same output as the fitted pipeline on a few hundred probe records (the
+model's input example plus random in-contract records with nulls and unseen categories). Anything else, or any
+difference, falls back to :class:`FramePredictor`.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ UNSEEN = "\x00unseen-category\x00"
 VERIFY_ROWS = 300
 VERIFY_TOLERANCE = 1e-12
 TASKS = ("binary", "multiclass", "regression")
+TREE_ENSEMBLES = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")  # walked by numba
 
 
 class Predictor(Protocol):
@@ -123,9 +130,8 @@ class _NumericColumn:
 
 
 class CompiledPredictor:
-    """The fitted preprocessing as lookups and arithmetic, feeding the fitted estimator directly."""
-
-    kind = "compiled"
+    """The fitted preprocessing as lookups and arithmetic, feeding the fitted estimator (or its trees, compiled)
+    directly; the output of ``task`` as :class:`FramePredictor` gives it."""
 
     def __init__(
         self,
@@ -134,22 +140,27 @@ class CompiledPredictor:
         categorical: list[_CategoricalColumn],
         numeric: list[_NumericColumn],
         estimator: Any,
+        task: str = "binary",
     ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
         self.width = width
         self.base_row = base_row
         self.categorical = categorical
         self.numeric = numeric
         self.estimator = estimator
-        self.positive = positive_column(estimator.classes_)
-        self.trees = None
-        if type(estimator).__name__ == "HistGradientBoostingClassifier":
+        self.task = task
+        self.positive = positive_column(estimator.classes_) if task == "binary" else -1
+        self.trees: Any = None
+        if type(estimator).__name__ in TREE_ENSEMBLES:
             try:
                 from pipelines.serving.trees import CompiledTrees
 
                 self.trees = CompiledTrees(estimator)
-                self.estimator = self.trees
             except Exception as exc:  # numba missing or an ensemble it does not reproduce: scikit-learn walks them
                 log.info("trees walked by scikit-learn (%s: %s)", type(exc).__name__, exc)
+        self.scorer: Any = self.trees if self.trees is not None else estimator
+        self.kind = "compiled" if self.trees is not None else "compiled-preprocessing"
 
     def matrix(self, batch: Batch) -> np.ndarray:
         """The estimator's input matrix for ``batch``."""
@@ -169,15 +180,20 @@ class CompiledPredictor:
         return x
 
     def predict(self, batch: Batch) -> np.ndarray:
-        return np.asarray(self.estimator.predict_proba(self.matrix(batch)), dtype=float)[:, self.positive]
+        x = self.matrix(batch)
+        if self.task == "regression":
+            return np.asarray(self.scorer.predict(x), dtype=float).reshape(-1)
+        proba = np.asarray(self.scorer.predict_proba(x), dtype=float)
+        return proba[:, self.positive] if self.task == "binary" else proba
 
 
 class CompileError(ValueError):
     """The pipeline holds a step the compiler does not handle; the fitted pipeline serves instead."""
 
 
-def compile_pipeline(model: Any, contract: InputContract) -> CompiledPredictor:
-    """Compile a fitted ``Pipeline([ColumnTransformer, classifier])`` of imputers, one-hot encoders and scalers."""
+def compile_pipeline(model: Any, contract: InputContract, task: str = "binary") -> CompiledPredictor:
+    """Compile a fitted ``Pipeline([ColumnTransformer, estimator])`` of imputers, one-hot encoders and scalers, for
+    an estimator with ``predict_proba`` (binary, multiclass) or a regressor's ``predict`` (regression)."""
     from sklearn.compose import ColumnTransformer
     from sklearn.pipeline import Pipeline
 
@@ -188,6 +204,10 @@ def compile_pipeline(model: Any, contract: InputContract) -> CompiledPredictor:
         raise CompileError("the estimator was fitted on a DataFrame")
     if getattr(pre, "sparse_output_", False):
         raise CompileError("sparse preprocessing output")
+    if task == "regression" and (hasattr(estimator, "classes_") or not hasattr(estimator, "predict")):
+        raise CompileError(f"{type(estimator).__name__} is not a regressor")
+    if task != "regression" and not (hasattr(estimator, "classes_") and hasattr(estimator, "predict_proba")):
+        raise CompileError(f"{type(estimator).__name__} gives no class probabilities")
     width = sum(s.stop - s.start for s in pre.output_indices_.values())
     kinds = {f.name: f.kind for f in contract.fields}
     categorical: list[_CategoricalColumn] = []
@@ -210,7 +230,7 @@ def compile_pipeline(model: Any, contract: InputContract) -> CompiledPredictor:
     base_row = np.zeros(width)
     for cat_col in categorical:
         base_row[cat_col.out_columns] = cat_col.table[cat_col.unseen_row]
-    return CompiledPredictor(width, base_row, categorical, numeric, estimator)
+    return CompiledPredictor(width, base_row, categorical, numeric, estimator, task)
 
 
 def _compile_categorical(transformer: Any, encoder: Any, cols: list[str], offset: int) -> list[_CategoricalColumn]:
@@ -344,33 +364,54 @@ def known_categories(model: Any) -> dict[str, list[str]]:
 def best_predictor(
     model: Any, contract: InputContract, example: Batch | None = None, task: str = "binary"
 ) -> Predictor:
-    """For a binary model, the compiled predictor when it reproduces the fitted pipeline exactly on probe records;
-    the fitted pipeline otherwise, and for the other tasks (correct before fast)."""
+    """The compiled predictor when it reproduces the fitted pipeline on probe records (the input example and
+    :data:`VERIFY_ROWS` random in-contract records, within :data:`VERIFY_TOLERANCE`), whatever the task; the fitted
+    pipeline otherwise (correct before fast)."""
     if task not in TASKS:
         raise ValueError(f"unknown task {task!r}; known: {', '.join(TASKS)}")
     reference = FramePredictor(model, contract, task)
-    if task != "binary":
-        log.info("serving the fitted pipeline as is (a %s model is not compiled)", task)
-        return reference
     try:
-        compiled = compile_pipeline(model, contract)
+        compiled = compile_pipeline(model, contract, task)
     except (CompileError, AttributeError, ValueError) as exc:
-        log.info("serving the fitted pipeline as is (not compiled: %s)", exc)
+        log.info("serving the fitted %s pipeline as is (not compiled: %s)", task, exc)
         return reference
     probe = probe_batch(contract, known_categories(model), VERIFY_ROWS)
     if example is not None:
         probe = concat_batches(example, probe)
-    diff = float(np.max(np.abs(compiled.predict(probe) - reference.predict(probe))))
+    expected = reference.predict(probe)
+    try:
+        got = compiled.predict(probe)
+    except Exception as exc:  # the estimator refuses the compiled matrix: it is not what the pipeline feeds it
+        log.warning(
+            "compiled %s predictor failed on probe records (%s: %s): serving the fitted pipeline instead",
+            task,
+            type(exc).__name__,
+            exc,
+        )
+        return reference
+    if got.shape != expected.shape:
+        log.warning(
+            "compiled %s predictor gives shape %s where the fitted pipeline gives %s: serving the fitted pipeline "
+            "instead",
+            task,
+            got.shape,
+            expected.shape,
+        )
+        return reference
+    diff = float(np.max(np.abs(got - expected))) if got.size else 0.0
     if not diff <= VERIFY_TOLERANCE:
         log.warning(
-            "compiled predictor differs from the fitted pipeline by %.3g on probe records: serving the "
+            "compiled %s predictor differs from the fitted pipeline by %.3g on probe records: serving the "
             "fitted pipeline instead",
+            task,
             diff,
         )
         return reference
     log.info(
-        "compiled predictor (trees by %s) matches the fitted pipeline on %d probe records (max difference %.1g)",
-        "numba" if compiled.trees is not None else "the estimator",
+        "compiled %s predictor (%s: %s) matches the fitted pipeline on %d probe records (max difference %.1g)",
+        task,
+        compiled.kind,
+        "trees walked by numba" if compiled.trees is not None else f"{type(compiled.estimator).__name__} itself",
         probe.size,
         diff,
     )

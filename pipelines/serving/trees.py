@@ -1,12 +1,14 @@
 """Gradient-boosted trees walked in compiled code: exact, and without scikit-learn's per-tree overhead.
 
-scikit-learn's ``HistGradientBoostingClassifier.predict_proba`` calls each of its trees in turn; for one record
-the ~150 calls' overhead is nearly all of the ~2 ms a prediction takes, and for 100 records most of it. Here the
-fitted nodes of every tree are copied once into flat arrays, and one numba-compiled loop walks every tree for
-every record, taking the same branches by the same comparisons (``x <= threshold``, missing values by the learned
-direction) and adding the leaf values in the same order, so the raw scores, then the probabilities from the
-estimator's own link function, are identical to the last bit; :mod:`pipelines.serving.predictors` checks that on
-probe records before using it.
+scikit-learn's ``HistGradientBoosting*`` predictions call each of their trees in turn from Python; for one record
+the ~150 calls' overhead (times the number of classes for a multiclass model) is nearly all of the ~2 ms a
+prediction takes, and for 100 records most of it. Here the fitted nodes of every tree are copied once into flat
+arrays, and one numba-compiled loop walks every tree for every record, taking the same branches by the same
+comparisons (``x <= threshold``, missing values by the learned direction) and adding the leaf values to the
+baseline in the same order (iteration after iteration, one sum per class), so the raw scores are those of
+scikit-learn to the last bit; the estimator's own loss then turns them into the prediction as scikit-learn does
+(the link's inverse for a regressor, the sigmoid or softmax for a classifier). :mod:`pipelines.serving.predictors`
+checks that on probe records before using it.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from typing import Any
 import numpy as np
 from numba import njit
 
+SUPPORTED = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
+
 
 class UnsupportedTreesError(ValueError):
-    """The ensemble has a feature this walker does not reproduce (multiclass, native categorical splits)."""
+    """The ensemble has a feature this walker does not reproduce (native categorical splits, another estimator)."""
 
 
 @njit(cache=True, nogil=True)
@@ -32,41 +36,50 @@ def _walk(
     right: np.ndarray,
     is_leaf: np.ndarray,
     value: np.ndarray,
-    baseline: float,
+    baseline: np.ndarray,
     out: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover - compiled
+    """``out[i, k]`` = baseline[k] + the leaf of tree ``roots[it, k]`` for record ``i``, summed over ``it`` in order."""
     for i in range(x.shape[0]):
-        acc = baseline
-        for t in range(roots.shape[0]):
-            node = roots[t]
-            while not is_leaf[node]:
-                v = x[i, feature[node]]
-                if np.isnan(v):
-                    node = left[node] if missing_left[node] else right[node]
-                elif v <= threshold[node]:
-                    node = left[node]
-                else:
-                    node = right[node]
-            acc += value[node]
-        out[i] = acc
+        for k in range(roots.shape[1]):
+            out[i, k] = baseline[k]
+        for it in range(roots.shape[0]):
+            for k in range(roots.shape[1]):
+                node = roots[it, k]
+                while not is_leaf[node]:
+                    v = x[i, feature[node]]
+                    if np.isnan(v):
+                        node = left[node] if missing_left[node] else right[node]
+                    elif v <= threshold[node]:
+                        node = left[node]
+                    else:
+                        node = right[node]
+                out[i, k] += value[node]
     return out
 
 
 class CompiledTrees:
-    """A fitted binary ``HistGradientBoostingClassifier`` as flat node arrays and one compiled walk."""
+    """A fitted ``HistGradientBoostingClassifier`` (binary or multiclass) or ``HistGradientBoostingRegressor`` as
+    flat node arrays and one compiled walk; ``predict_proba`` (classifier) and ``predict`` as scikit-learn's."""
 
     def __init__(self, estimator: Any) -> None:
+        if type(estimator).__name__ not in SUPPORTED:
+            raise UnsupportedTreesError(f"{type(estimator).__name__} is not a histogram gradient boosting ensemble")
         predictors = estimator._predictors
-        if estimator.n_trees_per_iteration_ != 1 or not predictors:
-            raise UnsupportedTreesError("not a binary gradient boosting ensemble")
-        nodes = [trees[0].nodes for trees in predictors]
+        per_iteration = int(estimator.n_trees_per_iteration_)
+        if not predictors or any(len(trees) != per_iteration for trees in predictors):
+            raise UnsupportedTreesError("an empty ensemble, or iterations without one tree per class")
+        nodes = [tree.nodes for trees in predictors for tree in trees]  # iteration by iteration, class by class
         if any(n["is_categorical"].any() for n in nodes):
             raise UnsupportedTreesError("native categorical splits")
+        baseline = np.asarray(estimator._baseline_prediction, dtype=np.float64).reshape(-1)
+        if baseline.shape != (per_iteration,):
+            raise UnsupportedTreesError(f"a baseline of shape {baseline.shape} for {per_iteration} trees per iteration")
         sizes = np.array([len(n) for n in nodes])
         offsets = np.concatenate([[0], np.cumsum(sizes)[:-1]])
         flat = np.concatenate(nodes)
         shift = np.repeat(offsets, sizes)
-        self.roots = offsets.astype(np.int64)
+        self.roots = offsets.astype(np.int64).reshape(len(predictors), per_iteration)
         self.feature = flat["feature_idx"].astype(np.int64)
         self.threshold = flat["num_threshold"].astype(np.float64)
         self.missing_left = flat["missing_go_to_left"].astype(np.bool_)
@@ -74,15 +87,21 @@ class CompiledTrees:
         self.right = (flat["right"] + shift).astype(np.int64)
         self.is_leaf = flat["is_leaf"].astype(np.bool_)
         self.value = flat["value"].astype(np.float64)
-        self.baseline = float(np.asarray(estimator._baseline_prediction).ravel()[0])
+        self.baseline = baseline
         self.loss = estimator._loss
-        self.classes_ = estimator.classes_
-        self.predict_proba(np.zeros((1, int(self.feature.max()) + 1)))  # compile now, not on the first request
+        self.is_classifier = hasattr(estimator, "classes_")
+        if self.is_classifier:
+            self.classes_ = estimator.classes_
+        self.n_features = int(estimator.n_features_in_)
+        self.raw(np.zeros((1, self.n_features)))  # compile now (or load numba's cache), not on the first request
 
-    def predict_proba(self, x: np.ndarray) -> np.ndarray:
-        """Class probabilities, as the estimator's ``predict_proba`` gives them."""
+    def raw(self, x: np.ndarray) -> np.ndarray:
+        """The raw scores, ``n x trees per iteration``, laid out as scikit-learn's (Fortran order)."""
         x = np.ascontiguousarray(x, dtype=np.float64)
-        raw = _walk(
+        if x.ndim != 2 or x.shape[1] != self.n_features:
+            raise ValueError(f"expected a matrix of {self.n_features} columns, got shape {x.shape}")
+        out = np.empty((x.shape[0], self.roots.shape[1]), dtype=np.float64, order="F")
+        return _walk(
             x,
             self.roots,
             self.feature,
@@ -93,6 +112,18 @@ class CompiledTrees:
             self.is_leaf,
             self.value,
             self.baseline,
-            np.empty(x.shape[0]),
+            out,
         )
-        return np.asarray(self.loss.predict_proba(raw[:, None]))
+
+    def predict_proba(self, x: np.ndarray) -> np.ndarray:
+        """Class probabilities, ``n x classes``, as the classifier's ``predict_proba`` gives them."""
+        if not self.is_classifier:
+            raise AttributeError("a regressor has no predict_proba")
+        return np.asarray(self.loss.predict_proba(self.raw(x)))
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """The regressor's predicted values, ``n``, as its ``predict`` gives them (the link's inverse of the raw
+        score: the identity for squared error, ``exp`` for Poisson or gamma)."""
+        if self.is_classifier:
+            raise AttributeError("predict of a classifier gives classes; use predict_proba")
+        return np.asarray(self.loss.link.inverse(self.raw(x).ravel()))

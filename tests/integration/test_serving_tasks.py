@@ -129,6 +129,10 @@ def test_one_process_serves_the_champion_of_every_task(url: str, samples: dict[s
     assert by_dataset[WINE]["task"] == "multiclass" and by_dataset[WINE]["version"] == samples[WINE].version
     assert by_dataset[MINUTES]["task"] == "regression" and by_dataset[MINUTES]["version"] == samples[MINUTES].version
     assert by_dataset[WINE]["name"] == WINE_MODEL and by_dataset[WINE]["classes"] == CLASSES
+    # and each is served by its compiled predictor, verified at load against the fitted pipeline: the trees of the
+    # gradient-boosted flights models in numba, the wine logistic regression on the compiled preprocessing
+    predictors = {name: by_dataset[name]["predictor"] for name in ("flights", WINE, MINUTES)}
+    assert predictors == {"flights": "compiled", WINE: "compiled-preprocessing", MINUTES: "compiled"}
     # and each dataset's requests are counted under its own label
     _predict(url, MINUTES, {"records": _records(samples[MINUTES].features.head(3))})
     metrics = httpx.get(f"{url}/metrics", timeout=5).text

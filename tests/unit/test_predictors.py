@@ -99,8 +99,10 @@ def test_compiled_predictor_reproduces_the_pipeline_exactly(flights_config, over
     reference = FramePredictor(model, contract)
     for part in split_batch(probe, 1)[:80]:
         np.testing.assert_array_equal(predictor.predict(part), reference.predict(part))
-    # and gradient-boosted trees are walked by the compiled walker
-    assert (predictor.trees is not None) == ("HistGradientBoosting" in config.model.estimator)
+    # and gradient-boosted trees are walked by the compiled walker, which the kind says
+    trees = "HistGradientBoosting" in config.model.estimator
+    assert (predictor.trees is not None) == trees
+    assert predictor.kind == ("compiled" if trees else "compiled-preprocessing")
 
 
 def test_preprocessing_the_compiler_does_not_know_is_served_as_fitted(flights_config) -> None:
@@ -159,6 +161,205 @@ def test_a_compiled_predictor_that_disagrees_is_not_used(flights_config, monkeyp
     assert isinstance(best_predictor(model, contract), FramePredictor)
 
 
+# Every task compiled: multiclass (scikit-learn's wine data) and regression (its diabetes data), each with nulls and a
+# categorical column whose probe records include an unseen category.
+
+
+def _contract_of(frame: pd.DataFrame) -> InputContract:
+    """Every column nullable; a number's bounds a tenth of its range beyond what the data holds."""
+    fields = []
+    for name in frame.columns:
+        if frame[name].dtype == object:
+            fields.append(FieldSpec(name, "categorical"))
+        else:
+            lo, hi = float(frame[name].min()), float(frame[name].max())
+            fields.append(FieldSpec(name, "numeric", minimum=lo - (hi - lo) / 10, maximum=hi + (hi - lo) / 10))
+    return InputContract(tuple(fields))
+
+
+def _with_features(config: DatasetConfig, frame: pd.DataFrame, overrides: dict[str, Any]) -> DatasetConfig:
+    features = [{"name": c, "type": "categorical" if frame[c].dtype == object else "numeric"} for c in frame.columns]
+    return config.with_overrides({"features": features, **overrides})
+
+
+Fitted = tuple[DatasetConfig, pd.DataFrame, np.ndarray, InputContract]
+
+
+@pytest.fixture(scope="module")
+def banded_wine() -> Fitted:
+    """scikit-learn's wine data with a categorical column binned from proline (its top band, 6 wines, rarer than
+    the encoder's minimum frequency), a tenth of alcohol, hue and bands missing; the shipped wine config with it."""
+    from sklearn.datasets import load_wine
+
+    bunch = load_wine(as_frame=True)
+    frame = bunch.frame.drop(columns="target").rename(
+        columns={"od280/od315_of_diluted_wines": "od280_od315_of_diluted_wines"}
+    )
+    bands = pd.cut(frame["proline"], [0, 500, 800, 1200, 1400, 2000], labels=["low", "mid", "high", "higher", "top"])
+    frame["proline_band"] = bands.astype(object)
+    rng = np.random.default_rng(11)
+    for column in ("alcohol", "hue", "proline_band"):
+        frame.loc[rng.random(len(frame)) < 0.1, column] = None
+    labels = np.array(["class_0", "class_1", "class_2"], dtype=object)[bunch.target.to_numpy()]
+    config = _with_features(_shipped("wine"), frame, {"model": {"one_hot_min_frequency": 10}})
+    return config, frame, labels, _contract_of(frame)
+
+
+@pytest.fixture(scope="module")
+def diabetes() -> Fitted:
+    """scikit-learn's diabetes data (disease progression, 25-346) with sex as a category, a tenth of bmi, bp and
+    sex missing; the shipped flights_minutes config (regression) with these features, numbers scaled."""
+    from sklearn.datasets import load_diabetes
+
+    bunch = load_diabetes(as_frame=True)
+    frame = bunch.frame.drop(columns="target")
+    frame["sex"] = np.where(frame["sex"] > 0, "male", "female").astype(object)
+    rng = np.random.default_rng(12)
+    for column in ("bmi", "bp", "sex"):
+        frame.loc[rng.random(len(frame)) < 0.1, column] = None
+    overrides = {
+        "slices": [],
+        "monitoring": {"drift": {"ignore": []}},
+        "model": {"one_hot_min_frequency": 10, "scale_numeric": True},
+    }
+    config = _with_features(_shipped("flights_minutes"), frame, overrides)
+    return config, frame, bunch.target.to_numpy(dtype=float), _contract_of(frame)
+
+
+def _fit(fitted: Fitted, estimator: str, params: dict[str, Any]) -> Any:
+    config, frame, target, _ = fitted
+    return build_model(config.with_overrides({"model": {"estimator": estimator, "params": params}})).fit(frame, target)
+
+
+def _pipeline_output(model: Any, batch: Batch, contract: InputContract, task: str) -> np.ndarray:
+    """What the fitted pipeline itself gives for ``batch``, in the task's shape."""
+    frame = batch_frame(batch, contract)
+    return np.asarray(model.predict(frame) if task == "regression" else model.predict_proba(frame), dtype=float)
+
+
+@pytest.mark.parametrize(
+    ("data", "estimator", "params", "kind"),
+    [
+        ("banded_wine", "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 40}, "compiled"),
+        ("banded_wine", "sklearn.linear_model.LogisticRegression", {"max_iter": 2000}, "compiled-preprocessing"),
+        ("diabetes", "sklearn.ensemble.HistGradientBoostingRegressor", {"max_iter": 60}, "compiled"),
+        ("diabetes", "sklearn.linear_model.LinearRegression", {}, "compiled-preprocessing"),
+        ("diabetes", "sklearn.linear_model.Ridge", {"alpha": 1.0}, "compiled-preprocessing"),
+        ("diabetes", "sklearn.linear_model.Lasso", {"alpha": 0.1}, "compiled-preprocessing"),
+        ("diabetes", "sklearn.linear_model.ElasticNet", {"alpha": 0.01}, "compiled-preprocessing"),
+        ("diabetes", "sklearn.linear_model.SGDRegressor", {"max_iter": 2000}, "compiled-preprocessing"),
+    ],
+    ids=lambda v: v.rpartition(".")[2] if isinstance(v, str) and "." in v else None,
+)
+def test_every_task_is_compiled_and_gives_what_the_fitted_pipeline_gives(
+    request: pytest.FixtureRequest, data: str, estimator: str, params: dict[str, Any], kind: str
+) -> None:
+    # given a pipeline built as training builds it, fitted on real data with nulls and a categorical column
+    fitted: Fitted = request.getfixturevalue(data)
+    config, _, _, contract = fitted
+    task = config.target.task
+    model = _fit(fitted, estimator, params)
+    # when the best predictor is chosen
+    predictor = best_predictor(model, contract, task=task)
+    # then the compiled path serves, and its kind says whether the trees are walked by numba
+    assert isinstance(predictor, CompiledPredictor) and predictor.kind == kind
+    assert (predictor.trees is not None) == (kind == "compiled")
+    # and on fresh records (unseen and missing categories, missing numbers, values across the bounds) it gives
+    # exactly what the fitted pipeline gives, in the task's shape
+    probe = probe_batch(contract, known_categories(model), 400, seed=7)
+    category = next(f.name for f in contract.fields if f.kind == "categorical")
+    assert {"unseen-value", None} <= set(probe.categorical[category])
+    out = predictor.predict(probe)
+    expected = _pipeline_output(model, probe, contract, task)
+    assert out.shape == ((400, 3) if task == "multiclass" else (400,))
+    np.testing.assert_array_equal(out, expected)
+    # and record by record, as single-record requests come
+    reference = FramePredictor(model, contract, task)
+    for part in split_batch(probe, 1)[:40]:
+        np.testing.assert_array_equal(predictor.predict(part), reference.predict(part))
+
+
+def test_trees_the_walker_does_not_reproduce_are_walked_by_scikit_learn_on_the_compiled_matrix(banded_wine) -> None:
+    # given a gradient-boosted classifier told to split natively on the band's one-hot columns (the first block)
+    model = _fit(
+        banded_wine, "sklearn.ensemble.HistGradientBoostingClassifier", {"max_iter": 20, "categorical_features": [0, 1]}
+    )
+    nodes = [tree.nodes for trees in model[-1]._predictors for tree in trees]
+    assert any(n["is_categorical"].any() for n in nodes)
+    contract = banded_wine[3]
+    # when the best predictor is chosen
+    predictor = best_predictor(model, contract, task="multiclass")
+    # then the preprocessing is compiled and the estimator's own predict_proba walks the trees, which the kind says
+    assert isinstance(predictor, CompiledPredictor) and predictor.trees is None
+    assert predictor.kind == "compiled-preprocessing"
+    probe = probe_batch(contract, known_categories(model), 300, seed=8)
+    np.testing.assert_array_equal(predictor.predict(probe), _pipeline_output(model, probe, contract, "multiclass"))
+
+
+@pytest.mark.parametrize(
+    ("data", "estimator"),
+    [
+        ("banded_wine", "sklearn.ensemble.HistGradientBoostingClassifier"),
+        ("banded_wine", "sklearn.linear_model.LogisticRegression"),
+        ("diabetes", "sklearn.ensemble.HistGradientBoostingRegressor"),
+        ("diabetes", "sklearn.linear_model.Ridge"),
+    ],
+)
+def test_a_compiled_predictor_of_any_task_that_disagrees_is_not_used(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch, data: str, estimator: str
+) -> None:
+    fitted: Fitted = request.getfixturevalue(data)
+    config, _, _, contract = fitted
+    model = _fit(fitted, estimator, {"max_iter": 20} if "HistGradient" in estimator else {})
+    # given a compiler that gets every number wrong by a little (a tenth of a standard deviation, once scaled)
+    original = CompiledPredictor.matrix
+
+    def off_by_a_bit(self: CompiledPredictor, batch: Batch) -> np.ndarray:
+        x = original(self, batch)
+        x[:, [n.out_column for n in self.numeric]] += 0.1
+        return x
+
+    monkeypatch.setattr(CompiledPredictor, "matrix", off_by_a_bit)
+    # then the verification catches it and the fitted pipeline serves, which its kind says
+    predictor = best_predictor(model, contract, task=config.target.task)
+    assert isinstance(predictor, FramePredictor) and predictor.kind == "pipeline"
+
+
+def test_pipelines_the_compiler_cannot_take_are_served_as_fitted(diabetes) -> None:
+    from sklearn.feature_selection import SelectKBest, f_regression
+    from sklearn.pipeline import Pipeline
+
+    _, frame, target, contract = diabetes
+    ridge = _fit(diabetes, "sklearn.linear_model.Ridge", {})
+    # given a feature selector between the preprocessing and the estimator, and preprocessing that hands the
+    # estimator a DataFrame (the estimator then knows its input's column names)
+    selected = Pipeline([ridge.steps[0], ("select", SelectKBest(f_regression, k=5)), ridge.steps[1]])
+    selected.fit(frame, target)
+    named = _fit(diabetes, "sklearn.linear_model.Ridge", {})
+    named.steps[0][1].set_output(transform="pandas")
+    named.fit(frame, target)
+    assert hasattr(named[-1], "feature_names_in_")
+    # then the fitted pipeline serves each of them, and says so
+    for model in (selected, named):
+        predictor = best_predictor(model, contract, task="regression")
+        assert isinstance(predictor, FramePredictor) and predictor.kind == "pipeline"
+        probe = probe_batch(contract, known_categories(model), 50, seed=9)
+        np.testing.assert_array_equal(predictor.predict(probe), model.predict(batch_frame(probe, contract)))
+
+
+def test_an_estimator_that_refuses_the_compiled_matrix_is_served_as_fitted(
+    diabetes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config, _, _, contract = diabetes
+    model = _fit(diabetes, "sklearn.linear_model.Ridge", {})
+    # given a compiled matrix one column short of what the estimator was fitted on
+    original = CompiledPredictor.matrix
+    monkeypatch.setattr(CompiledPredictor, "matrix", lambda self, batch: original(self, batch)[:, 1:])
+    # then the estimator's refusal is not an error of the load: the fitted pipeline serves
+    predictor = best_predictor(model, contract, task=config.target.task)
+    assert isinstance(predictor, FramePredictor) and predictor.kind == "pipeline"
+
+
 # Every task: the predictor's output, the load checks and the answers of POST /predict.
 
 
@@ -196,24 +397,27 @@ def _records_batch(features: pd.DataFrame, contract: InputContract) -> Batch:
     return parse_batch({"records": records, "ids": [f"w{i}" for i in range(len(records))]}, contract, len(records))
 
 
-def test_a_multiclass_model_is_served_by_its_pipeline_with_a_probability_per_class(wine) -> None:
+def test_the_shipped_multiclass_model_gives_a_probability_per_class_in_class_order(wine) -> None:
     model, contract, features = wine
-    # when the best predictor is chosen for a multiclass model
+    # when the best predictor is chosen for the shipped wine model (scaled numbers, logistic regression)
     predictor = best_predictor(model, contract, task="multiclass")
-    # then it is the fitted pipeline, and it returns every class's probability in the model's class order
-    assert isinstance(predictor, FramePredictor) and predictor.kind == "pipeline"
+    # then the compiled preprocessing feeds the estimator's own predict_proba, and every class's probability comes
+    # back in the model's class order, as the fitted pipeline gives it
+    assert isinstance(predictor, CompiledPredictor) and predictor.kind == "compiled-preprocessing"
     batch = _records_batch(features.iloc[::20], contract)
     out = predictor.predict(batch)
     np.testing.assert_array_equal(out, model.predict_proba(features.iloc[::20]))
     assert out.shape == (batch.size, 3) and output_problem(out, batch.size, "multiclass", 3) is None
 
 
-def test_a_regression_model_is_served_by_its_pipeline_with_its_values(minutes) -> None:
+def test_the_shipped_regression_model_gives_its_values_from_compiled_trees(minutes) -> None:
     model, contract = minutes
+    # when the best predictor is chosen for the shipped flights_minutes model (gradient-boosted regression)
     predictor = best_predictor(model, contract, task="regression")
+    # then its trees are walked by numba and its values are the fitted pipeline's
+    assert isinstance(predictor, CompiledPredictor) and predictor.kind == "compiled"
     probe = probe_batch(contract, known_categories(model), 200, seed=3)
     out = predictor.predict(probe)
-    assert isinstance(predictor, FramePredictor)
     np.testing.assert_array_equal(out, model.predict(batch_frame(probe, contract)))
     assert out.shape == (200,) and output_problem(out, 200, "regression") is None
     # and a regression output is not held to [0, 1]
