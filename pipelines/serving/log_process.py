@@ -18,14 +18,17 @@ import pickle
 import signal
 import threading
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
 
 from pipelines.serving.answers import predicted_index
-from pipelines.serving.log_writer import PredictionLogWriter, WriterStats
+from pipelines.serving.log_inserts import FAST_DIALECTS, PreparedRow, event_value, served_value
+from pipelines.serving.log_writer import LogItem, PredictionLogWriter, WriterStats
 from pipelines.serving.prediction_log import PredictionRecord
 
 log = logging.getLogger(__name__)
@@ -104,6 +107,50 @@ def records_of(request: LoggedRequest) -> list[PredictionRecord]:
     ]
 
 
+def rows_of(request: LoggedRequest, text_times: bool) -> list[PreparedRow]:
+    """The request's rows as the driver inserts them (:func:`records_of` then ``tuple_row``, without the record
+    objects in between: what is the same for the whole request is converted once)."""
+    import orjson
+
+    payload = orjson.loads(request.body)
+    n = request.size
+    ids = payload.get("ids") or [None] * n
+    times = payload.get("event_times") or [None] * n
+    head = (request.dataset, request.request_id)
+    served = served_value(request.served_at, text_times)
+    model = (request.model_name, str(request.model_version))
+    events = [None if t is None else event_value(datetime.fromisoformat(t), text_times) for t in times]
+    record_ids = [None if x is None else str(x) for x in ids]
+    features = [orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY).decode() for r in payload["records"]]
+    if request.task == "binary":
+        proba = np.frombuffer(request.outputs, dtype=np.float64).tolist()
+        decisions = np.frombuffer(request.decisions, dtype=np.int8).tolist()
+        return [
+            PreparedRow((*head, i, record_ids[i], served, events[i], *model, features[i], proba[i], decisions[i]))
+            for i in range(n)
+        ]
+    outputs = _task_outputs(request)
+    return [
+        PreparedRow(
+            (
+                *head,
+                i,
+                record_ids[i],
+                served,
+                events[i],
+                *model,
+                features[i],
+                None,
+                None,
+                outputs[i].get("prediction"),
+                outputs[i].get("predicted_class"),
+                None if "probabilities" not in outputs[i] else orjson.dumps(outputs[i]["probabilities"]).decode(),
+            )
+        )
+        for i in range(n)
+    ]
+
+
 def _task_outputs(request: LoggedRequest) -> list[dict[str, Any]]:
     """Per record of a multiclass or regression request, its output columns in the prediction log."""
     values = np.frombuffer(request.outputs, dtype=np.float64)
@@ -129,6 +176,8 @@ def _child(url: str, max_queue: int, reader: Any, counters: Any, error: Any) -> 
     signal.signal(signal.SIGTERM, signal.SIG_IGN)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure()
+    dialect = sa.engine.make_url(url).get_backend_name()
+    prepare, text_times = dialect in FAST_DIALECTS, dialect == "sqlite"
     writer = PredictionLogWriter(url, max_queue=max_queue)
     writer.start()
     stop = threading.Event()
@@ -158,7 +207,7 @@ def _child(url: str, max_queue: int, reader: Any, counters: Any, error: Any) -> 
             break
         for request in pickle.loads(message):
             try:
-                records = records_of(request)
+                records: Sequence[LogItem] = rows_of(request, text_times) if prepare else records_of(request)
             except Exception as exc:  # one malformed hand-over must not stop the logging of every later one
                 writer.discard(request.size, f"request {request.request_id} could not be read back ({exc})")
                 continue

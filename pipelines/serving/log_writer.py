@@ -22,11 +22,22 @@ from typing import Any
 import sqlalchemy as sa
 
 from pipelines.core.warehouse import get_engine
-from pipelines.serving.log_inserts import FAST_DIALECTS, insert_rows, insert_statement, is_wide, row_dict, tuple_row
+from pipelines.serving.log_inserts import (
+    FAST_DIALECTS,
+    PreparedRow,
+    driver_row,
+    insert_rows,
+    insert_statement,
+    is_wide,
+    row_dict,
+)
 from pipelines.serving.prediction_log import (
     PredictionRecord,
     create_table,
 )
+
+# What the writer takes: records, or rows the writer process prepared for a SQLite or PostgreSQL warehouse.
+LogItem = PredictionRecord | PreparedRow
 
 log = logging.getLogger(__name__)
 
@@ -88,7 +99,7 @@ class PredictionLogWriter:
         self._close_lock = threading.Lock()
         self._wake = threading.Event()
         self._abandon = threading.Event()
-        self._pending: deque[tuple[PredictionRecord, ...]] = deque()
+        self._pending: deque[tuple[LogItem, ...]] = deque()
         self._waiting = 0
         self._in_flight = 0
         self._submitted = 0
@@ -117,7 +128,7 @@ class PredictionLogWriter:
             self._note_error(exc, "creating the table")
         self._launch()
 
-    def submit(self, records: Sequence[PredictionRecord]) -> bool:
+    def submit(self, records: Sequence[LogItem]) -> bool:
         """Queue ``records`` for writing without blocking; False (and counted dropped) when the queue is full."""
         n = len(records)
         if n == 0:
@@ -221,7 +232,7 @@ class PredictionLogWriter:
             log.exception("prediction log: the writer thread stopped")
 
     def _loop(self) -> None:
-        batch: list[PredictionRecord] = []
+        batch: list[LogItem] = []
         while not self._abandon.is_set():
             if not batch:
                 self._wake.wait(self._flush_interval)
@@ -238,9 +249,9 @@ class PredictionLogWriter:
             if batch:
                 self._abandon.wait(self._retry_interval)
 
-    def _take_locked(self) -> list[PredictionRecord]:
+    def _take_locked(self) -> list[LogItem]:
         """Move up to ``batch_size`` waiting records in flight (the caller holds the lock)."""
-        taken: list[PredictionRecord] = []
+        taken: list[LogItem] = []
         room = self._batch_size
         while self._pending and room > 0:
             head = self._pending.popleft()
@@ -260,7 +271,7 @@ class PredictionLogWriter:
             self._table_ready = True
         return engine
 
-    def _write(self, batch: list[PredictionRecord]) -> list[PredictionRecord]:
+    def _write(self, batch: list[LogItem]) -> list[LogItem]:
         """Insert ``batch`` in one transaction; the records still to write (empty on success)."""
         try:
             engine = self._ensure_table()
@@ -268,9 +279,9 @@ class PredictionLogWriter:
             text_times = dialect == "sqlite"
             wide = is_wide(batch)
             rows: list[Any] = (
-                [tuple_row(r, text_times, wide) for r in batch]
+                [driver_row(r, text_times, wide) for r in batch]
                 if dialect in FAST_DIALECTS
-                else [row_dict(r) for r in batch]
+                else [row_dict(_record(r)) for r in batch]
             )
         except Exception as exc:
             self._note_error(exc, f"converting {len(batch)} records")
@@ -289,20 +300,25 @@ class PredictionLogWriter:
         self._settle(len(batch))
         return []
 
-    def _write_one_by_one(self, batch: list[PredictionRecord]) -> list[PredictionRecord]:
+    def _write_one_by_one(self, batch: list[LogItem]) -> list[LogItem]:
         """Isolate the records the database refuses; stop at the first error that is not about the data."""
         for i, record in enumerate(batch):
             if self._abandon.is_set():
                 return batch[i:]
             try:
-                row = row_dict(record)
+                row = None if isinstance(record, PreparedRow) else row_dict(record)
             except Exception as exc:
                 self._reject(record, exc)
                 continue
             try:
                 engine = self._ensure_table()
                 with engine.begin() as conn:
-                    conn.execute(insert_statement(engine.dialect.name), [row])
+                    if row is None:  # a prepared row: the driver's insert, one row
+                        insert_rows(
+                            conn, engine.dialect.name, [record], isinstance(record, PreparedRow) and record.wide
+                        )
+                    else:
+                        conn.execute(insert_statement(engine.dialect.name), [row])
             except Exception as exc:
                 if not _is_bad_data(exc):
                     self._note_error(exc, f"writing {len(batch) - i} records")
@@ -321,7 +337,7 @@ class PredictionLogWriter:
             else:
                 self._in_flight -= written
 
-    def _reject(self, record: PredictionRecord, exc: BaseException) -> None:
+    def _reject(self, record: LogItem, exc: BaseException) -> None:
         with self._lock:
             if not self._abandoned:
                 self._dropped += 1
@@ -354,6 +370,13 @@ class PredictionLogWriter:
                 self._retry_interval,
                 held,
             )
+
+
+def _record(item: LogItem) -> PredictionRecord:
+    """A record for SQLAlchemy's insert (other dialects): prepared rows are only made for SQLite and PostgreSQL."""
+    if isinstance(item, PreparedRow):
+        raise TypeError("a prepared row reached a warehouse that is neither SQLite nor PostgreSQL")
+    return item
 
 
 def _is_bad_data(exc: BaseException) -> bool:

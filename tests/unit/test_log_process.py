@@ -8,9 +8,11 @@ from pathlib import Path
 
 import numpy as np
 import orjson
+import pytest
 import sqlalchemy as sa
 
-from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter, records_of
+from pipelines.serving.log_inserts import driver_row, tuple_row
+from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter, records_of, rows_of
 
 RECORD = {"carrier": "UA", "origin": "EWR", "temp": 39.5, "humid": None}
 
@@ -137,3 +139,51 @@ def test_an_unreachable_database_costs_counted_records(tmp_path: Path) -> None:
     # then the surplus was refused at once, the rest is counted dropped at close, nothing is unaccounted for
     assert accepted.count(True) == 10
     assert stats.written == 0 and stats.dropped == 60 and stats.submitted == 60 and stats.queued == 0
+
+
+def _task_request(task: str) -> LoggedRequest:
+    """A request of ``task`` with an aware event time, an integer id and a missing one."""
+    body = orjson.dumps(
+        {
+            "records": [RECORD, {**RECORD, "temp": None}],
+            "ids": [7, None],
+            "event_times": ["2013-04-01T05:15:00+02:00", None],
+        }
+    )
+    outputs = {
+        "binary": np.array([0.25, 0.75]),
+        "multiclass": np.array([[0.1, 0.7, 0.2], [0.5, 0.25, 0.25]]),
+        "regression": np.array([-3.5, 12.0]),
+    }[task]
+    return LoggedRequest(
+        dataset="d",
+        request_id=f"req-{task}",
+        served_at=datetime(2026, 1, 1, 12, 30, tzinfo=UTC),
+        model_name="m",
+        model_version="3",
+        body=body,
+        outputs=outputs.tobytes(),
+        decisions=np.array([0, 1], dtype=np.int8).tobytes() if task == "binary" else b"",
+        size=2,
+        task=task,
+        classes=("a", "b", "c") if task == "multiclass" else (),
+    )
+
+
+@pytest.mark.parametrize("text_times", [True, False], ids=["sqlite", "postgresql"])
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_prepared_rows_are_the_rows_of_the_records(task: str, text_times: bool) -> None:
+    # given an answered request of each task
+    request = _task_request(task)
+    # when the writer process prepares its rows directly (the fast path)
+    prepared = rows_of(request, text_times)
+    # then they are exactly the rows the records would have become, value for value and type for type
+    records = records_of(request)
+    expected = [tuple_row(r, text_times, wide=task != "binary") for r in records]
+    assert [tuple(row) for row in prepared] == expected
+    assert [[type(v) for v in row] for row in prepared] == [[type(v) for v in row] for row in expected]
+    assert all(row.wide == (task != "binary") for row in prepared)
+    # and a binary row widened for a mixed batch gets empty task columns
+    assert driver_row(prepared[0], text_times, wide=True)[-3:] == (
+        (None, None, None) if task == "binary" else (expected[0][-3:])
+    )
