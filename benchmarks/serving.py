@@ -88,6 +88,7 @@ class Options:
     warmup: int
     timeout: int
     baseline_workers: int
+    ours_workers: int
     singles: int
     batches: int
     batch_size: int
@@ -491,7 +492,7 @@ def baseline_server(setup: Setup, env: dict[str, str], opts: Options) -> Server:
     return Server(BASELINE, cmd, env, port, "/ping", log_path, workers=opts.baseline_workers)
 
 
-def ours_server(setup: Setup, env: dict[str, str], label: str = "ours") -> Server:
+def ours_server(setup: Setup, env: dict[str, str], label: str = "ours", workers: int = 1) -> Server:
     port = free_port()
     cmd = [
         sys.executable,
@@ -503,8 +504,10 @@ def ours_server(setup: Setup, env: dict[str, str], label: str = "ours") -> Serve
         "127.0.0.1",
         "--port",
         str(port),
+        "--workers",
+        str(workers),
     ]
-    return Server(OURS, cmd, env, port, "/ready", setup.home / "logs" / f"{label}-server.log", workers=1)
+    return Server(OURS, cmd, env, port, "/ready", setup.home / "logs" / f"{label}-server.log", workers=workers)
 
 
 # wrk.
@@ -1144,8 +1147,8 @@ def render_markdown(results: dict[str, Any]) -> str:
         f"Load: `wrk -t{opts['threads']} -c{opts['connections']} -d{opts['duration']}s --latency` on loopback after "
         f"a {opts['warmup']} s warm-up, one server at a time, `OMP_NUM_THREADS=1` for both. Baseline: "
         f"`mlflow models serve -m models:/{setup['model_name']}/{setup['champion_version']} --env-manager local "
-        f"-w {opts['baseline_workers']}`; ours: `python -m pipelines.serving --default-dataset {DATASET}` "
-        "(one process).",
+        f"-w {opts['baseline_workers']}`; ours: `python -m pipelines.serving --default-dataset {DATASET} "
+        f"--workers {opts.get('ours_workers', 1)}`.",
         "",
     ]
     if servers:
@@ -1452,6 +1455,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--warmup", type=int, default=3, help="seconds of wrk before each measured run (default 3)")
     parser.add_argument("--timeout", type=int, default=10, help="wrk's per-request timeout in seconds (default 10)")
     parser.add_argument("--baseline-workers", type=int, default=2, help="`mlflow models serve -w` (default 2)")
+    parser.add_argument(
+        "--ours-workers", type=int, default=1, help="`python -m pipelines.serving --workers` (default 1)"
+    )
     parser.add_argument("--singles", type=int, default=50, help="distinct single-record bodies (default 50)")
     parser.add_argument("--batches", type=int, default=10, help="distinct batch bodies (default 10)")
     parser.add_argument("--batch-size", type=int, default=100, help="records per batch body (default 100)")
@@ -1492,6 +1498,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, bool]:
         warmup=args.warmup,
         timeout=args.timeout,
         baseline_workers=args.baseline_workers,
+        ours_workers=args.ours_workers,
         singles=args.singles,
         batches=args.batches,
         batch_size=args.batch_size,
@@ -1546,7 +1553,7 @@ def run(opts: Options) -> dict[str, Any]:
         done[BASELINE] = bench_server(baseline_server(setup, env, opts), BASELINE_SPEC, payloads, opts)
     if OURS in servers:
         quiet[OURS] = wait_for_quiet(opts, "our service")
-        done[OURS] = bench_server(ours_server(setup, env), OURS_SPEC, payloads, opts)
+        done[OURS] = bench_server(ours_server(setup, env, workers=opts.ours_workers), OURS_SPEC, payloads, opts)
     results["servers"] = {name: r.to_dict() for name, r in done.items()}
     if BASELINE in done and OURS in done:
         results["agreement"] = agreement(done[BASELINE], done[OURS])
