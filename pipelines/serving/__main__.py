@@ -37,17 +37,15 @@ def main(argv: list[str] | None = None) -> int:
     # One thread for the trees: several OpenMP threads per prediction on 2 shared cores cost far more than they save.
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")
-    # The event loop holds the GIL almost all the time under load; a 1 ms switch interval (default 5 ms) lets the
-    # prediction-log writer thread take its turns often enough to keep up with the requests.
-    sys.setswitchinterval(float(os.environ.get("MLOPS_SERVING_SWITCH_INTERVAL", "0.001")))
 
     import uvicorn
 
     from pipelines.core.logging_setup import configure
     from pipelines.core.settings import get_settings
-    from pipelines.serving.app import create_app
+    from pipelines.serving.app import create_app, tune_switch_interval
 
     configure()
+    tune_switch_interval()
     settings = get_settings()
     common: dict[str, Any] = {
         "host": args.host,

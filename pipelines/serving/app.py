@@ -245,12 +245,11 @@ class PredictionService:
         }
 
     async def model(self) -> Response:
-        return await self.model_of(self._default_or_none())
-
-    def _default_or_none(self) -> str:
-        return self.default_dataset or ""
+        """``GET /model``: the default dataset's model."""
+        return await self.model_of("")
 
     async def model_of(self, dataset: str) -> Response:
+        """``GET /models/{dataset}`` (the default dataset for ``""``)."""
         try:
             served = self.served(dataset) if dataset else self.served(self._default())
         except InputError as exc:
@@ -286,15 +285,8 @@ class PredictionService:
             self.board.broadcast_reload(dataset)
         await asyncio.to_thread(self.catalog.reload, dataset)
         if dataset:
-            return await self.model_of(dataset) if self.catalog.get(dataset) else await self._not_served(dataset)
+            return await self.model_of(dataset)  # 404 naming the datasets served, for one that is not
         return JSONResponse({"reloading": [d.name for d in self.catalog.datasets()]}, 202)
-
-    async def _not_served(self, dataset: str) -> Response:
-        try:
-            self.served(dataset)
-        except InputError as exc:
-            return JSONResponse(exc.body(), exc.status)
-        return JSONResponse({}, 202)
 
     async def predict(self, request: Request) -> Response:
         """``POST /predict``: the default dataset."""
@@ -495,6 +487,12 @@ def create_app(settings: Settings, default_dataset: str | None = None) -> FastAP
     return app
 
 
+def tune_switch_interval() -> None:
+    """The event loop holds the GIL almost all the time under load; a 1 ms switch interval (default 5 ms) lets the
+    prediction-log sender thread take its turns often enough to keep up with the requests."""
+    sys.setswitchinterval(float(os.environ.get("MLOPS_SERVING_SWITCH_INTERVAL", "0.001")))
+
+
 def app_from_settings() -> FastAPI:
     """The app of one worker of a multi-process service (uvicorn's factory): settings from the environment the
     service set for its workers."""
@@ -502,7 +500,7 @@ def app_from_settings() -> FastAPI:
     from pipelines.core.settings import get_settings
 
     configure()
-    sys.setswitchinterval(float(os.environ.get("MLOPS_SERVING_SWITCH_INTERVAL", "0.001")))  # as the single process
+    tune_switch_interval()  # as the single process does
     settings = get_settings()
     return create_app(settings, settings.serving_default_dataset or None)
 

@@ -73,8 +73,12 @@ PROTOCOL_VERSION = "2"
 def add_inference_routes(app: FastAPI, service: Service) -> None:
     """Add the ``/v2`` routes of the protocol to ``app``, answering through ``service``."""
 
-    def oip_failure(exc: InputError) -> Response:
-        return JSONResponse(error_body(exc), exc.status)
+    def _served(name: str) -> ServedDataset | Response:
+        """The served dataset, or the protocol's 404 naming the ones served."""
+        try:
+            return service.served(name)
+        except InputError as exc:
+            return JSONResponse(error_body(exc), exc.status)
 
     async def server_metadata() -> Response:
         return JSONResponse({"name": SERVER_NAME, "version": PROTOCOL_VERSION, "extensions": []})
@@ -87,10 +91,9 @@ def add_inference_routes(app: FastAPI, service: Service) -> None:
         return JSONResponse({"ready": is_ready}, 200 if is_ready else 503)
 
     async def metadata(name: str, version: str | None = None) -> Response:
-        try:
-            served = service.served(name)
-        except InputError as exc:
-            return oip_failure(exc)
+        served = _served(name)
+        if isinstance(served, Response):
+            return served
         current = served.store.current
         if version is not None and (current is None or current.version != version):
             return _version_missing(name, version, current.version if current else None)
@@ -101,10 +104,9 @@ def add_inference_routes(app: FastAPI, service: Service) -> None:
         return JSONResponse(body)
 
     async def model_ready(name: str, version: str | None = None) -> Response:
-        try:
-            served = service.served(name)
-        except InputError as exc:
-            return oip_failure(exc)
+        served = _served(name)
+        if isinstance(served, Response):
+            return served
         current = served.store.current
         ok = current is not None and (version is None or current.version == version)
         return JSONResponse({"name": name, "ready": ok}, 200 if ok else 503)

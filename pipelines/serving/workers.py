@@ -17,20 +17,12 @@ import time
 from pathlib import Path
 from typing import Any
 
+from pipelines.core.processes import pid_alive
+
 log = logging.getLogger(__name__)
 
 RELOAD_PREFIX = "reload-"
 RELOAD_KEEP_SECONDS = 120.0
-
-
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
 
 
 class WorkerBoard:
@@ -57,7 +49,7 @@ class WorkerBoard:
         for path in self.folder.glob("*.json"):
             if path.name.startswith(RELOAD_PREFIX) or not path.stem.isdigit():
                 continue
-            if not _alive(int(path.stem)):
+            if not pid_alive(int(path.stem)):
                 with contextlib.suppress(OSError):
                     path.unlink()
                 continue

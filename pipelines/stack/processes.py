@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
+from pipelines.core.processes import pid_alive
+
 T = TypeVar("T")
 log = logging.getLogger(__name__)
 
@@ -40,7 +42,7 @@ class Service:
             pid = int(self.pid_file.read_text().strip())
         except (OSError, ValueError):
             return None
-        return pid if _alive(pid) else None
+        return pid if pid_alive(pid) else None
 
     def start(self) -> int:
         """Start detached in its own process group (so ``stop`` reaches its children); returns the pid."""
@@ -93,19 +95,6 @@ class Service:
             return "(no log)"
 
 
-def _alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    with contextlib.suppress(OSError):  # a zombie is not alive
-        if Path(f"/proc/{pid}/stat").read_text().split(") ", 1)[1].startswith("Z"):
-            return False
-    return True
-
-
 def _group_alive(pgid: int) -> bool:
     try:
         os.killpg(pgid, 0)
@@ -113,7 +102,7 @@ def _group_alive(pgid: int) -> bool:
         return False
     except PermissionError:
         return True
-    return _alive(pgid) or _any_member(pgid)
+    return pid_alive(pgid) or _any_member(pgid)
 
 
 def _any_member(pgid: int) -> bool:
