@@ -6,8 +6,11 @@ prediction takes, and for 100 records most of it. Here the fitted nodes of every
 arrays, and one numba-compiled loop walks every tree for every record, taking the same branches by the same
 comparisons (``x <= threshold``, missing values by the learned direction) and adding the leaf values to the
 baseline in the same order (iteration after iteration, one sum per class), so the raw scores are those of
-scikit-learn to the last bit; the estimator's own loss then turns them into the prediction as scikit-learn does
-(the link's inverse for a regressor, the sigmoid or softmax for a classifier). :mod:`pipelines.serving.predictors`
+scikit-learn to the last bit. A few records are walked one after the other, each to its leaf; a batch is walked
+tree by tree, every record of it one level at a time in lockstep, without branches: the records' walks overlap in
+the processor instead of waiting on each other's mispredicted jumps (100 records of 150 trees: 0.25 vs 0.45 ms).
+The estimator's own loss then turns the raw scores into the prediction as scikit-learn does (the link's inverse
+for a regressor, the sigmoid or softmax for a classifier). :mod:`pipelines.serving.predictors`
 checks that on probe records before using it.
 """
 
@@ -19,6 +22,10 @@ import numpy as np
 from numba import njit
 
 SUPPORTED = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
+
+# From this many records on, a batch is walked in lockstep (below it the walk of each record to its leaf is
+# cheaper: lockstep walks every record to the tree's full depth).
+LOCKSTEP_RECORDS = 8
 
 
 class UnsupportedTreesError(ValueError):
@@ -58,6 +65,59 @@ def _walk(
     return out
 
 
+@njit(cache=True, nogil=True)
+def _walk_lockstep(
+    x: np.ndarray,
+    roots: np.ndarray,
+    depth: np.ndarray,
+    feature: np.ndarray,
+    threshold: np.ndarray,
+    nan_right: np.ndarray,
+    children: np.ndarray,
+    value: np.ndarray,
+    baseline: np.ndarray,
+    out: np.ndarray,
+) -> np.ndarray:  # pragma: no cover - compiled
+    """As :func:`_walk`, tree by tree: every record moves one level down per step, ``depth[it, k]`` steps (a leaf's
+    children are itself, its feature 0), to ``children[2 * node + goes_right]``. A record goes right when its value
+    is above the threshold, or missing where missing values go right; the leaf values are added in the same order."""
+    n = x.shape[0]
+    nodes = np.empty(n, dtype=np.int64)
+    for i in range(n):
+        for k in range(roots.shape[1]):
+            out[i, k] = baseline[k]
+    for it in range(roots.shape[0]):
+        for k in range(roots.shape[1]):
+            root = roots[it, k]
+            for i in range(n):
+                nodes[i] = root
+            for _ in range(depth[it, k]):
+                for i in range(n):
+                    node = nodes[i]
+                    v = x[i, feature[node]]
+                    right = (v > threshold[node]) | (np.isnan(v) & nan_right[node])
+                    nodes[i] = children[2 * node + right]
+            for i in range(n):
+                out[i, k] += value[nodes[i]]
+    return out
+
+
+def _depths(roots: np.ndarray, left: np.ndarray, right: np.ndarray, is_leaf: np.ndarray) -> np.ndarray:
+    """The depth of each tree (edges from its root to its deepest leaf), shaped as ``roots``."""
+    depth = np.zeros(len(is_leaf), dtype=np.int64)  # of each node; a node's children come after it in sklearn's trees
+    inner = np.flatnonzero(~is_leaf)
+    deepest = np.zeros(roots.size, dtype=np.int64)
+    tree_of = np.zeros(len(is_leaf), dtype=np.int64)
+    for t, root in enumerate(roots.ravel()):
+        tree_of[root] = t
+    for node in inner:  # nodes in index order: a parent before its children
+        for child in (left[node], right[node]):
+            depth[child] = depth[node] + 1
+            tree_of[child] = tree_of[node]
+            deepest[tree_of[node]] = max(deepest[tree_of[node]], depth[child])
+    return deepest.reshape(roots.shape)
+
+
 class CompiledTrees:
     """A fitted ``HistGradientBoostingClassifier`` (binary or multiclass) or ``HistGradientBoostingRegressor`` as
     flat node arrays and one compiled walk; ``predict_proba`` (classifier) and ``predict`` as scikit-learn's."""
@@ -93,7 +153,17 @@ class CompiledTrees:
         if self.is_classifier:
             self.classes_ = estimator.classes_
         self.n_features = int(estimator.n_features_in_)
-        self.raw(np.zeros((1, self.n_features)))  # compile now (or load numba's cache), not on the first request
+        # The lockstep walk's layout: both children of node j at 2j and 2j+1 (a leaf's are itself), feature 0 at a
+        # leaf (any column: the step goes nowhere), where missing values go.
+        leaves = np.flatnonzero(self.is_leaf)
+        self.children = np.column_stack([self.left, self.right]).reshape(-1)
+        self.children[2 * leaves] = leaves
+        self.children[2 * leaves + 1] = leaves
+        self.step_feature = np.where(self.is_leaf, 0, self.feature)
+        self.nan_right = ~self.missing_left
+        self.depth = _depths(self.roots, self.left, self.right, self.is_leaf)
+        for size in (1, LOCKSTEP_RECORDS):  # compile both walks now (or load numba's cache), not on a request
+            self.raw(np.zeros((size, self.n_features)))
 
     def raw(self, x: np.ndarray) -> np.ndarray:
         """The raw scores, ``n x trees per iteration``, laid out as scikit-learn's (Fortran order)."""
@@ -101,6 +171,19 @@ class CompiledTrees:
         if x.ndim != 2 or x.shape[1] != self.n_features:
             raise ValueError(f"expected a matrix of {self.n_features} columns, got shape {x.shape}")
         out = np.empty((x.shape[0], self.roots.shape[1]), dtype=np.float64, order="F")
+        if x.shape[0] >= LOCKSTEP_RECORDS:
+            return _walk_lockstep(
+                x,
+                self.roots,
+                self.depth,
+                self.step_feature,
+                self.threshold,
+                self.nan_right,
+                self.children,
+                self.value,
+                self.baseline,
+                out,
+            )
         return _walk(
             x,
             self.roots,

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from datetime import datetime
 
+import numpy as np
 import pytest
 
 from pipelines.data.validation.suite import load_suite
@@ -162,3 +163,60 @@ def test_a_body_of_unknown_fields_is_refused_after_reading_twenty_of_them(
     assert refused.value.status == 422 and len(errors) == 20
     assert all(e["type"] == "extra_forbidden" and "xxxxxxxxxxxx" in e["msg"] for e in errors)
     assert _CountingDict.read < 100, "the parser read every unknown field instead of stopping at the limit"
+
+
+def test_a_clean_batch_gets_the_same_columns_column_by_column_as_record_by_record(
+    contract: InputContract, record: dict
+) -> None:
+    from pipelines.serving.parsing import _clean_columns, _parse_records
+
+    # given a clean batch with nulls where allowed, ints and floats, unseen categories
+    records = [
+        {**record, "temp": None if i % 3 == 0 else 30 + i / 7, "distance": 100 + i, "dest": f"D{i % 5}"}
+        for i in range(50)
+    ]
+    # when it is parsed a column at a time (the fast path) and record by record
+    fast = _clean_columns(records, contract)
+    errors: list = []
+    slow = _parse_records(records, contract, errors)
+    # then both give the same columns, NaN where null
+    assert fast is not None and not errors
+    assert fast[0] == slow[0]
+    assert fast[1].keys() == slow[1].keys()
+    for name in fast[1]:
+        np.testing.assert_array_equal(fast[1][name], slow[1][name])
+    assert np.isnan(fast[1]["temp"][0]) and fast[1]["distance"].dtype == np.float64
+
+
+@pytest.mark.parametrize(
+    ("change", "kind"),
+    [
+        ({"temp": "warm"}, "type_error"),
+        ({"visib": True}, "type_error"),
+        ({"carrier": None}, "null_forbidden"),
+        ({"dest": "x" * 201}, "too_long"),
+        ({"humid": 100.5}, "out_of_bounds"),
+        ({"arr_delay": 3}, "extra_forbidden"),
+    ],
+)
+def test_a_bad_record_deep_in_a_large_batch_is_named_with_its_index(
+    contract: InputContract, record: dict, change: dict, kind: str
+) -> None:
+    # given 100 good records but the 73rd
+    records = [dict(record) for _ in range(100)]
+    records[73] = {**record, **change}
+    with pytest.raises(InputError) as caught:
+        parse_batch({"records": records}, contract, 100)
+    # then that record and rule are named, and nothing else
+    assert [(e["loc"][1], e["type"]) for e in caught.value.errors] == [(73, kind)]
+
+
+def test_a_record_with_a_field_swapped_for_an_unknown_one_is_refused(contract: InputContract, record: dict) -> None:
+    # given records of the right size, one of which has an unknown field instead of visib
+    swapped = {k: v for k, v in record.items() if k != "visib"} | {"visibility": 10}
+    with pytest.raises(InputError) as caught:
+        parse_batch({"records": [record] * 20 + [swapped]}, contract, 100)
+    assert {(e["loc"][1], e["loc"][2], e["type"]) for e in caught.value.errors} == {
+        (20, "visibility", "extra_forbidden"),
+        (20, "visib", "missing"),
+    }

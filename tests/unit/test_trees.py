@@ -8,7 +8,7 @@ import pytest
 from sklearn.ensemble import HistGradientBoostingClassifier, HistGradientBoostingRegressor
 from sklearn.linear_model import LogisticRegression
 
-from pipelines.serving.trees import CompiledTrees, UnsupportedTreesError
+from pipelines.serving.trees import LOCKSTEP_RECORDS, CompiledTrees, UnsupportedTreesError
 
 
 def _data(rng: np.random.Generator, rows: int) -> tuple[np.ndarray, np.ndarray]:
@@ -40,6 +40,24 @@ def test_compiled_trees_match_scikit_learn_exactly() -> None:
     np.testing.assert_array_equal(trees.predict_proba(fresh), model.predict_proba(fresh))
     for row in fresh[:50]:
         np.testing.assert_array_equal(trees.predict_proba(row[None, :]), model.predict_proba(row[None, :]))
+
+
+@pytest.mark.parametrize("size", [LOCKSTEP_RECORDS - 1, LOCKSTEP_RECORDS, LOCKSTEP_RECORDS + 1, 100])
+def test_both_walks_give_the_same_scores_on_either_side_of_the_lockstep_size(size: int) -> None:
+    rng = np.random.default_rng(3)
+    x, y = _data(rng, 3000)
+    model = HistGradientBoostingClassifier(max_iter=60, max_leaf_nodes=31, random_state=0).fit(x, y)
+    trees = CompiledTrees(model)
+    # given records with missing values in every column, and a tree of depth > 1
+    fresh, _ = _data(rng, size)
+    fresh[0, :] = np.nan
+    assert trees.depth.max() > 1
+    # when a batch of that size is scored at once and record by record
+    batch = trees.raw(fresh)
+    one_by_one = np.vstack([trees.raw(row[None, :]) for row in fresh])
+    # then both are scikit-learn's raw scores to the last bit
+    np.testing.assert_array_equal(batch, one_by_one)
+    np.testing.assert_array_equal(batch.ravel(), model._raw_predict(fresh).ravel())
 
 
 def test_multiclass_trees_match_scikit_learn_exactly() -> None:
