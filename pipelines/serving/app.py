@@ -109,7 +109,10 @@ class PredictionService:
             settings, self.policy.alias_poll_seconds, on_change=self._on_change, on_failure=self._on_failure
         )
         self.writer = ProcessLogWriter(settings.warehouse_url, max_queue=self.policy.log_queue_records)
-        self.log_high_water = max(1, self.policy.log_queue_records // 10)
+        # Backpressure from half the queue on: the writer's pace is uneven (a checkpoint of SQLite's WAL waits on the
+        # disk), and holding requests back from a tenth of it turned each such wait into a stall of the service:
+        # batches of 100, 91,000 vs 94,000 records/s, p99 36-47 vs 17 ms, every record logged either way.
+        self.log_high_water = max(1, self.policy.log_queue_records // 2)
         folder = settings.serving_workers_dir
         self.board = WorkerBoard(folder) if folder is not None else None
         self._stop = threading.Event()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import functools
 import math
 from datetime import UTC, date, datetime
+from itertools import chain
 from typing import Any
 
 import orjson
@@ -111,6 +112,26 @@ def event_value(event_time: datetime | None, text_times: bool) -> Any:
     return event_time.isoformat(" ", "microseconds") if text_times else event_time
 
 
+def event_text(text: str | None, text_times: bool) -> Any:
+    """An event time as the request gave it (ISO 8601, already validated), as :func:`event_value` stores it. A
+    plain ``YYYY-MM-DDTHH:MM:SS`` (or with a space), the usual form, becomes SQLite's text by slicing; any other
+    form goes through ``datetime``."""
+    if text is None:
+        return None
+    if (
+        text_times
+        and len(text) == 19
+        and text[4] == "-"
+        and text[7] == "-"
+        and text[10] in "T "
+        and text[13] == ":"
+        and text[16] == ":"
+        and text.isascii()
+    ):
+        return f"{text[:10]} {text[11:]}.000000"
+    return event_value(datetime.fromisoformat(text), text_times)
+
+
 _SQLITE_ROWS_PER_STATEMENT = 2000  # 14 parameters a wide row: under SQLite's limit of 32,766 bound parameters
 
 
@@ -140,7 +161,7 @@ def insert_rows(conn: sa.Connection, dialect: str, rows: list[Any], wide: bool =
         # takes it back once per row waits up to the switch interval (5 ms) each time behind a busy event loop.
         for start in range(0, len(rows), _SQLITE_ROWS_PER_STATEMENT):
             chunk = rows[start : start + _SQLITE_ROWS_PER_STATEMENT]
-            conn.exec_driver_sql(_sqlite_insert(len(chunk), wide), tuple(v for row in chunk for v in row))
+            conn.exec_driver_sql(_sqlite_insert(len(chunk), wide), tuple(chain.from_iterable(chunk)))
         return None
     if dialect == "postgresql":
         from psycopg2.extras import execute_values

@@ -27,7 +27,7 @@ import numpy as np
 import sqlalchemy as sa
 
 from pipelines.serving.answers import predicted_index
-from pipelines.serving.log_inserts import FAST_DIALECTS, PreparedRow, event_value, served_value
+from pipelines.serving.log_inserts import FAST_DIALECTS, PreparedRow, event_text, served_value
 from pipelines.serving.log_writer import LogItem, PredictionLogWriter, WriterStats
 from pipelines.serving.prediction_log import PredictionRecord
 
@@ -119,7 +119,7 @@ def rows_of(request: LoggedRequest, text_times: bool) -> list[PreparedRow]:
     head = (request.dataset, request.request_id)
     served = served_value(request.served_at, text_times)
     model = (request.model_name, str(request.model_version))
-    events = [None if t is None else event_value(datetime.fromisoformat(t), text_times) for t in times]
+    events = [event_text(t, text_times) for t in times]
     record_ids = [None if x is None else str(x) for x in ids]
     features = [orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY).decode() for r in payload["records"]]
     if request.task == "binary":

@@ -11,7 +11,7 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
-from pipelines.serving.log_inserts import driver_row, tuple_row
+from pipelines.serving.log_inserts import driver_row, event_text, event_value, tuple_row
 from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter, records_of, rows_of
 
 RECORD = {"carrier": "UA", "origin": "EWR", "temp": 39.5, "humid": None}
@@ -187,3 +187,25 @@ def test_prepared_rows_are_the_rows_of_the_records(task: str, text_times: bool) 
     assert driver_row(prepared[0], text_times, wide=True)[-3:] == (
         (None, None, None) if task == "binary" else (expected[0][-3:])
     )
+
+
+@pytest.mark.parametrize("text_times", [True, False], ids=["sqlite", "postgresql"])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "2013-04-01T05:15:00",
+        "2013-04-01 05:15:00",
+        "2013-04-01T05:15:00.25",
+        "2013-04-01T05:15+02",
+        "2013-04-01T05:15:00+02:00",
+        "2013-04-01",
+        "20130401T051500",
+    ],
+)
+def test_an_event_time_is_stored_the_same_whatever_its_iso_form(text: str, text_times: bool) -> None:
+    # given an event time a request gave in any ISO 8601 form datetime reads
+    # when the writer process turns it into the column's value (slicing the plain form, parsing the others)
+    stored = event_text(text, text_times)
+    # then it is what the parsed date-time would have been stored as
+    assert stored == event_value(datetime.fromisoformat(text), text_times)
+    assert type(stored) is type(event_value(datetime.fromisoformat(text), text_times))
