@@ -132,7 +132,8 @@ def build_training_dag(config: DatasetConfig) -> Any:
         doc_md=f"**{config.model.registered_name}**: {config.description}\n\n"
         "Params: `window_start`/`window_end` (ISO dates, default the config's window; a scheduled run trains on "
         "the `retraining.train_days` up to its data interval's end), `reason`, `evidence` (a link, set by "
-        "monitoring), and `overrides` (a partial dataset config, validated).",
+        "monitoring), and `overrides` (what a run may tune: `model.estimator`, `model.params`, `model.seed`, "
+        "`model.one_hot_min_frequency`, `model.scale_numeric`, `window`; any policy key fails the run).",
         schedule=config.schedule,
         start_date=datetime(2024, 1, 1),
         catchup=False,
@@ -154,7 +155,11 @@ def build_training_dag(config: DatasetConfig) -> Any:
             ),
             "reason": Param("manual", type="string", description="Why this run (manual, schedule, drift...)"),
             "evidence": Param("", type="string", description="Link to what called for this run (a drift report)"),
-            "overrides": Param({}, type="object", description="Partial dataset config merged over the YAML"),
+            "overrides": Param(
+                {},
+                type="object",
+                description="Estimator, params, seed, window merged over the YAML; policy keys are refused",
+            ),
         },
     )
     def training() -> None:
@@ -163,8 +168,8 @@ def build_training_dag(config: DatasetConfig) -> Any:
             from pipelines import steps
             from pipelines.core.errors import PipelineError
 
-            start, end = _window_params()
             try:
+                start, end = _window_params()
                 return steps.extract(dataset, _run_context(), start, end, _overrides())
             except PipelineError as exc:
                 raise _fail_without_retry(exc) from exc

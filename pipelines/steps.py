@@ -25,8 +25,8 @@ Result = dict[str, Any]
 
 
 def dataset_config(dataset: str, overrides: dict[str, Any] | None = None) -> DatasetConfig:
-    """The dataset's config with the run's overrides applied and validated."""
-    return load_dataset_config(dataset, get_settings().datasets_dir).with_overrides(overrides)
+    """The dataset's config with the run's overrides applied and validated (policy cannot be overridden)."""
+    return load_dataset_config(dataset, get_settings().datasets_dir).with_run_overrides(overrides)
 
 
 def _partition(settings: Settings, dataset: str, run: RunContext) -> Path:
@@ -152,21 +152,41 @@ def gate(
     from pipelines.release.gate import promotion_decision
 
     config = dataset_config(dataset, overrides)
+    settings = get_settings()
     decision = promotion_decision(config.gate, evaluation)
     log.info(decision.summary())
     for reason in decision.reasons:
         log.info("  %s", reason)
-    record_gate(config, get_settings(), trained, decision.to_dict(), run, decided_at)
+    record_gate(config, settings, trained, decision.to_dict(), run, decided_at, overrides)
+    mode, why = approval_mode(config, settings, run)
+    log.info("approval: %s (%s)", mode, why)
     result = {
         **decision.to_dict(),
         "summary": decision.summary(),
-        "approval_mode": config.approval.mode,
+        "approval_mode": mode,
+        "approval_mode_reason": why,
         "approval_timeout_minutes": config.approval.timeout_minutes,
         "mlflow_run_url": trained["mlflow_run_url"],
         "model_version_url": trained["model_version_url"],
     }
     result["approval_body"] = approval_body(trained, evaluation, result, str(validation.get("data_docs_url", "")))
     return save_result(dataset, run, "gate", result)
+
+
+def approval_mode(config: DatasetConfig, settings: Settings, run: RunContext) -> tuple[str, str]:
+    """How this run's candidate is approved, and why: ``retraining.approval`` for a training run that the
+    retraining policy triggered (its decision, naming this run, is in the warehouse: a person cannot claim it by a
+    DAG param), ``approval.mode`` for any other run."""
+    from pipelines.monitoring.store import decision_for_training_run
+
+    if run.dag_id == f"train_{config.name}":
+        decided = decision_for_training_run(settings.warehouse_url, config.name, run.run_id)
+        if decided is not None:
+            return config.retraining.approval, (
+                f"retraining.approval: the retraining policy triggered this run for the window ending "
+                f"{decided['window_end']} ({decided['trigger']})"
+            )
+    return config.approval.mode, "approval.mode"
 
 
 def record_approval(

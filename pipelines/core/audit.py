@@ -30,6 +30,7 @@ audit_table = sa.Table(
 )
 
 EVENTS = (
+    "overrides",  # a training run's accepted overrides (what a data scientist tuned for that run)
     "approved",
     "rejected",
     "timed_out",

@@ -527,6 +527,49 @@ class DatasetConfig(_Strict):
         except ValidationError as exc:
             raise ConfigError(f"invalid overrides for dataset {self.name!r}: {_describe(exc)}") from exc
 
+    def with_run_overrides(self, overrides: dict[str, Any] | None) -> DatasetConfig:
+        """:meth:`with_overrides` for a run's ``overrides`` param: only what a data scientist tunes per run
+        (:data:`RUN_TUNABLE`) may change; anything else (the gate, approval, deploy, serving, monitoring and
+        retraining policies, the data and its contract, names) is refused with the keys named."""
+        check_run_overrides(overrides)
+        return self.with_overrides(overrides)
+
+
+# What a run's `overrides` may change: the estimator, its tuning and seed, the training window. Policy and everything
+# that decides what may be served (gate, approval, deploy, serving, monitoring, retraining; the holdout the gate
+# judges on and the binary decision threshold), the data and its contract, and the names under which models are
+# registered belong to the reviewed YAML, never to one run.
+RUN_TUNABLE: dict[str, frozenset[str] | None] = {
+    "model": frozenset({"estimator", "params", "seed", "one_hot_min_frequency", "scale_numeric"}),
+    "window": None,  # every key
+}
+
+
+def check_run_overrides(overrides: Any) -> None:
+    """Raise :class:`ConfigError` naming every key of a run's overrides outside :data:`RUN_TUNABLE`."""
+    if not overrides:
+        return
+    if not isinstance(overrides, dict):
+        raise ConfigError(f"overrides must be a mapping of config sections, got {type(overrides).__name__}")
+    refused = []
+    for section, value in overrides.items():
+        allowed = RUN_TUNABLE.get(str(section), frozenset())
+        if allowed is None:
+            continue
+        if not allowed or not isinstance(value, dict):
+            refused.append(str(section))
+            continue
+        refused.extend(f"{section}.{key}" for key in value if key not in allowed)
+    if refused:
+        tunable = ", ".join(
+            f"{section}.*" if keys is None else ", ".join(f"{section}.{k}" for k in sorted(keys))
+            for section, keys in RUN_TUNABLE.items()
+        )
+        raise ConfigError(
+            f"overrides may not change {', '.join(sorted(refused))}: policy, data and names come from the dataset's "
+            f"reviewed config file; a run may override only {tunable}"
+        )
+
 
 # Mappings replaced whole by an override rather than merged key by key (params belong to one estimator).
 _REPLACED_WHOLE = {("model", "params")}

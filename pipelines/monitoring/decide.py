@@ -172,7 +172,6 @@ def decide_retraining(
             "window_end": window_end.isoformat(),
             "reason": f"{decision.trigger}: {decision.summary()}"[:500],
             "evidence": decision.evidence_url,
-            "overrides": {"approval": {"mode": config.retraining.approval}},
         }
         audit.record(
             settings.warehouse_url,

@@ -120,6 +120,17 @@ def decision_for(url: str, dataset: str, window_end: date) -> dict[str, Any] | N
     return dict(row) if row else None
 
 
+def decision_for_training_run(url: str, dataset: str, training_run_id: str) -> dict[str, Any] | None:
+    """The retraining decision that triggered the training run ``training_run_id`` of ``dataset``, if any."""
+    table = decisions_table
+    query = sa.select(table).where(
+        table.c.dataset == dataset, table.c.retrain.is_(True), table.c.training_run_id == training_run_id
+    )
+    with _engine(url).connect() as conn:
+        row = conn.execute(query.order_by(table.c.window_end.desc())).mappings().first()
+    return dict(row) if row else None
+
+
 def decisions(url: str, dataset: str, retrain_only: bool = False) -> list[dict[str, Any]]:
     """The dataset's retraining decisions, oldest first."""
     table = decisions_table

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from dataclasses import asdict, dataclass
 from datetime import datetime
@@ -130,14 +131,22 @@ def record_gate(
     decision: dict[str, Any],
     run: RunContext,
     decided_at: datetime,
+    overrides: dict[str, Any] | None = None,
 ) -> None:
-    """Log the gate decision and its reasons to the MLflow run and as tags on the model version."""
+    """Log the gate decision and its reasons to the MLflow run and as tags on the model version; the run's
+    accepted overrides go on the MLflow run (``run.overrides``) and into the audit trail (``overrides``)."""
     import mlflow
 
     registry.client(settings)
     verdict = "passed" if decision["passed"] else "failed"
     with mlflow.start_run(run_id=trained["run_id"]):
-        mlflow.set_tags({"gate.decision": verdict, "gate.reasons": " | ".join(decision["reasons"])[:5000]})
+        mlflow.set_tags(
+            {
+                "gate.decision": verdict,
+                "gate.reasons": " | ".join(decision["reasons"])[:5000],
+                "run.overrides": json.dumps(overrides or {}, sort_keys=True)[:5000],
+            }
+        )
         mlflow.log_dict(decision, "gate/decision.json")
     registry.set_version_tags(
         settings,
@@ -148,6 +157,19 @@ def record_gate(
             "gate.reasons": " | ".join(decision["reasons"])[:5000],
         },
     )
+    if overrides:
+        audit.record(
+            settings.warehouse_url,
+            "overrides",
+            at=decided_at,
+            dataset=config.name,
+            model_name=trained["model_name"],
+            model_version=str(trained["model_version"]),
+            actor=run.dag_id,
+            mode="run",
+            comment=f"trained with overrides {json.dumps(overrides, sort_keys=True)}"[:2000],
+            run_key=run.key,
+        )
     if not decision["passed"]:
         audit.record(
             settings.warehouse_url,

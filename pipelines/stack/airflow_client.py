@@ -89,6 +89,22 @@ class AirflowClient:
         )
         return entry["value"]
 
+    def task_log(self, dag_id: str, run_id: str, task_id: str, try_number: int = 1) -> str:
+        """The text of one try of a task's log, as the UI shows it (one line per event)."""
+        found = self._call(
+            "GET",
+            f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/logs/{try_number}",
+            params={"full_content": True},
+            headers={"Accept": "application/json"},
+        )
+        content = found.get("content", [])
+        if isinstance(content, str):
+            return content
+        return "\n".join(
+            " ".join(str(v) for k, v in e.items() if k in ("event", "error_detail")) if isinstance(e, dict) else str(e)
+            for e in content
+        )
+
     def hitl_detail(self, dag_id: str, run_id: str, task_id: str) -> dict[str, Any]:
         result: dict[str, Any] = self._call(
             "GET", f"/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task_id}/-1/hitlDetails"

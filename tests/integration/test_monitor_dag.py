@@ -70,6 +70,17 @@ def _retrain_runs(api: AirflowClient) -> list[dict[str, Any]]:
     return [r for r in runs if str(r["dag_run_id"]).startswith("retrain__")]
 
 
+def _assert_the_gate_knows_the_policy_triggered(training_run_id: str, window_end: date) -> None:
+    """The gate applies retraining.approval to the run the policy triggered, from the warehouse, not the conf."""
+    from pipelines.core.runs import RunContext
+    from pipelines.steps import approval_mode, dataset_config
+
+    config, settings = dataset_config(DATASET), get_settings()
+    mode, why = approval_mode(config, settings, RunContext(TRAIN, training_run_id))
+    assert mode == config.retraining.approval and why.startswith("retraining.approval") and str(window_end) in why
+    assert approval_mode(config, settings, RunContext(TRAIN, "manual__x")) == (config.approval.mode, "approval.mode")
+
+
 def test_three_drifted_days_trigger_one_training_run_and_the_fourth_is_held_back(
     stack: StackSettings, api: AirflowClient
 ) -> None:
@@ -109,7 +120,8 @@ def test_three_drifted_days_trigger_one_training_run_and_the_fourth_is_held_back
     assert conf["evidence"].startswith(f"{stack.mlflow_url}/#/experiments/")
     assert conf["window_end"] == str(third_end)
     assert conf["window_start"] == str(third_end - timedelta(days=90))
-    assert conf["overrides"] == {"approval": {"mode": "manual"}}
+    assert "overrides" not in conf  # no policy travels in a run's params
+    _assert_the_gate_knows_the_policy_triggered(expected_id, third_end)
     assert training["state"] == "queued"  # train_flights is paused in this module
     assert third in str(training["note"])  # "triggered by the retraining policy of monitor_flights (<run id>)"
     assert [r["dag_run_id"] for r in _retrain_runs(api)] == [expected_id]

@@ -341,7 +341,14 @@ def test_three_drifted_windows_in_a_row_trigger_retraining_and_the_next_one_wait
     assert conf["window_start"] == str(end - timedelta(days=policy.train_days))
     assert conf["reason"].startswith("drift: retrain (drift): drift in 3 consecutive windows")
     assert conf["evidence"] == results[JULY[2]]["mlflow_run_url"]
-    assert conf["overrides"] == {"approval": {"mode": policy.approval}}
+    assert "overrides" not in conf
+    # and the training run it names is approved by retraining.approval, found from the stored decision
+    mode, why = steps.approval_mode(
+        monitored.config, settings, RunContext(f"train_{DATASET}", f"retrain__{DATASET}__{end}")
+    )
+    assert mode == policy.approval and why.startswith("retraining.approval"), why
+    other = RunContext(f"train_{DATASET}", "manual__2013-07-04")
+    assert steps.approval_mode(monitored.config, settings, other) == (monitored.config.approval.mode, "approval.mode")
     # and the decision is in the warehouse, and the audit says a retraining was triggered, and why
     stored = store.decision_for(settings.warehouse_url, DATASET, end)
     assert stored is not None and stored["retrain"] and stored["training_run_id"] == decision["training_run_id"]

@@ -9,8 +9,10 @@ from __future__ import annotations
 import subprocess
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
+import yaml
 
 from pipelines import steps
 from pipelines.core import audit, registry
@@ -74,16 +76,26 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert ("1", "approved") in events and ("1", "deployed") in events and ("2", "gate_failed") in events
 
 
-def test_failed_smoke_test_restores_the_alias_and_rollback_works(isolated_settings) -> None:
+def test_failed_smoke_test_restores_the_alias_and_rollback_works(
+    isolated_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from pipelines.core.settings import get_settings
+
     steps.seed("flights", START, "2013-04-01")
     _run_all(RunContext(dag_id="train_flights", run_id="v1", reason="test"))
 
-    # given a candidate whose smoke test cannot pass (a latency budget no model meets)
-    slow = {"deploy": {"max_latency_ms": 0.0001}}
+    # given a candidate whose smoke test cannot pass: the flights config with a latency budget no model meets (a
+    # config change: a run's overrides cannot loosen or tighten the deploy policy)
+    config = yaml.safe_load((REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml").read_text())
+    config.setdefault("deploy", {})["max_latency_ms"] = 0.0001
+    (tmp_path / "datasets").mkdir()
+    (tmp_path / "datasets" / "flights.yaml").write_text(yaml.safe_dump(config))
+    monkeypatch.setenv("MLOPS_DATASETS_DIR", str(tmp_path / "datasets"))
+    get_settings.cache_clear()
     with pytest.raises(SmokeTestError, match="latency"):
-        _run_all(
-            RunContext(dag_id="train_flights", run_id="v2", reason="test"), slow, start="2013-01-15", end="2013-03-15"
-        )
+        _run_all(RunContext(dag_id="train_flights", run_id="v2", reason="test"), start="2013-01-15", end="2013-03-15")
+    monkeypatch.delenv("MLOPS_DATASETS_DIR")
+    get_settings.cache_clear()
     # then the champion is still version 1 and the failure is on record
     assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
     failed = registry.client(isolated_settings).get_model_version("flights-delay", "2")

@@ -7,6 +7,7 @@ source table). Runs are triggered and approvals answered through Airflow's REST 
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -132,6 +133,27 @@ def test_a_crippled_model_is_refused_by_the_gate_and_the_champion_stays(stack: S
     # and the refused version is tagged, and the champion has not moved
     version = api.xcom(DAG, run_id, "train")["model_version"]
     assert _version_tags(version)["gate.decision"] == "failed"
+    assert _champion_version() == before
+    # and the overrides it was trained with are on its MLflow run and in the audit trail
+    trained = api.xcom(DAG, run_id, "train")
+    run_tags = registry.client(get_settings()).get_run(trained["run_id"]).data.tags
+    assert json.loads(run_tags["run.overrides"]) == CRIPPLED
+    events = audit.history(get_settings().warehouse_url, MODEL)
+    recorded = [e for e in events if e["event"] == "overrides" and e["model_version"] == version]
+    assert len(recorded) == 1 and "DummyClassifier" in str(recorded[0]["comment"])
+
+
+def test_a_run_whose_overrides_loosen_policy_fails_at_its_first_task(stack: StackSettings, api) -> None:
+    # given the champion, when a run asks to approve itself by policy (tried on a stack before this was refused)
+    before = _champion_version()
+    run_id = api.trigger(DAG, {"reason": "self-approval", "overrides": {"approval": {"mode": "auto"}}, **WINDOW})
+    state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
+    # then the run fails at its first task, once (no retry), and nothing after it ran
+    states = api.task_states(DAG, run_id)
+    assert state == "failed" and states["extract"] == "failed", states
+    assert all(states[t] in ("upstream_failed", "skipped", None) for t in ("train", "gate", "deploy")), states
+    # and the task's log names the key refused
+    assert "overrides may not change approval" in api.task_log(DAG, run_id, "extract")
     assert _champion_version() == before
 
 

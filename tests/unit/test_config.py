@@ -164,6 +164,49 @@ def test_overrides_are_merged_and_validated(flights_config: DatasetConfig) -> No
         flights_config.with_overrides({"features": [{"name": "arr_time", "type": "numeric"}]})
 
 
+@pytest.mark.parametrize(
+    ("overrides", "named"),
+    [
+        ({"approval": {"mode": "auto"}}, "approval"),
+        ({"gate": {"min_improvement": -1.0}}, "gate"),
+        ({"deploy": {}}, "deploy"),
+        ({"serving": {"max_records": 10}}, "serving"),
+        ({"monitoring": {"drift": {"share": 1.0}}}, "monitoring"),
+        ({"retraining": {"approval": "auto"}}, "retraining"),
+        ({"features": []}, "features"),
+        ({"model": {"registered_name": "wine-quality"}}, "model.registered_name"),
+        ({"model": {"skops_trusted_types": ["builtins.eval"]}}, "model.skops_trusted_types"),
+        ({"model": "sklearn.dummy.DummyClassifier"}, "model"),
+        ({"split": {"holdout_fraction": 0.01}}, "split"),
+        ({"model": {"threshold": 0.01}}, "model.threshold"),
+    ],
+)
+def test_a_run_cannot_override_policy_data_or_names(flights_config: DatasetConfig, overrides: dict, named: str) -> None:
+    # when a run's overrides touch anything but what is tuned per run
+    with pytest.raises(ConfigError) as caught:
+        flights_config.with_run_overrides(overrides)
+    # then the run is refused, naming the key and what may be overridden
+    assert f"may not change {named}" in str(caught.value)
+    assert "model.params" in str(caught.value) and "window.*" in str(caught.value)
+
+
+def test_a_run_may_tune_the_estimator_the_split_and_the_window(flights_config: DatasetConfig) -> None:
+    # given the overrides a data scientist uses
+    tuned = flights_config.with_run_overrides(
+        {
+            "model": {"params": {"max_iter": 20}, "seed": 7, "scale_numeric": True},
+            "window": {"start": "2013-02-01", "end": "2013-04-01"},
+        }
+    )
+    # then they apply, and the policies are those of the file
+    assert tuned.model.params == {"max_iter": 20} and tuned.model.seed == 7 and tuned.model.scale_numeric
+    assert tuned.window is not None and str(tuned.window.start) == "2013-02-01"
+    assert tuned.approval == flights_config.approval and tuned.gate == flights_config.gate
+    # and no overrides is the file's config itself
+    assert flights_config.with_run_overrides({}) is flights_config
+    assert flights_config.with_run_overrides(None) is flights_config
+
+
 def test_monitoring_settings_of_the_shipped_config(flights_config: DatasetConfig) -> None:
     # given the shipped file, then calendar features are reported but not counted for dataset drift
     assert "day_of_week" not in flights_config.drift_features and "month" not in flights_config.drift_features
