@@ -214,15 +214,22 @@ class PredictionService:
         return JSONResponse({"status": "ok"})
 
     def readiness(self) -> tuple[bool, dict[str, Any]]:
-        """Ready when at least one model is served and every dataset with a champion is served (none is waiting
-        for its first load, none has only a refused version); the per-dataset state either way."""
+        """Ready when at least one model is served, every dataset with a champion is served (none is waiting
+        for its first load, none has only a refused version) and the prediction log's writer process runs (an
+        answer that cannot be logged cannot be monitored); the per-dataset state either way."""
         datasets = self.catalog.datasets()
         waiting = {d.name: _waiting_reason(d) for d in datasets if not d.store.settled}
         served = {d.name: d.store.current.version for d in datasets if d.store.current is not None}
-        ready = bool(served) and not waiting
+        logging_ok = self.writer.alive()
+        ready = bool(served) and not waiting and logging_ok
         body: dict[str, Any] = {"ready": ready, "served": served}
         if not ready:
-            body["reason"] = "no champion loaded yet" if not served and not waiting else "not every champion is served"
+            if not logging_ok:
+                body["reason"] = "the prediction-log writer process is not running: answers could not be logged"
+            elif not served and not waiting:
+                body["reason"] = "no champion loaded yet"
+            else:
+                body["reason"] = "not every champion is served"
             body["waiting"] = waiting
         if self.default_dataset in served:  # the single-dataset fields, for clients of the default dataset
             current = self.catalog.get(self.default_dataset)

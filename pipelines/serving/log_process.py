@@ -303,6 +303,10 @@ class ProcessLogWriter:
             last_error=error,
         )
 
+    def alive(self) -> bool:
+        """Whether the writer process is running (False before ``start``, after ``close``, or once it died)."""
+        return self._process is not None and self._process.is_alive() and bool(self._counters[_ALIVE])
+
     def backlog(self) -> tuple[int, bool]:
         """Records not yet written, and whether the database is taking writes."""
         return self.stats().queued, not self._counters[_FAILING]

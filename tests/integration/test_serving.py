@@ -26,6 +26,7 @@ from typing import Any
 import httpx
 import numpy as np
 import pandas as pd
+import psutil
 import pytest
 import sqlalchemy as sa
 
@@ -347,7 +348,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(trained: Regi
 
 
 def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
-    trained: Registry, service: str, monkeypatch: pytest.MonkeyPatch
+    trained: Registry, service: str, monkeypatch: pytest.MonkeyPatch, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
     from pipelines.core.errors import SmokeTestError
 
@@ -358,14 +359,20 @@ def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
     steps.record_approval(
         DATASET, run, v1["trained"], status="approved", decided_by="test", decided_at=AT, mode="manual"
     )
+    reviewed = os.environ["MLOPS_DATASETS_DIR"]
+    # given a config (a run cannot override serving policy) under which the service cannot possibly switch within
+    # the wait deploy allows (loading takes seconds)
+    too_short = tmp_path_factory.mktemp("too-short")
+    write_dataset(too_short, DATASET, table=DATASET, model=MODEL, serving={"deploy_wait_seconds": 0.05})
     monkeypatch.setenv("MLOPS_SERVING_URL", service)
+    monkeypatch.setenv("MLOPS_DATASETS_DIR", str(too_short))
     get_settings.cache_clear()
     try:
-        # given a service that cannot possibly switch within the wait deploy allows (loading takes seconds)
-        too_short = {"serving": {"deploy_wait_seconds": 0.05}}
         # when v1 is deployed, then deploy fails and puts the alias back on v2
         with pytest.raises(SmokeTestError, match=f"did not answer {DATASET} with v1"):
-            steps.deploy(DATASET, run, v1["trained"], v1["snapshot"], AT, too_short)
+            steps.deploy(DATASET, run, v1["trained"], v1["snapshot"], AT)
+        monkeypatch.setenv("MLOPS_DATASETS_DIR", reviewed)
+        get_settings.cache_clear()
         assert str(registry.alias_version(get_settings(), MODEL, registry.CHAMPION).version) == "2"
         tags = registry.client(get_settings()).get_model_version(MODEL, "1").tags
         assert tags["deploy.status"] == "serving_switch_failed"
@@ -477,7 +484,7 @@ def test_replay_is_idempotent(trained: Registry, service: str, monkeypatch: pyte
     assert sum(v["labelled"] for v in perf["versions"]) == truth
 
 
-def test_an_unreachable_log_database_costs_records_not_answers(
+def test_an_unreachable_log_database_costs_records_not_answers_and_a_dead_writer_is_not_ready(
     trained: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
 
@@ -503,6 +510,21 @@ def test_an_unreachable_log_database_costs_records_not_answers(
         assert log_state["queued"] == 100 and log_state["dropped"] == 500 and log_state["written"] == 0
         assert log_state["last_error"]
         assert "mlops_prediction_log_dropped_records 500.0" in httpx.get(f"{url}/metrics", timeout=5).text
+        assert httpx.get(f"{url}/ready", timeout=5).status_code == 200  # a failing database is not a dead writer
+
+        # when the prediction log's writer process dies
+        pid = proc.pid()
+        assert pid is not None
+        writers = [
+            p for p in psutil.Process(pid).children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())
+        ]
+        assert len(writers) == 1, [p.cmdline() for p in writers]
+        writers[0].kill()  # the service reaps it: a zombie until then, so its end is seen through the service
+        # then the service says it is not ready, and why, while it still answers
+        wait_until(lambda: httpx.get(f"{url}/ready", timeout=5).status_code == 503, "the service to be unready", 10)
+        assert "writer process is not running" in httpx.get(f"{url}/ready", timeout=5).json()["reason"]
+        assert httpx.get(f"{url}/v2/health/ready", timeout=5).status_code != 200
+        assert httpx.post(f"{url}/predict", json={"records": records}, timeout=30).status_code == 200
     finally:
         proc.stop()
 

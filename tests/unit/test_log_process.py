@@ -112,7 +112,9 @@ def test_a_request_that_cannot_be_read_back_is_counted_dropped_and_the_rest_writ
 def test_everything_handed_over_is_written_by_the_writer_process(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path}/warehouse.db"
     writer = ProcessLogWriter(url, max_queue=10_000)
+    assert not writer.alive()
     writer.start()
+    assert writer.alive()
     # when 200 requests of 3 records are handed over, one of them twice, and the writer is closed
     for i in range(200):
         assert writer.submit_request(_request(i))
@@ -123,6 +125,7 @@ def test_everything_handed_over_is_written_by_the_writer_process(tmp_path: Path)
         rows = conn.execute(sa.text("select count(*), count(distinct request_id) from prediction_log")).one()
     assert tuple(rows) == (600, 200)
     assert (stats.submitted, stats.written, stats.dropped, stats.queued) == (603, 603, 0, 0)
+    assert not writer.alive()
     # and a request after closing is refused and counted
     assert not writer.submit_request(_request(999))
     assert writer.stats().dropped == 3
