@@ -1,22 +1,28 @@
-"""Serving benchmark: MLflow's scoring server against our prediction service, on the same registered model.
+"""Serving benchmark: MLflow's scoring server (and MLServer) against our prediction service, on the same model.
 
 Run from the repository root (``--help`` lists every option)::
 
-    .venv/bin/python -m benchmarks.serving [--duration 15] [--connections 8]
+    .venv/bin/python -m benchmarks.serving [--dataset flights] [--duration 15] [--connections 8]
 
 In a fresh folder ``runtime/benchmarks/serving-<time>-<random>/`` (its own ``MLOPS_HOME``, a local SQLite MLflow
 store and a SQLite warehouse: a running demo is never touched) it
 
-1. trains two real versions of the flights model with the project's own steps (``seed``, ``run`` for version 1,
-   which becomes ``champion``; ``extract``/``validate``/``train`` on another window for version 2, only registered);
+1. trains two real versions of the dataset's model (``--dataset``, default ``flights``; any shipped config of
+   pipelines/conf/datasets, e.g. ``flights_minutes`` for regression) with the project's own steps (``seed``, ``run``
+   for version 1, which becomes ``champion``; ``extract``/``validate``/``train`` on a later start of the config's
+   window for version 2, only registered);
 2. builds real request bodies from the snapshot (50 distinct single records, 10 distinct batches of 100), which
-   the wrk script ``benchmarks/wrk/rotate.lua`` sends in turn;
-3. starts each server in turn (never both at once) and loads it with wrk on loopback, after a warm-up, with 1 and
-   100 records per request, recording throughput, latency percentiles, errors, CPU and memory;
+   the wrk script ``benchmarks/wrk/rotate.lua`` sends in turn, in each server's own request format;
+3. starts each server in turn (never two at once): ``mlflow models serve``, MLServer with its MLflow runtime (in its
+   own virtual environment ``runtime/venvs/mlserver``, installed from PyPI the first time; when it cannot be
+   installed or started the report says why) and our service; loads each with wrk on loopback, after a warm-up,
+   with 1 and 100 records per request, recording throughput, latency percentiles, errors, CPU and memory, and checks
+   that all answer the same numbers (probabilities, values or class probabilities, as the task has it);
 4. promotes version 2 while our service is under load and counts what each version answered.
 
 All raw figures go to ``results.json`` in that folder; the Markdown section is printed on stdout and written to
-``runtime/benchmarks/serving.md``. Every process it starts is stopped (its whole process group) before it exits.
+``runtime/benchmarks/serving.md`` (``serving-<dataset>.md`` for another dataset than flights). Every process it
+starts is stopped (its whole process group) before it exits.
 """
 
 from __future__ import annotations
@@ -37,8 +43,8 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
-from datetime import UTC, datetime
+from dataclasses import asdict, dataclass, field, fields
+from datetime import UTC, date, datetime, timedelta
 from importlib import metadata
 from pathlib import Path
 from types import TracebackType
@@ -47,26 +53,33 @@ from typing import IO, Any
 import httpx
 import psutil
 
+from benchmarks import mlserver_env
 from benchmarks.machine import describe as describe_machine
 
 log = logging.getLogger("benchmarks.serving")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 RUNTIME_DIR = REPO_ROOT / "runtime" / "benchmarks"
-MARKDOWN_OUT = RUNTIME_DIR / "serving.md"
+MARKDOWN_OUT = RUNTIME_DIR / "serving.md"  # flights; another dataset's goes to serving-<dataset>.md beside it
 LUA_SCRIPT = Path(__file__).resolve().parent / "wrk" / "rotate.lua"
 OURS_MAIN = REPO_ROOT / "pipelines" / "serving" / "__main__.py"
 
-DATASET = "flights"
+DEFAULT_DATASET = "flights"
 CHAMPION = "champion"
 BASELINE = "baseline"
 OURS = "ours"
-SERVER_NAMES = {BASELINE: "MLflow scoring server", OURS: "our service"}
+MLSERVER = "mlserver"
+SERVERS = (BASELINE, MLSERVER, OURS)  # the order they run and are reported in
+BASELINES = (BASELINE, MLSERVER)  # what ours is compared with
+SERVER_NAMES = {BASELINE: "MLflow scoring server", MLSERVER: "MLServer (MLflow runtime)", OURS: "our service"}
+SHORT_NAMES = {BASELINE: "MLflow", MLSERVER: "MLServer", OURS: "ours"}
+IN_A_SENTENCE = {BASELINE: "the MLflow scoring server", MLSERVER: "MLServer", OURS: "our service"}
 
-# The project's own training windows: version 1 on January-March 2013, version 2 on a later start.
-SEED_WINDOW = ("2013-01-01", "2013-04-01")
-CHAMPION_RUN = ("bench1", "2013-01-01", "2013-04-01")
-CANDIDATE_RUN = ("bench2", "2013-01-15", "2013-04-01")
+# The runs' ids; their windows come from the dataset's config (``training_plan``): version 1 on the config's window
+# (flights: January-March 2013), version 2 on the same window started two weeks later.
+CHAMPION_RUN_ID = "bench1"
+CANDIDATE_RUN_ID = "bench2"
+CANDIDATE_LATER_BY = timedelta(days=14)
 
 _TIME_UNITS_MS = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
 
@@ -89,6 +102,7 @@ class Options:
     timeout: int
     baseline_workers: int
     ours_workers: int
+    mlserver_workers: int
     singles: int
     batches: int
     batch_size: int
@@ -102,11 +116,12 @@ class Options:
     quiet_wait: float
     max_other: float
     attempts: int
+    dataset: str | None = None  # None: the --reuse folder's, else flights
 
 
 @dataclass(frozen=True)
 class Setup:
-    """The benchmark's folder, services' addresses and the two registered versions."""
+    """The benchmark's folder, services' addresses, the dataset and the two registered versions."""
 
     home: Path
     tracking_uri: str
@@ -119,10 +134,13 @@ class Setup:
     params: dict[str, Any]
     window: str
     seconds: float
+    dataset: str = DEFAULT_DATASET  # a setup.json written before --dataset is a flights one
+    task: str = "binary"
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Setup:
-        return cls(**{**data, "home": Path(data["home"])})
+        known = {f.name for f in fields(cls)}
+        return cls(**{**{k: v for k, v in data.items() if k in known}, "home": Path(data["home"])})
 
 
 def service_env(home: Path) -> dict[str, str]:
@@ -143,13 +161,14 @@ def service_env(home: Path) -> dict[str, str]:
     return env
 
 
-def run_step(args: list[str], env: dict[str, str], logs: Path) -> dict[str, Any]:
-    """Run ``python -m pipelines <args>`` and return the JSON result it prints; its log goes to ``logs/``."""
+def run_step(args: list[str], env: dict[str, str], logs: Path, dataset: str) -> dict[str, Any]:
+    """Run ``python -m pipelines <args> --dataset <dataset>`` and return the JSON result it prints; its log goes to
+    ``logs/``."""
     log_path = logs / f"pipelines-{args[0]}-{'-'.join(a for a in args[1:] if not a.startswith('-'))}.log"
-    log.info("$ python -m pipelines %s", " ".join(args))
+    log.info("$ python -m pipelines %s --dataset %s", " ".join(args), dataset)
     with log_path.open("w") as err:
         proc = subprocess.run(
-            [sys.executable, "-m", "pipelines", args[0], "--dataset", DATASET, *args[1:]],
+            [sys.executable, "-m", "pipelines", args[0], "--dataset", dataset, *args[1:]],
             env=env,
             cwd=REPO_ROOT,
             stdout=subprocess.PIPE,
@@ -163,28 +182,66 @@ def run_step(args: list[str], env: dict[str, str], logs: Path) -> dict[str, Any]
     return result
 
 
-def prepare_models(home: Path, env: dict[str, str]) -> Setup:
-    """Seed the warehouse and train two versions with the project's steps; version 1 becomes champion."""
+@dataclass(frozen=True)
+class TrainingPlan:
+    """The windows of the two versions, from the dataset's config (``None``: the whole source, no time column)."""
+
+    seed: tuple[str, str] | None
+    champion: tuple[str, str] | None
+    candidate: tuple[str, str] | None
+
+    @property
+    def described(self) -> str:
+        return "the whole source" if self.champion is None else f"[{self.champion[0]}, {self.champion[1]})"
+
+
+def training_plan(config: Any) -> TrainingPlan:
+    """Version 1 on the config's window, version 2 on the same window two weeks later (the flights benchmark's
+    January-March 2013 and January 15-March 2013); a dataset without a time column trains both on all its rows."""
+    if config.window is None:
+        return TrainingPlan(None, None, None)
+    start, end = config.window.start, config.window.end
+    later: date = min(start + CANDIDATE_LATER_BY, end - timedelta(days=1))
+    window = (start.isoformat(), end.isoformat())
+    return TrainingPlan(window, window, (later.isoformat(), end.isoformat()))
+
+
+def dataset_config(name: str) -> Any:
+    """The dataset's config, or a ``BenchmarkError`` naming the configured datasets."""
     from pipelines.core.config import load_dataset_config
+    from pipelines.core.errors import ConfigError
+
+    try:
+        return load_dataset_config(name)
+    except (ConfigError, FileNotFoundError) as exc:
+        raise BenchmarkError(f"--dataset {name}: {exc}") from exc
+
+
+def _window_args(window: tuple[str, str] | None) -> list[str]:
+    return [] if window is None else ["--start", window[0], "--end", window[1]]
+
+
+def prepare_models(home: Path, env: dict[str, str], dataset: str) -> Setup:
+    """Seed the warehouse and train two versions with the project's steps; version 1 becomes champion."""
     from pipelines.core.runs import RunContext
 
+    config = dataset_config(dataset)
+    plan = training_plan(config)
     started = time.monotonic()
     logs = home / "logs"
     logs.mkdir(parents=True, exist_ok=True)
-    run_step(["seed", "--start", SEED_WINDOW[0], "--end", SEED_WINDOW[1]], env, logs)
-    run_id, start, end = CHAMPION_RUN
-    first = run_step(["run", "--run-id", run_id, "--start", start, "--end", end], env, logs)
+    run_step(["seed", *_window_args(plan.seed)], env, logs, dataset)
+    first = run_step(["run", "--run-id", CHAMPION_RUN_ID, *_window_args(plan.champion)], env, logs, dataset)
     if not first.get("deployed"):
         raise BenchmarkError(f"the first run was not deployed: {first}")
-    cand_id, cand_start, cand_end = CANDIDATE_RUN
-    run_step(["extract", "--run-id", cand_id, "--start", cand_start, "--end", cand_end], env, logs)
-    run_step(["validate", "--run-id", cand_id], env, logs)
-    second = run_step(["train", "--run-id", cand_id], env, logs)
+    run_step(["extract", "--run-id", CANDIDATE_RUN_ID, *_window_args(plan.candidate)], env, logs, dataset)
+    run_step(["validate", "--run-id", CANDIDATE_RUN_ID], env, logs, dataset)
+    second = run_step(["train", "--run-id", CANDIDATE_RUN_ID], env, logs, dataset)
     if second["model_version"] == first["champion_version"]:
         raise BenchmarkError("the second training registered no new version")
 
-    config = load_dataset_config(DATASET)
-    extract = json.loads((home / "data" / DATASET / RunContext("cli", run_id).key / "extract.json").read_text())
+    key = RunContext("cli", CHAMPION_RUN_ID).key
+    extract = json.loads((home / "data" / dataset / key / "extract.json").read_text())
     setup = Setup(
         home=home,
         tracking_uri=env["MLOPS_MLFLOW_TRACKING_URI"],
@@ -195,32 +252,47 @@ def prepare_models(home: Path, env: dict[str, str]) -> Setup:
         snapshot_path=str(extract["path"]),
         estimator=config.model.estimator,
         params=dict(config.model.params),
-        window=f"[{start}, {end})",
+        window=plan.described,
         seconds=round(time.monotonic() - started, 1),
+        dataset=dataset,
+        task=config.task,
     )
     (home / "setup.json").write_text(json.dumps(asdict(setup), indent=2, default=str))
     log.info(
-        "set up in %.0f s: %s v%s is champion, v%s registered",
+        "set up in %.0f s: %s (%s) v%s is champion, v%s registered",
         setup.seconds,
         setup.model_name,
+        setup.task,
         setup.champion_version,
         setup.candidate_version,
     )
     return setup
 
 
-def reuse_setup(home: Path) -> Setup:
-    """A folder prepared by an earlier run (``--reuse``), with ``champion`` put back on its first version."""
+def reuse_setup(home: Path, dataset: str | None = None) -> Setup:
+    """A folder prepared by an earlier run (``--reuse``), with ``champion`` put back on its first version; it keeps
+    the dataset it was set up for (``dataset``, when given, must be that one)."""
     from mlflow import MlflowClient
 
     path = home / "setup.json"
     if not path.is_file():
         raise BenchmarkError(f"{path} does not exist: --reuse needs a folder set up by an earlier run")
     setup = Setup.from_dict(json.loads(path.read_text()))
+    if dataset is not None and dataset != setup.dataset:
+        raise BenchmarkError(
+            f"--dataset {dataset}, but {home} was set up for dataset {setup.dataset} "
+            "(leave --dataset out with --reuse, or set up a folder for it)"
+        )
     MlflowClient(tracking_uri=setup.tracking_uri).set_registered_model_alias(
         setup.model_name, CHAMPION, setup.champion_version
     )
-    log.info("reusing %s: %s v%s is champion again", home, setup.model_name, setup.champion_version)
+    log.info(
+        "reusing %s: dataset %s, %s v%s is champion again",
+        home,
+        setup.dataset,
+        setup.model_name,
+        setup.champion_version,
+    )
     return setup
 
 
@@ -252,23 +324,33 @@ FRESH_ID = "@@"  # replaced in every request by a growing counter (benchmarks/wr
 FRESH_TIME = "1999-12-31T23:59:59"  # a valid time, replaced in every request by a growing one
 
 
-def build_payloads(setup: Setup, out: Path, opts: Options) -> list[PayloadSet]:
-    """Real feature records of distinct flights of the snapshot, built as training builds them (NaN -> null)."""
+def build_payloads(setup: Setup, out: Path, opts: Options, model: mlserver_env.ModelFiles) -> list[PayloadSet]:
+    """Real feature records of distinct rows of the snapshot, built as training builds them (NaN -> null), in each
+    server's request format (``model``: the columns and types of the version's signature, for MLServer's bodies).
+
+    A snapshot with fewer rows than the bodies need (e.g. wine's 178) is sampled with replacement."""
     import numpy as np
     import pandas as pd
 
-    from pipelines.core.config import load_dataset_config
     from pipelines.data.features import build_features
 
-    config = load_dataset_config(DATASET)
+    config = dataset_config(setup.dataset)
     frame = pd.read_parquet(setup.snapshot_path)
     needed = opts.singles + opts.batches * opts.batch_size
-    rows = np.random.default_rng(opts.seed).choice(len(frame), size=needed, replace=False)
+    replace = needed > len(frame)
+    if replace:
+        log.warning("the snapshot has %d rows for %d records: some records repeat", len(frame), needed)
+    rows = np.random.default_rng(opts.seed).choice(len(frame), size=needed, replace=replace)
     picked = frame.iloc[rows].reset_index(drop=True)
     features = build_features(picked, config)
     records = features.astype(object).where(features.notna(), None).to_dict("records")
-    ids = picked[config.source.key_column].astype(str).tolist()
-    times = pd.to_datetime(picked[config.source.time_column]).dt.strftime("%Y-%m-%dT%H:%M:%S").tolist()
+    key = config.key_name if config.key_name in picked.columns else None
+    ids = picked[key].astype(str).tolist() if key else [f"row{int(r)}" for r in rows]
+    times = (
+        pd.to_datetime(picked[config.time_column]).dt.strftime("%Y-%m-%dT%H:%M:%S").tolist()
+        if config.time_column
+        else None
+    )
 
     groups = [
         (1, [slice(i, i + 1) for i in range(opts.singles)]),
@@ -293,11 +375,12 @@ def build_payloads(setup: Setup, out: Path, opts: Options) -> list[PayloadSet]:
                     {
                         "records": records[s],
                         "ids": [FRESH_ID + i for i in ids[s]],
-                        "event_times": [FRESH_TIME] * len(times[s]),
+                        **({"event_times": [FRESH_TIME] * len(times[s])} if times is not None else {}),
                     }
                 )
                 for s in slices
             ],
+            MLSERVER: [_dumps(mlserver_env.v2_body(records[s], model.inputs)) for s in slices],
         }
         files = {}
         for server, bodies in lines.items():
@@ -326,20 +409,43 @@ def _dumps(value: Any) -> str:
 
 def free_port() -> int:
     """A TCP port free on the loopback interface right now."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+    return free_ports(1)[0]
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct TCP ports free on the loopback interface right now (held together while picked)."""
+    with contextlib.ExitStack() as stack:
+        ports = []
+        for _ in range(n):
+            sock = stack.enter_context(socket.socket(socket.AF_INET, socket.SOCK_STREAM))
+            sock.bind(("127.0.0.1", 0))
+            ports.append(int(sock.getsockname()[1]))
+        return ports
 
 
 class Server:
-    """A server started in its own process group; stopping it signals the whole group."""
+    """A server started in its own process group; stopping it signals the whole group.
+
+    ``shared_socket``: its worker processes accept connections on one listening socket (uvicorn's workers), so the
+    kernel may hand wrk's few connections unevenly to them (``_balanced``); MLServer's inference workers get their
+    requests from its one HTTP process instead."""
 
     def __init__(
-        self, name: str, cmd: list[str], env: dict[str, str], port: int, ready_path: str, log_path: Path, workers: int
+        self,
+        name: str,
+        cmd: list[str],
+        env: dict[str, str],
+        port: int,
+        ready_path: str,
+        log_path: Path,
+        workers: int,
+        cwd: Path = REPO_ROOT,
+        shared_socket: bool = True,
     ) -> None:
         self.name = name
         self.workers = workers
+        self.cwd = cwd
+        self.shared_socket = shared_socket
         self.cmd = cmd
         self.env = env
         self.port = port
@@ -355,7 +461,7 @@ class Server:
         log.info("starting %s on port %d: %s", self.name, self.port, " ".join(self.cmd))
         self._log = self.log_path.open("wb")
         self._proc = subprocess.Popen(
-            self.cmd, env=self.env, cwd=REPO_ROOT, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
+            self.cmd, env=self.env, cwd=self.cwd, stdout=self._log, stderr=subprocess.STDOUT, start_new_session=True
         )
         return self
 
@@ -499,7 +605,7 @@ def ours_server(setup: Setup, env: dict[str, str], label: str = "ours", workers:
         "-m",
         "pipelines.serving",
         "--default-dataset",
-        DATASET,
+        setup.dataset,
         "--host",
         "127.0.0.1",
         "--port",
@@ -508,6 +614,40 @@ def ours_server(setup: Setup, env: dict[str, str], label: str = "ours", workers:
         str(workers),
     ]
     return Server(OURS, cmd, env, port, "/ready", setup.home / "logs" / f"{label}-server.log", workers=workers)
+
+
+def mlserver_server(
+    setup: Setup, env: dict[str, str], opts: Options, install: mlserver_env.Install, model: mlserver_env.ModelFiles
+) -> tuple[Server, dict[str, Any]]:
+    """``mlserver start`` on a model repository in the benchmark folder serving the champion version's artifact
+    folder; the server and the repository's two files as written."""
+    http_port, grpc_port, metrics_port = free_ports(3)
+    folder = setup.home / "mlserver"
+    if folder.exists():
+        shutil.rmtree(folder)
+    written = mlserver_env.write_repository(
+        folder,
+        setup.model_name,
+        setup.champion_version,
+        model,
+        (http_port, grpc_port, metrics_port),
+        opts.mlserver_workers,
+    )
+    menv = {**env, "PATH": f"{install.bin}{os.pathsep}{env.get('PATH', '')}"}
+    menv.pop("PROMETHEUS_MULTIPROC_DIR", None)
+    cmd = [str(install.bin / "mlserver"), "start", str(folder)]
+    server = Server(
+        MLSERVER,
+        cmd,
+        menv,
+        http_port,
+        f"/v2/models/{setup.model_name}/ready",
+        setup.home / "logs" / "mlserver-server.log",
+        workers=opts.mlserver_workers,
+        cwd=folder,
+        shared_socket=False,
+    )
+    return server, written
 
 
 # wrk.
@@ -693,7 +833,7 @@ class ServerSpec:
     """How to talk to one kind of server: where to post, how to read its answer and its state."""
 
     path: str
-    probabilities: Callable[[dict[str, Any]], list[float]]
+    outputs: Callable[[dict[str, Any]], list[float]]  # the numbers compared across servers, record by record
     describe: Callable[[Server], dict[str, Any]]
     log_stats: Callable[[Server], dict[str, Any]] | None = None  # our prediction log's counters
 
@@ -721,7 +861,7 @@ def measure(server: Server, spec: ServerSpec, payload: PayloadSet, opts: Options
         drained = _drain_log(server, spec.log_stats) if spec.log_stats is not None else None
         result = _measure_once(server, spec, payload, opts)
         result.log_drained_before_s = drained
-        result.balanced = _balanced(result, server.workers)
+        result.balanced = _balanced(result, server.workers) if server.shared_socket else True
         attempts.append(result)
         problems = []
         if result.cores_other > opts.max_other:
@@ -819,18 +959,70 @@ def _drain_log(server: Server, log_stats: Callable[[Server], dict[str, Any]], ti
     return round(timeout, 2)
 
 
-def baseline_probabilities(body: dict[str, Any]) -> list[float]:
-    """P(delayed) from the scoring server's answer (``predict_proba`` rows: ``[p0, p1]``)."""
-    return [float(row[1]) for row in body["predictions"]]
+@dataclass(frozen=True)
+class TaskOutputs:
+    """What every server's answer is compared on, per record, as the dataset's task has it.
+
+    - binary: the probability of the positive class (1);
+    - multiclass: every class's probability, in the model's class order (``classes``);
+    - regression: the predicted value.
+
+    ``classes``: the output columns of the version's signature (a classifier's classes as text, the order of
+    ``predict_proba``'s columns)."""
+
+    task: str
+    classes: tuple[str, ...] = ()
+
+    @property
+    def width(self) -> int:
+        """Numbers per record."""
+        return len(self.classes) if self.task == "multiclass" else 1
+
+    @property
+    def positive(self) -> int:
+        """The positive class's column of a binary model's probabilities (as the service picks it)."""
+        for label in ("1", "True", "1.0"):
+            if label in self.classes:
+                return self.classes.index(label)
+        return 1
+
+    @property
+    def noun(self) -> str:
+        return {
+            "binary": "probabilities of the positive class",
+            "multiclass": "class probabilities",
+            "regression": "predicted values",
+        }.get(self.task, "outputs")
+
+    def from_rows(self, rows: list[Any]) -> list[float]:
+        """From per-record rows of class probabilities (``predict_proba``) or values (``predict``)."""
+        if self.task == "regression":
+            return [float(row[0] if isinstance(row, list) else row) for row in rows]
+        if self.task == "binary":
+            return [float(row[self.positive]) for row in rows]
+        return [float(p) for row in rows for p in row]
+
+    def baseline(self, body: dict[str, Any]) -> list[float]:
+        """From MLflow's scoring server: ``{"predictions": rows}`` (``[p0, p1]`` per record for binary)."""
+        return self.from_rows(body["predictions"])
+
+    def ours(self, body: dict[str, Any]) -> list[float]:
+        """From our ``/predict``: ``probability``, ``probabilities`` by class name, or ``value`` per record."""
+        predictions = body["predictions"]
+        if self.task == "regression":
+            return [float(p["value"]) for p in predictions]
+        if self.task == "binary":
+            return [float(p["probability"]) for p in predictions]
+        return [float(p["probabilities"][c]) for p in predictions for c in self.classes]
+
+    def mlserver(self, body: dict[str, Any]) -> list[float]:
+        """From MLServer's ``/v2/models/<name>/infer``: one output, the pyfunc's array (``[n, k]`` or ``[n]``)."""
+        return self.from_rows(mlserver_env.v2_rows(body))
 
 
-def ours_probabilities(body: dict[str, Any]) -> list[float]:
-    return [float(p["probability"]) for p in body["predictions"]]
-
-
-def collect_probabilities(server: Server, spec: ServerSpec, payload: PayloadSet) -> list[float]:
-    """Every body of ``payload`` once, sequentially: the probabilities the server answers."""
-    probabilities: list[float] = []
+def collect_outputs(server: Server, spec: ServerSpec, payload: PayloadSet) -> list[float]:
+    """Every body of ``payload`` once, sequentially: the numbers the server answers (``spec.outputs``)."""
+    outputs: list[float] = []
     with httpx.Client(base_url=server.url, timeout=60.0) as client:
         for body in payload.bodies(server.name):
             response = client.post(spec.path, content=body, headers={"Content-Type": "application/json"})
@@ -838,8 +1030,11 @@ def collect_probabilities(server: Server, spec: ServerSpec, payload: PayloadSet)
                 raise BenchmarkError(
                     f"{server.name} answered {response.status_code} to a benchmark body: {response.text[:500]}"
                 )
-            probabilities.extend(spec.probabilities(response.json()))
-    return probabilities
+            try:
+                outputs.extend(spec.outputs(response.json()))
+            except (KeyError, IndexError, TypeError, ValueError) as exc:
+                raise BenchmarkError(f"unexpected answer from {server.name} ({exc!r}): {response.text[:500]}") from exc
+    return outputs
 
 
 @dataclass
@@ -854,7 +1049,7 @@ class ServerResult:
     model: dict[str, Any]
     exit_code: int | None
     stop_seconds: float | None
-    probabilities: dict[int, list[float]]
+    outputs: dict[int, list[float]]
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -874,7 +1069,7 @@ def bench_server(server: Server, spec: ServerSpec, payloads: list[PayloadSet], o
     with server:
         ready = server.wait_ready()
         log.info("%s ready after %.1f s", server.name, ready)
-        probabilities = {p.size: collect_probabilities(server, spec, p) for p in payloads}
+        outputs = {p.size: collect_outputs(server, spec, p) for p in payloads}
         measurements = [measure(server, spec, p, opts) for p in payloads]
         memory = server.memory()
         model = spec.describe(server)
@@ -895,11 +1090,12 @@ def bench_server(server: Server, spec: ServerSpec, payloads: list[PayloadSet], o
         model,
         server.exit_code,
         server.stop_seconds,
-        probabilities,
+        outputs,
     )
 
 
-BASELINE_SPEC = ServerSpec(path="/invocations", probabilities=baseline_probabilities, describe=lambda s: {})
+def baseline_spec(outputs: TaskOutputs) -> ServerSpec:
+    return ServerSpec(path="/invocations", outputs=outputs.baseline, describe=lambda s: {})
 
 
 def _ours_describe(server: Server) -> dict[str, Any]:
@@ -911,9 +1107,18 @@ def _ours_log_stats(server: Server) -> dict[str, Any]:
     return stats
 
 
-OURS_SPEC = ServerSpec(
-    path="/predict", probabilities=ours_probabilities, describe=_ours_describe, log_stats=_ours_log_stats
-)
+def ours_spec(outputs: TaskOutputs) -> ServerSpec:
+    """``POST /predict``: the service's default dataset, the benchmark's (``--default-dataset``)."""
+    return ServerSpec(path="/predict", outputs=outputs.ours, describe=_ours_describe, log_stats=_ours_log_stats)
+
+
+def mlserver_spec(outputs: TaskOutputs, model_name: str) -> ServerSpec:
+    """``POST /v2/models/<name>/infer`` (Open Inference Protocol); described by its model metadata."""
+
+    def describe(server: Server) -> dict[str, Any]:
+        return _get_json(f"{server.url}/v2/models/{model_name}")
+
+    return ServerSpec(path=f"/v2/models/{model_name}/infer", outputs=outputs.mlserver, describe=describe)
 
 
 def _get_json(url: str) -> dict[str, Any]:
@@ -924,6 +1129,11 @@ def _get_json(url: str) -> dict[str, Any]:
 
 
 # In-process costs of the baseline's path.
+
+
+def model_layer(task: str) -> str:
+    """The in-process timing of the model itself: ``predict_proba`` for a classifier, ``predict`` for a regressor."""
+    return "sklearn_predict" if task == "regression" else "sklearn_predict_proba"
 
 
 def inprocess_costs(setup: Setup, payloads: list[PayloadSet], repeats: dict[int, int]) -> dict[str, dict[str, float]]:
@@ -947,7 +1157,10 @@ def inprocess_costs(setup: Setup, payloads: list[PayloadSet], repeats: dict[int,
         for payload in payloads:
             n = repeats.get(payload.size, 50)
             layers: dict[str, tuple[Callable[[Any], object], list[Any]]] = {
-                "sklearn_predict_proba": (sklearn_model.predict_proba, payload.frames),
+                model_layer(setup.task): (
+                    sklearn_model.predict if setup.task == "regression" else sklearn_model.predict_proba,
+                    payload.frames,
+                ),
                 "pyfunc_predict": (pyfunc.predict, payload.frames),
                 "mlflow_invocations": (invoke, payload.bodies(BASELINE)),
             }
@@ -978,7 +1191,7 @@ def _median_ms(call: Callable[[Any], object], inputs: list[Any], repeats: int) -
 # Promotion under load.
 
 
-def logged_by_version(warehouse_url: str) -> dict[str, int]:
+def logged_by_version(warehouse_url: str, dataset: str) -> dict[str, int]:
     """Records in the warehouse's ``prediction_log`` per model version (empty when there is no table yet)."""
     import sqlalchemy as sa
 
@@ -990,7 +1203,7 @@ def logged_by_version(warehouse_url: str) -> dict[str, int]:
             "SELECT model_version, COUNT(*) FROM prediction_log WHERE dataset = :dataset GROUP BY model_version"
         )
         with engine.connect() as conn:
-            return {str(version): int(n) for version, n in conn.execute(query, {"dataset": DATASET})}
+            return {str(version): int(n) for version, n in conn.execute(query, {"dataset": dataset})}
     finally:
         engine.dispose()
 
@@ -1000,7 +1213,7 @@ def promotion_under_load(setup: Setup, env: dict[str, str], single: PayloadSet, 
     from mlflow import MlflowClient
 
     target = setup.candidate_version
-    before = logged_by_version(setup.warehouse_url)
+    before = logged_by_version(setup.warehouse_url, setup.dataset)
     server = ours_server(setup, env, label="ours-promotion")
     timeline: dict[str, Any] = {}
     with server:
@@ -1033,7 +1246,7 @@ def promotion_under_load(setup: Setup, env: dict[str, str], single: PayloadSet, 
             raise
         run = finish_wrk(wrk)
         model_after = _get_json(server.url + "/model")
-    after = logged_by_version(setup.warehouse_url)
+    after = logged_by_version(setup.warehouse_url, setup.dataset)
     logged = {v: after.get(v, 0) - before.get(v, 0) for v in sorted(set(after) | set(before))}
     logged = {v: n for v, n in logged.items() if n}
     result = {
@@ -1125,15 +1338,32 @@ def _ratio(ours: float, baseline: float) -> str:
     return f"{ours / baseline:.2f}×" if baseline else "n/a"
 
 
+_TASK_ANSWERS = {
+    "binary": "the probability of the positive class (MLflow's and MLServer's `predict_proba` rows, our `probability`)",
+    "multiclass": "every class's probability (MLflow's and MLServer's `predict_proba` rows, our `probabilities`)",
+    "regression": "the predicted value (MLflow's and MLServer's `predict`, our `value`)",
+}
+
+
 def render_markdown(results: dict[str, Any]) -> str:
     """The section for docs/benchmarks.md: conditions, tables, a paragraph of reading."""
     opts, setup, servers = results["options"], results["setup"], results["servers"]
     mach, ver, code = results["machine"], results["versions"], results["code"]
+    dataset, task = setup.get("dataset", DEFAULT_DATASET), setup.get("task", "binary")
+    unavailable = results.get("unavailable", {})
+    with_mlserver = MLSERVER in servers or MLSERVER in unavailable
     params = ", ".join(f"{k}={v}" for k, v in setup["params"].items())
+    title = (
+        "## Serving: MLflow scoring server" + (" and MLServer" if with_mlserver else "") + " vs our prediction service"
+    )
+    if dataset != DEFAULT_DATASET:
+        title += f" ({dataset}, {task})"
+    command = "python -m benchmarks.serving" + (f" --dataset {dataset}" if dataset != DEFAULT_DATASET else "")
+    noun = TaskOutputs(task).noun
     lines = [
-        "## Serving: MLflow scoring server vs our prediction service",
+        title,
         "",
-        f"Measured {results['finished_at'][:16].replace('T', ' ')} UTC by `python -m benchmarks.serving "
+        f"Measured {results['finished_at'][:16].replace('T', ' ')} UTC by `{command} "
         f"--duration {opts['duration']} --connections {opts['connections']}` on {mach['nproc']} cores "
         f"({mach['cpu_model']}), {mach['memory_gb']} GB RAM, Linux {mach['kernel']}; Python {mach['python']}, "
         f"MLflow {ver['mlflow']}, scikit-learn {ver['scikit-learn']}, {ver['wrk']}; code at commit "
@@ -1141,14 +1371,17 @@ def render_markdown(results: dict[str, Any]) -> str:
         ".",
         "",
         f"Model: `{setup['model_name']}` v{setup['champion_version']}, `{setup['estimator']}` ({params}) in the "
-        f"project's preprocessing pipeline, trained by the project's own steps on {setup['window']}. Bodies: "
-        f"{opts['singles']} distinct single flights and {opts['batches']} distinct batches of {opts['batch_size']} "
-        "from its snapshot (real feature records, NaN as null), sent in turn by `benchmarks/wrk/rotate.lua`. "
-        f"Load: `wrk -t{opts['threads']} -c{opts['connections']} -d{opts['duration']}s --latency` on loopback after "
-        f"a {opts['warmup']} s warm-up, one server at a time, `OMP_NUM_THREADS=1` for both. Baseline: "
+        f"project's preprocessing pipeline, the {task} model of dataset `{dataset}`, trained by the project's own "
+        f"steps on {setup['window']}; every server answers with {_TASK_ANSWERS.get(task, noun)}. Bodies: "
+        f"{opts['singles']} distinct single records and {opts['batches']} distinct batches of {opts['batch_size']} "
+        "from its snapshot (real feature records, NaN as null), each in the server's own request format, sent in turn "
+        f"by `benchmarks/wrk/rotate.lua`. Load: `wrk -t{opts['threads']} -c{opts['connections']} "
+        f"-d{opts['duration']}s --latency` on loopback after a {opts['warmup']} s warm-up, one server at a time, "
+        "`OMP_NUM_THREADS=1` for all. Baseline: "
         f"`mlflow models serve -m models:/{setup['model_name']}/{setup['champion_version']} --env-manager local "
-        f"-w {opts['baseline_workers']}`; ours: `python -m pipelines.serving --default-dataset {DATASET} "
-        f"--workers {opts.get('ours_workers', 1)}`.",
+        f"-w {opts['baseline_workers']}` on `POST /invocations`; ours: `python -m pipelines.serving "
+        f"--default-dataset {dataset} --workers {opts.get('ours_workers', 1)}` on `POST /predict`."
+        + (_mlserver_sentence(results) if MLSERVER in servers else ""),
         "",
     ]
     if servers:
@@ -1160,8 +1393,28 @@ def render_markdown(results: dict[str, Any]) -> str:
         lines += _anatomy_table(results["inprocess"], servers.get(BASELINE))
     if results.get("promotion"):
         lines += _promotion_table(results["promotion"], setup, opts)
+    if with_mlserver:
+        lines += _mlserver_section(results)
     lines += ["### Reading", "", reading(results), ""]
     return "\n".join(lines)
+
+
+def _mlserver_sentence(results: dict[str, Any]) -> str:
+    setup, opts = results["setup"], results["options"]
+    versions = (results.get("mlserver_install") or {}).get("versions", {})
+    return (
+        f" Second baseline: MLServer {versions.get('mlserver', '?')} with its MLflow runtime (`mlserver-mlflow` "
+        f"{versions.get('mlserver-mlflow', '?')}) in a virtual environment of its own, `mlserver start` on a model "
+        "repository whose `model-settings.json` points at the version's artifact folder in the benchmark's MLflow "
+        f"store, `parallel_workers` {opts.get('mlserver_workers', 2)} (inference processes behind its one HTTP "
+        "process), `debug` off (no access log), on the Open Inference Protocol: "
+        f"`POST /v2/models/{setup['model_name']}/infer` with one input per column, decoded by its pandas codec "
+        "(`content_type: pd`)."
+    )
+
+
+def _present(servers: dict[str, Any]) -> list[str]:
+    return [name for name in SERVERS if name in servers]
 
 
 def _throughput_table(servers: dict[str, Any], opts: dict[str, Any]) -> list[str]:
@@ -1177,10 +1430,9 @@ def _throughput_table(servers: dict[str, Any], opts: dict[str, Any]) -> list[str
         for m in server["measurements"]:
             by_size.setdefault(m["records_per_request"], {})[name] = m
     for size in sorted(by_size):
-        for name in (BASELINE, OURS):
-            m = by_size[size].get(name)
-            if m is None:
-                continue
+        cells = by_size[size]
+        for name in _present(cells):
+            m = cells[name]
             w = m["wrk"]
             lines.append(
                 f"| {SERVER_NAMES[name]} | {size} | {w['requests_per_s']:.0f} | {m['records_per_s']:.0f} | "
@@ -1188,21 +1440,23 @@ def _throughput_table(servers: dict[str, Any], opts: dict[str, Any]) -> list[str
                 f"{w['non_2xx']} | {w['socket_error_total']} | {m['server_cpu_ms_per_request']:.2f} | "
                 f"{m['cores_server']:.2f}{_split(m)} / {m['cores_wrk']:.2f} / {m['cores_other']:.2f} |"
             )
-        if len(by_size[size]) == 2:
-            b, o = by_size[size][BASELINE], by_size[size][OURS]
-            lines.append(
-                f"| **ours / baseline** | {size} | **{_ratio(o['wrk']['requests_per_s'], b['wrk']['requests_per_s'])}**"
-                f" | | | | **{_ratio(o['wrk']['latency_ms']['p99'], b['wrk']['latency_ms']['p99'])}** | | | "
-                f"{_ratio(o['server_cpu_ms_per_request'], b['server_cpu_ms_per_request'])} | |"
-            )
+        for other in BASELINES:
+            if other in cells and OURS in cells:
+                b, o = cells[other], cells[OURS]
+                lines.append(
+                    f"| **ours / {SHORT_NAMES[other]}** | {size} | "
+                    f"**{_ratio(o['wrk']['requests_per_s'], b['wrk']['requests_per_s'])}** | | | | "
+                    f"**{_ratio(o['wrk']['latency_ms']['p99'], b['wrk']['latency_ms']['p99'])}** | | | "
+                    f"{_ratio(o['server_cpu_ms_per_request'], b['server_cpu_ms_per_request'])} | |"
+                )
     lines += [
         "",
-        "Ratio row: throughput and p99 of ours divided by the baseline's (throughput above 1 and p99 below 1 "
+        "Ratio rows: throughput and p99 of ours divided by each baseline's (throughput above 1 and p99 below 1 "
         "favour ours). CPU cores: CPU time over the run's wall time, of the server's process tree, of wrk, and "
         "of everything else on the machine (in brackets: per server process, when several worked); a run in which "
-        f"other processes used more than {opts['max_other']} cores, or in which one of the baseline's workers got "
-        f"(almost) no connections, is measured again (up to {opts['attempts']} runs) and the best run is kept: "
-        "the baseline gets its best case.",
+        f"other processes used more than {opts['max_other']} cores, or in which one of the uvicorn workers sharing a "
+        f"socket got (almost) no connections, is measured again (up to {opts['attempts']} runs) and the best run is "
+        "kept: the baselines get their best case.",
         "",
     ]
     return lines
@@ -1222,20 +1476,24 @@ def _memory_table(servers: dict[str, Any]) -> list[str]:
         "| server | processes | RSS MB (sum) | PSS MB (sum) | prediction-log records queued | SIGTERM to exit, s |",
         "|---|---:|---:|---:|---:|---:|",
     ]
-    for name in (BASELINE, OURS):
-        if name in servers:
-            mem = servers[name]["memory_after_run"]
-            stop = servers[name].get("stop_seconds")
-            queued = (servers[name]["model"].get("prediction_log") or {}).get("queued", "n/a")
-            lines.append(
-                f"| {SERVER_NAMES[name]} | {mem['processes']} | {mem['rss_mb']:.0f} | {mem['pss_mb']:.0f} | {queued} | "
-                f"{'n/a' if stop is None else f'{stop:.1f}'} |"
-            )
+    for name in _present(servers):
+        mem = servers[name]["memory_after_run"]
+        stop = servers[name].get("stop_seconds")
+        queued = (servers[name]["model"].get("prediction_log") or {}).get("queued", "n/a")
+        lines.append(
+            f"| {SERVER_NAMES[name]} | {mem['processes']} | {mem['rss_mb']:.0f} | {mem['pss_mb']:.0f} | {queued} | "
+            f"{'n/a' if stop is None else f'{stop:.1f}'} |"
+        )
     lines += [
         "",
         "Summed over the server's process tree (PSS splits shared pages between the processes sharing them; "
-        "the baseline's tree includes the `mlflow` CLI process that waits for uvicorn). Our service holds its "
-        "queued prediction records in memory and writes them before it exits.",
+        "the MLflow baseline's tree includes the `mlflow` CLI process that waits for uvicorn"
+        + (
+            ", MLServer's its HTTP process, its inference workers and multiprocessing's helpers"
+            if MLSERVER in servers
+            else ""
+        )
+        + "). Our service holds its queued prediction records in memory and writes them before it exits.",
         "",
     ]
     return lines
@@ -1269,6 +1527,7 @@ def _prediction_log_table(ours: dict[str, Any]) -> list[str]:
 
 _LAYERS = {
     "sklearn_predict_proba": "scikit-learn `predict_proba` on a typed DataFrame",
+    "sklearn_predict": "scikit-learn `predict` on a typed DataFrame",
     "pyfunc_predict": "MLflow pyfunc `predict` (adds schema enforcement)",
     "mlflow_invocations": "MLflow `scoring_server.invocations()` (adds JSON parsing, DataFrame, response)",
 }
@@ -1277,17 +1536,18 @@ _LAYERS = {
 def _anatomy_table(inprocess: dict[str, dict[str, float]], baseline: dict[str, Any] | None) -> list[str]:
     sizes = sorted(inprocess, key=int)
     lines = [
-        "### Where the baseline's time goes",
+        "### Where the MLflow baseline's time goes",
         "",
         "| ms per request | " + " | ".join(f"{s} record(s)" for s in sizes) + " |",
         "|---|" + "---:|" * len(sizes),
     ]
     for key, label in _LAYERS.items():
-        lines.append(
-            f"| {label}: in-process, 1 thread, median CPU | "
-            + " | ".join(f"{inprocess[s][key]:.2f}" for s in sizes)
-            + " |"
-        )
+        if all(key in inprocess[s] for s in sizes):
+            lines.append(
+                f"| {label}: in-process, 1 thread, median CPU | "
+                + " | ".join(f"{inprocess[s][key]:.2f}" for s in sizes)
+                + " |"
+            )
     if baseline is not None:
         cpu = {str(m["records_per_request"]): m["server_cpu_ms_per_request"] for m in baseline["measurements"]}
         lines.append(
@@ -1323,88 +1583,101 @@ def _promotion_table(promo: dict[str, Any], setup: dict[str, Any], opts: dict[st
     ]
 
 
+def _mlserver_section(results: dict[str, Any]) -> list[str]:
+    """How MLServer was installed and run, or exactly why it was not measured."""
+    install = results.get("mlserver_install") or {}
+    missing = results.get("unavailable", {}).get(MLSERVER)
+    lines = ["### MLServer (second baseline)", ""]
+    if install:
+        how = (
+            f"reused `{install['venv']}`"
+            if install.get("reused")
+            else f"installed into `{install['venv']}` by `python -m venv` and pip from PyPI"
+        )
+        lines.append(
+            f"Environment: {how} ({install.get('seconds', 0):.0f} s), requirements "
+            + ", ".join(f"`{r}`" for r in install.get("requirements", []))
+            + ": the server's pins (`uvloop` 0.21: with 0.22+ MLServer 1.7.1's inference workers die at start) and "
+            "the model version's own `requirements.txt` (the libraries that trained it). "
+            + (
+                "Installed: " + ", ".join(f"{k} {v}" for k, v in install["versions"].items()) + "."
+                if install.get("versions")
+                else ""
+            )
+        )
+        lines.append("")
+    if missing:
+        lines += [
+            f"**Not measured**: MLServer failed at the {missing['stage']} stage (log: `{missing.get('log')}`):",
+            "",
+            "```",
+            str(missing["reason"]).strip(),
+            "```",
+            "",
+        ]
+        return lines
+    repository = results.get("mlserver_repository") or {}
+    if repository:
+        settings = {
+            k: v
+            for k, v in repository["settings.json"].items()
+            if k not in ("host", "http_port", "grpc_port", "metrics_port", "metrics_dir", "environments_dir")
+        }
+        lines += [
+            "Model repository of `mlserver start <folder>` (besides loopback ports and folders of its own): "
+            f"`settings.json` `{json.dumps(settings)}`, `<model>/model-settings.json` "
+            f"`{json.dumps(repository['model-settings.json'])}`.",
+            "",
+        ]
+    return lines
+
+
 def reading(results: dict[str, Any]) -> str:
     """One paragraph: the ratios, the conditions, where the baseline's time goes, what went wrong if anything."""
     servers, mach = results["servers"], results["machine"]
     parts = []
-    if BASELINE in servers and OURS in servers:
-        base = {m["records_per_request"]: m for m in servers[BASELINE]["measurements"]}
+    if OURS in servers:
         ours = {m["records_per_request"]: m for m in servers[OURS]["measurements"]}
-        for size in sorted(set(base) & set(ours)):
-            b, o = base[size], ours[size]
-            unit = "single-record requests" if size == 1 else f"batches of {size}"
-            parts.append(
-                f"For {unit} our service served {_ratio(o['wrk']['requests_per_s'], b['wrk']['requests_per_s'])} "
-                f"the baseline's throughput ({o['records_per_s']:.0f} vs {b['records_per_s']:.0f} records/s) with "
-                f"p99 at {_ratio(o['wrk']['latency_ms']['p99'], b['wrk']['latency_ms']['p99'])} of the baseline's "
-                f"({_ms(o['wrk']['latency_ms']['p99'])} vs {_ms(b['wrk']['latency_ms']['p99'])} ms), spending "
-                f"{o['server_cpu_ms_per_request']:.2f} vs {b['server_cpu_ms_per_request']:.2f} ms of CPU per request."
-            )
-        logged = [m for m in servers[OURS]["measurements"] if m.get("prediction_log")]
-        cells = "; ".join(
-            f"{m['records_per_request']} per request: {m['records_per_s']:.0f} answered, "
-            f"{m['prediction_log']['written_per_s']:.0f} written, {m['prediction_log']['queued_at_end']} queued "
-            f"at the end, {m['prediction_log']['dropped']} dropped"
-            for m in logged
-        )
-        if any(m["prediction_log"]["dropped"] for m in logged):
-            parts.append(
-                f"Our prediction log did not keep up with these rates (records/s {cells}): beyond the queue's "
-                "bound, records were dropped and counted (the answers are not affected)."
-            )
-        elif logged:
-            parts.append(
-                f"Our prediction log kept pace, no record dropped (records/s {cells}): when a healthy writer falls "
-                "behind by a tenth of its queue bound the service holds requests back a little, so the backlog "
-                "stays bounded and is written out shortly after the load (the same wait can cap our "
-                "throughput with batches of 100 when the writer is the slower side)."
-            )
-        agreement = results.get("agreement")
-        if agreement:
-            parts.append(
-                f"Both answered with the same probabilities on every benchmark record (largest difference "
-                f"{agreement['max_abs_diff']:.1e} over {agreement['records']} records)."
-            )
-    if BASELINE in servers:
-        uneven = [
-            (m["records_per_request"], r["requests_per_s"], m["wrk"]["requests_per_s"])
-            for m in servers[BASELINE]["measurements"]
-            for r in m.get("rejected", [])
-            if not r.get("balanced", True)
-        ]
-        if uneven:
-            cases = "; ".join(f"{size} record(s): {bad:.0f} instead of {good:.0f} req/s" for size, bad, good in uneven)
-            parts.append(
-                f"The baseline's {results['options']['baseline_workers']} uvicorn workers share one listening socket: "
-                "in some runs wrk's keep-alive connections all landed on one worker while another idled, and "
-                f"throughput fell ({cases}); those runs "
-                "were measured again and are not in the table, but real clients with few pooled connections meet "
-                "the same imbalance."
-            )
-    if results.get("inprocess") and BASELINE in servers:
-        one = results["inprocess"].get("1")
-        cpu1 = next(
-            (
-                m["server_cpu_ms_per_request"]
-                for m in servers[BASELINE]["measurements"]
-                if m["records_per_request"] == 1
-            ),
-            None,
-        )
-        if one and cpu1:
-            rest = cpu1 - one["mlflow_invocations"]
-            parts.append(
-                f"Of the baseline's {cpu1:.1f} ms of CPU per single-record request, the model itself "
-                f"(preprocessing and trees) takes {one['sklearn_predict_proba']:.1f} ms, MLflow's pyfunc layer "
-                f"{max(one['pyfunc_predict'] - one['sklearn_predict_proba'], 0.0):.1f} ms more and its request "
-                "handling (`invocations()`: JSON, DataFrame, response) "
-                f"{max(one['mlflow_invocations'] - one['pyfunc_predict'], 0.0):.1f} ms more, in-process"
-                + (
-                    f"; the remaining {rest:.1f} ms are the HTTP server (uvicorn, its access log) and the processes."
-                    if rest > 0
-                    else "."
+        for other in BASELINES:
+            if other not in servers:
+                continue
+            base = {m["records_per_request"]: m for m in servers[other]["measurements"]}
+            whose = "MLServer's" if other == MLSERVER else "the MLflow scoring server's"
+            for size in sorted(set(base) & set(ours)):
+                b, o = base[size], ours[size]
+                unit = "single-record requests" if size == 1 else f"batches of {size}"
+                parts.append(
+                    f"For {unit} our service served {_ratio(o['wrk']['requests_per_s'], b['wrk']['requests_per_s'])} "
+                    f"{whose} throughput ({o['records_per_s']:.0f} vs {b['records_per_s']:.0f} records/s) with "
+                    f"p99 at {_ratio(o['wrk']['latency_ms']['p99'], b['wrk']['latency_ms']['p99'])} of its "
+                    f"({_ms(o['wrk']['latency_ms']['p99'])} vs {_ms(b['wrk']['latency_ms']['p99'])} ms), spending "
+                    f"{o['server_cpu_ms_per_request']:.2f} vs {b['server_cpu_ms_per_request']:.2f} ms of CPU per "
+                    "request."
                 )
+        parts += _log_reading(servers[OURS])
+    for key in ("agreement", "agreement_mlserver"):
+        agreed = results.get(key)
+        if not agreed:
+            continue
+        name = IN_A_SENTENCE[agreed.get("with", BASELINE if key == "agreement" else MLSERVER)]
+        compared = agreed.get("compared", "probabilities")
+        if agreed.get("error"):
+            parts.append(f"The {compared} of {name} could not be compared with ours: {agreed['error']}")
+        elif agreed["max_abs_diff"] == 0:
+            parts.append(
+                f"Ours and {name} answered the same {compared}, to the last digit, on all {agreed['records']} "
+                "benchmark records."
             )
+        else:
+            parts.append(
+                f"The {compared} of ours and of {name} differ by at most {agreed['max_abs_diff']:.1e} over the "
+                f"{agreed['records']} benchmark records."
+            )
+    parts += _uneven_reading(results)
+    parts += _inprocess_reading(results)
+    missing = results.get("unavailable", {}).get(MLSERVER)
+    if missing:
+        parts.append(f"MLServer was not measured: it failed at the {missing['stage']} stage (see its section).")
     promo = results.get("promotion")
     if promo:
         switch = promo.get("switch_after_reload_s")
@@ -1425,21 +1698,101 @@ def reading(results: dict[str, Any]) -> str:
     parts.append(
         f"Conditions: {mach['nproc']} cores shared by the load generator (one wrk thread) and the server, loopback "
         f"only, {results['options']['duration']} s per cell, one run: read the ratios, not the absolute capacities. "
-        "Our service does more per record than the baseline: it checks every record against the model's input "
+        "Our service does more per record than the baselines: it checks every record against the model's input "
         "contract and logs every prediction to the warehouse (SQLite here) from a background thread." + busy
     )
     return " ".join(parts)
 
 
-def agreement(baseline: ServerResult, ours: ServerResult) -> dict[str, Any]:
-    """Largest difference between the two servers' probabilities on the same records."""
+def _log_reading(ours: dict[str, Any]) -> list[str]:
+    logged = [m for m in ours["measurements"] if m.get("prediction_log")]
+    cells = "; ".join(
+        f"{m['records_per_request']} per request: {m['records_per_s']:.0f} answered, "
+        f"{m['prediction_log']['written_per_s']:.0f} written, {m['prediction_log']['queued_at_end']} queued "
+        f"at the end, {m['prediction_log']['dropped']} dropped"
+        for m in logged
+    )
+    if any(m["prediction_log"]["dropped"] for m in logged):
+        return [
+            f"Our prediction log did not keep up with these rates (records/s {cells}): beyond the queue's "
+            "bound, records were dropped and counted (the answers are not affected)."
+        ]
+    if logged:
+        return [
+            f"Our prediction log kept pace, no record dropped (records/s {cells}): when a healthy writer falls "
+            "behind by half its queue bound the service holds requests back a little, so the backlog "
+            "stays bounded and is written out shortly after the load (the same wait can cap our "
+            "throughput with batches of 100 when the writer is the slower side)."
+        ]
+    return []
+
+
+def _uneven_reading(results: dict[str, Any]) -> list[str]:
+    servers = results["servers"]
+    if BASELINE not in servers:
+        return []
+    uneven = [
+        (m["records_per_request"], r["requests_per_s"], m["wrk"]["requests_per_s"])
+        for m in servers[BASELINE]["measurements"]
+        for r in m.get("rejected", [])
+        if not r.get("balanced", True)
+    ]
+    if not uneven:
+        return []
+    cases = "; ".join(f"{size} record(s): {bad:.0f} instead of {good:.0f} req/s" for size, bad, good in uneven)
+    return [
+        f"The MLflow baseline's {results['options']['baseline_workers']} uvicorn workers share one listening socket: "
+        "in some runs wrk's keep-alive connections all landed on one worker while another idled, and "
+        f"throughput fell ({cases}); those runs "
+        "were measured again and are not in the table, but real clients with few pooled connections meet "
+        "the same imbalance."
+    ]
+
+
+def _inprocess_reading(results: dict[str, Any]) -> list[str]:
+    servers = results["servers"]
+    if not results.get("inprocess") or BASELINE not in servers:
+        return []
+    one = results["inprocess"].get("1")
+    cpu1 = next(
+        (m["server_cpu_ms_per_request"] for m in servers[BASELINE]["measurements"] if m["records_per_request"] == 1),
+        None,
+    )
+    if not one or not cpu1:
+        return []
+    model = one.get("sklearn_predict_proba", one.get("sklearn_predict", 0.0))
+    rest = cpu1 - one["mlflow_invocations"]
+    return [
+        f"Of the MLflow baseline's {cpu1:.1f} ms of CPU per single-record request, the model itself "
+        f"(preprocessing and estimator) takes {model:.1f} ms, MLflow's pyfunc layer "
+        f"{max(one['pyfunc_predict'] - model, 0.0):.1f} ms more and its request "
+        "handling (`invocations()`: JSON, DataFrame, response) "
+        f"{max(one['mlflow_invocations'] - one['pyfunc_predict'], 0.0):.1f} ms more, in-process"
+        + (
+            f"; the remaining {rest:.1f} ms are the HTTP server (uvicorn, its access log) and the processes."
+            if rest > 0
+            else "."
+        )
+    ]
+
+
+def agreement(other: ServerResult, ours: ServerResult, outputs: TaskOutputs) -> dict[str, Any]:
+    """Largest difference between two servers' numbers (``outputs.noun``) on the same records."""
     diffs = []
-    for size, expected in baseline.probabilities.items():
-        got = ours.probabilities.get(size, [])
+    for size, expected in other.outputs.items():
+        got = ours.outputs.get(size, [])
         if len(got) != len(expected):
-            raise BenchmarkError(f"{len(got)} probabilities from ours vs {len(expected)} from the baseline")
+            raise BenchmarkError(
+                f"{len(got)} {outputs.noun} from ours vs {len(expected)} from the {SERVER_NAMES[other.server]}"
+            )
         diffs += [abs(a - b) for a, b in zip(expected, got, strict=True)]
-    return {"records": len(diffs), "max_abs_diff": max(diffs) if diffs else None}
+    return {
+        "with": other.server,
+        "compared": outputs.noun,
+        "records": len(diffs) // outputs.width,
+        "values": len(diffs),
+        "max_abs_diff": max(diffs) if diffs else None,
+    }
 
 
 # Main.
@@ -1448,6 +1801,10 @@ def agreement(baseline: ServerResult, ours: ServerResult) -> dict[str, Any]:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python -m benchmarks.serving", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--dataset",
+        help=f"the dataset config whose champion is served (default {DEFAULT_DATASET}; with --reuse: the folder's)",
     )
     parser.add_argument("--duration", type=int, default=15, help="seconds of each measured wrk run (default 15)")
     parser.add_argument("--connections", type=int, default=8, help="wrk connections (default 8)")
@@ -1458,12 +1815,20 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--ours-workers", type=int, default=1, help="`python -m pipelines.serving --workers` (default 1)"
     )
+    parser.add_argument(
+        "--mlserver-workers", type=int, default=2, help="MLServer's `parallel_workers` (default 2, as the baseline)"
+    )
     parser.add_argument("--singles", type=int, default=50, help="distinct single-record bodies (default 50)")
     parser.add_argument("--batches", type=int, default=10, help="distinct batch bodies (default 10)")
     parser.add_argument("--batch-size", type=int, default=100, help="records per batch body (default 100)")
     parser.add_argument("--promotion-duration", type=int, default=20, help="seconds of the promotion run (20)")
     parser.add_argument("--promotion-at", type=float, default=7.0, help="when champion moves in it (7 s)")
-    parser.add_argument("--servers", default=f"{BASELINE},{OURS}", help="comma-separated: baseline, ours")
+    parser.add_argument(
+        "--servers",
+        default=",".join(SERVERS),
+        help=f"comma-separated among {', '.join(SERVERS)} (default all; MLServer is reported as unavailable, with the "
+        "reason, when it cannot be installed or started)",
+    )
     parser.add_argument("--no-promotion", action="store_true", help="skip the promotion under load")
     parser.add_argument("--reuse", type=Path, help="a folder set up by an earlier run: skip seeding and training")
     parser.add_argument("--seed", type=int, default=2013, help="random seed for picking the records")
@@ -1488,9 +1853,10 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_options(argv: list[str] | None) -> tuple[Options, bool]:
     args = build_parser().parse_args(argv)
     servers = tuple(s.strip() for s in args.servers.split(",") if s.strip())
-    unknown = set(servers) - {BASELINE, OURS}
+    unknown = set(servers) - set(SERVERS)
     if unknown:
-        raise SystemExit(f"unknown server(s) {sorted(unknown)}: choose among {BASELINE}, {OURS}")
+        raise SystemExit(f"unknown server(s) {sorted(unknown)}: choose among {', '.join(SERVERS)}")
+    servers = tuple(name for name in SERVERS if name in servers)
     opts = Options(
         duration=args.duration,
         connections=args.connections,
@@ -1499,6 +1865,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, bool]:
         timeout=args.timeout,
         baseline_workers=args.baseline_workers,
         ours_workers=args.ours_workers,
+        mlserver_workers=args.mlserver_workers,
         singles=args.singles,
         batches=args.batches,
         batch_size=args.batch_size,
@@ -1512,6 +1879,7 @@ def parse_options(argv: list[str] | None) -> tuple[Options, bool]:
         quiet_wait=args.quiet_wait,
         max_other=args.max_other,
         attempts=args.attempts,
+        dataset=args.dataset,
     )
     return opts, bool(args.verbose)
 
@@ -1530,7 +1898,9 @@ def run(opts: Options) -> dict[str, Any]:
 
     setup, env = _set_up(opts, started_at)
     home = setup.home
-    payloads = build_payloads(setup, home / "payloads", opts)
+    model = mlserver_env.model_files(setup.tracking_uri, setup.model_name, setup.champion_version)
+    outputs = TaskOutputs(setup.task, model.outputs)
+    payloads = build_payloads(setup, home / "payloads", opts, model)
 
     results: dict[str, Any] = {
         "started_at": started_at.isoformat(),
@@ -1539,10 +1909,15 @@ def run(opts: Options) -> dict[str, Any]:
         "code": code_version(),
         "options": {**asdict(opts), "reuse": str(opts.reuse) if opts.reuse else None},
         "setup": asdict(setup),
+        "model_files": model.to_dict(),
         "payloads": [p.to_dict() for p in payloads],
         "servers": {},
+        "unavailable": {},
     }
     results["setup"]["home"] = str(setup.home)
+    install = _install_mlserver(results, model, home) if MLSERVER in servers else None
+    if install is None and MLSERVER in servers:
+        servers.remove(MLSERVER)
     quiet = results["busy_cores_before"] = {}
     quiet["inprocess"] = wait_for_quiet(opts, "the in-process timings")
     results["inprocess"] = inprocess_costs(setup, payloads, repeats={1: 300, opts.batch_size: 40})
@@ -1550,18 +1925,18 @@ def run(opts: Options) -> dict[str, Any]:
     done: dict[str, ServerResult] = {}
     if BASELINE in servers:
         quiet[BASELINE] = wait_for_quiet(opts, "the baseline")
-        done[BASELINE] = bench_server(baseline_server(setup, env, opts), BASELINE_SPEC, payloads, opts)
+        done[BASELINE] = bench_server(baseline_server(setup, env, opts), baseline_spec(outputs), payloads, opts)
+    if install is not None:
+        quiet[MLSERVER] = wait_for_quiet(opts, "MLServer")
+        measured = _bench_mlserver(results, setup, env, opts, install, model, outputs, payloads)
+        if measured is not None:
+            done[MLSERVER] = measured
     if OURS in servers:
         quiet[OURS] = wait_for_quiet(opts, "our service")
-        done[OURS] = bench_server(ours_server(setup, env, workers=opts.ours_workers), OURS_SPEC, payloads, opts)
+        ours = ours_server(setup, env, workers=opts.ours_workers)
+        done[OURS] = bench_server(ours, ours_spec(outputs), payloads, opts)
     results["servers"] = {name: r.to_dict() for name, r in done.items()}
-    if BASELINE in done and OURS in done:
-        results["agreement"] = agreement(done[BASELINE], done[OURS])
-        log.info(
-            "probabilities agree to %.1e over %d records",
-            results["agreement"]["max_abs_diff"],
-            results["agreement"]["records"],
-        )
+    _agreements(results, done, outputs)
     if OURS in servers and opts.promotion:
         quiet["promotion"] = wait_for_quiet(opts, "the promotion run")
         results["promotion"] = promotion_under_load(setup, env, payloads[0], opts)
@@ -1571,29 +1946,98 @@ def run(opts: Options) -> dict[str, Any]:
     return results
 
 
+def _install_mlserver(
+    results: dict[str, Any], model: mlserver_env.ModelFiles, home: Path
+) -> mlserver_env.Install | None:
+    """MLServer's venv, ready; or ``None`` with the reason in ``results["unavailable"]``."""
+    install = mlserver_env.ensure_venv(mlserver_env.requirements_for(model), home / "logs")
+    results["mlserver_install"] = install.to_dict()
+    if install.ok:
+        log.info("MLServer ready in %s (%.0f s): %s", install.venv, install.seconds, install.versions)
+        return install
+    log.error("MLServer cannot be measured: %s", install.error)
+    results["unavailable"][MLSERVER] = {"stage": "install", "reason": install.error, "log": install.log}
+    return None
+
+
+def _bench_mlserver(
+    results: dict[str, Any],
+    setup: Setup,
+    env: dict[str, str],
+    opts: Options,
+    install: mlserver_env.Install,
+    model: mlserver_env.ModelFiles,
+    outputs: TaskOutputs,
+    payloads: list[PayloadSet],
+) -> ServerResult | None:
+    """MLServer's phase; ``None`` with the reason in ``results["unavailable"]`` when it does not start or answer:
+    the benchmark goes on without it (the server is stopped either way)."""
+    server, repository = mlserver_server(setup, env, opts, install, model)
+    results["mlserver_repository"] = repository
+    try:
+        return bench_server(server, mlserver_spec(outputs, setup.model_name), payloads, opts)
+    except (BenchmarkError, httpx.HTTPError) as exc:
+        logged = server.log_path.read_text(errors="replace") if server.log_path.is_file() else ""
+        errors = mlserver_env.error_lines(logged)
+        reason = str(exc).splitlines()[0] + (f"\nIts log's errors:\n{errors}" if errors else f"\n{exc}")
+        log.error("MLServer could not be measured: %s", reason)
+        results["unavailable"][MLSERVER] = {
+            "stage": "start, load or answers",
+            "reason": reason,
+            "log": str(server.log_path),
+        }
+        return None
+
+
+def _agreements(results: dict[str, Any], done: dict[str, ServerResult], outputs: TaskOutputs) -> None:
+    """``agreement`` (MLflow's scoring server vs ours) and ``agreement_mlserver`` (MLServer vs ours)."""
+    for other, key in ((BASELINE, "agreement"), (MLSERVER, "agreement_mlserver")):
+        if other not in done or OURS not in done:
+            continue
+        try:
+            results[key] = agreement(done[other], done[OURS], outputs)
+        except BenchmarkError as exc:
+            if other == BASELINE:
+                raise
+            results[key] = {"with": other, "compared": outputs.noun, "error": str(exc)}
+            log.error("%s", exc)
+            continue
+        log.info(
+            "%s: %s agree with ours to %.1e over %d records",
+            SERVER_NAMES[other],
+            outputs.noun,
+            results[key]["max_abs_diff"],
+            results[key]["records"],
+        )
+
+
 def _set_up(opts: Options, started_at: datetime) -> tuple[Setup, dict[str, str]]:
     """A fresh benchmark folder with both versions trained, or the folder given to ``--reuse``."""
     if opts.reuse is not None:
-        setup = reuse_setup(opts.reuse)
+        setup = reuse_setup(opts.reuse, opts.dataset)
         (setup.home / "logs").mkdir(exist_ok=True)
         return setup, service_env(setup.home)
+    dataset = opts.dataset or DEFAULT_DATASET
+    dataset_config(dataset)  # an unknown dataset fails here, before a folder is made
     RUNTIME_DIR.mkdir(parents=True, exist_ok=True)
     home = RUNTIME_DIR / f"serving-{started_at:%Y%m%d-%H%M%S}-{secrets.token_hex(3)}"
     home.mkdir()
-    log.info("benchmark folder: %s", home)
+    log.info("benchmark folder: %s (dataset %s)", home, dataset)
     env = service_env(home)
-    return prepare_models(home, env), env
+    return prepare_models(home, env, dataset), env
 
 
 def _write_outputs(results: dict[str, Any], home: Path) -> None:
     """``results.json`` and ``serving.md`` in the benchmark folder, the Markdown also in runtime/ and on stdout."""
     markdown = render_markdown(results)
-    results["markdown"] = str(MARKDOWN_OUT)
+    dataset = results["setup"].get("dataset", DEFAULT_DATASET)
+    out = MARKDOWN_OUT if dataset == DEFAULT_DATASET else MARKDOWN_OUT.with_name(f"serving-{dataset}.md")
+    results["markdown"] = str(out)
     (home / "results.json").write_text(json.dumps(results, indent=2, default=str))
     (home / "serving.md").write_text(markdown)
-    MARKDOWN_OUT.parent.mkdir(parents=True, exist_ok=True)
-    MARKDOWN_OUT.write_text(markdown)
-    log.info("raw figures: %s; Markdown: %s", home / "results.json", MARKDOWN_OUT)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(markdown)
+    log.info("raw figures: %s; Markdown: %s", home / "results.json", out)
     sys.stdout.write(markdown)
 
 
