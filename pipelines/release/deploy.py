@@ -125,9 +125,11 @@ def deploy(
     deployed_at: datetime,
     service: PredictionService | None = None,
 ) -> DeployResult:
-    """Point ``champion`` at the approved version and smoke-test it; on failure restore the alias and raise.
+    """Smoke-test the approved version itself, then point ``champion`` at it; raise if either fails.
 
-    With a ``service``, the deployment also waits until the service answers with the new version.
+    The smoke test loads ``models:/<name>/<version>`` before the alias moves, so a version that fails it is never
+    visible to the service. With a ``service``, the deployment then waits until the service answers with the new
+    version, and puts the alias back if it does not.
     """
     name, version = trained["model_name"], str(trained["model_version"])
     mlf = registry.client(settings)
@@ -139,49 +141,40 @@ def deploy(
     current = registry.alias_version(settings, name, registry.CHAMPION)
     previous = str(current.version) if current is not None else None
     changed = previous != version
-    if changed:
-        mlf.set_registered_model_alias(name, registry.CHAMPION, version)
-        log.info("alias %s: %s -> v%s", registry.CHAMPION, f"v{previous}" if previous else "none", version)
-    else:
+    if not changed:
         previous = tags.get("deploy.previous_version") or None
-        log.info("v%s is already the champion: alias not moved", version)
 
     try:
         report = smoke_test(
-            f"models:/{name}@{registry.CHAMPION}",
+            f"models:/{name}/{version}",
             _smoke_sample(config, snapshot),
             config.deploy.max_latency_ms,
             config.task,
         )
-    except Exception as exc:  # a version that cannot even be loaded fails its smoke test: the alias goes back
+    except Exception as exc:  # a version that cannot even be loaded fails its smoke test
         report = SmokeReport(
             ok=False,
             problems=[f"could not load or score: {type(exc).__name__}: {exc}"],
             batch_latency_ms=math.nan,
             single_p50_ms=math.nan,
         )
-    problems, failure = list(report.problems), "smoke_test_failed"
-    if not problems:
-        failure = "serving_switch_failed"
-        problems = service.switch_to(name, version, config.serving.deploy_wait_seconds) if service else []
+    if report.problems:  # the alias has not moved: the service never saw this version
+        _refuse(config, settings, run, deployed_at, name, version, "smoke_test_failed", list(report.problems))
+        raise SmokeTestError(
+            f"deploying {name} v{version} failed ({'; '.join(report.problems)}); "
+            f"champion stays {f'v{current.version}' if current is not None else 'none'}"
+        )
+
+    if changed:
+        mlf.set_registered_model_alias(name, registry.CHAMPION, version)
+        log.info("alias %s: %s -> v%s", registry.CHAMPION, f"v{previous}" if previous else "none", version)
+    else:
+        log.info("v%s is already the champion: alias not moved", version)
+    problems = service.switch_to(name, version, config.serving.deploy_wait_seconds) if service else []
     if problems:
         if changed:
             restore_alias(settings, name, previous, service)
-        registry.set_version_tags(
-            settings, name, version, {"deploy.status": failure, "deploy.problems": "; ".join(problems)}
-        )
-        audit.record(
-            settings.warehouse_url,
-            failure,
-            at=deployed_at,
-            dataset=config.name,
-            model_name=name,
-            model_version=version,
-            actor="deploy",
-            mode="policy",
-            comment="; ".join(problems),
-            run_key=run.key,
-        )
+        _refuse(config, settings, run, deployed_at, name, version, "serving_switch_failed", problems)
         raise SmokeTestError(
             f"deploying {name} v{version} failed ({'; '.join(problems)}); "
             f"champion restored to {('v' + previous) if previous else 'none'}"
@@ -236,3 +229,31 @@ def restore_alias(settings: Settings, name: str, previous: str | None, service: 
         mlf.delete_registered_model_alias(name, registry.CHAMPION)
     if service is not None:
         service.reload()
+
+
+def _refuse(
+    config: DatasetConfig,
+    settings: Settings,
+    run: RunContext,
+    at: datetime,
+    name: str,
+    version: str,
+    failure: str,
+    problems: list[str],
+) -> None:
+    """Tag the version with why it was not deployed and write the failure to the audit trail."""
+    registry.set_version_tags(
+        settings, name, version, {"deploy.status": failure, "deploy.problems": "; ".join(problems)}
+    )
+    audit.record(
+        settings.warehouse_url,
+        failure,
+        at=at,
+        dataset=config.name,
+        model_name=name,
+        model_version=version,
+        actor="deploy",
+        mode="policy",
+        comment="; ".join(problems),
+        run_key=run.key,
+    )

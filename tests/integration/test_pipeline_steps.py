@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -76,7 +77,7 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert ("1", "approved") in events and ("1", "deployed") in events and ("2", "gate_failed") in events
 
 
-def test_failed_smoke_test_restores_the_alias_and_rollback_works(
+def test_a_candidate_failing_its_smoke_test_is_never_champion_and_rollback_works(
     isolated_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipelines.core.settings import get_settings
@@ -92,12 +93,31 @@ def test_failed_smoke_test_restores_the_alias_and_rollback_works(
     (tmp_path / "datasets" / "flights.yaml").write_text(yaml.safe_dump(config))
     monkeypatch.setenv("MLOPS_DATASETS_DIR", str(tmp_path / "datasets"))
     get_settings.cache_clear()
-    with pytest.raises(SmokeTestError, match="latency"):
-        _run_all(RunContext(dag_id="train_flights", run_id="v2", reason="test"), start="2013-01-15", end="2013-03-15")
+    seen: set[str] = set()  # every version the champion alias pointed at while the candidate was deployed
+    done = threading.Event()
+
+    def watch() -> None:
+        while not done.is_set():
+            current = registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION)
+            seen.add(str(current.version) if current else "none")
+            done.wait(0.02)
+
+    watcher = threading.Thread(target=watch, daemon=True)
+    watcher.start()
+    try:
+        with pytest.raises(SmokeTestError, match=r"latency.*champion stays v1"):
+            _run_all(
+                RunContext(dag_id="train_flights", run_id="v2", reason="test"), start="2013-01-15", end="2013-03-15"
+            )
+    finally:
+        done.set()
+        watcher.join(5)
     monkeypatch.delenv("MLOPS_DATASETS_DIR")
     get_settings.cache_clear()
-    # then the champion is still version 1 and the failure is on record
+    # then the champion is still version 1, and never pointed at the candidate (a service polling it never saw it)
     assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
+    assert seen == {"1"}
+    # and the failure is on record
     failed = registry.client(isolated_settings).get_model_version("flights-delay", "2")
     assert failed.tags["deploy.status"] == "smoke_test_failed"
 
