@@ -46,6 +46,11 @@ COPY pipelines /opt/mlops/pipelines
 COPY dags /opt/mlops/dags
 COPY plugins /opt/mlops/plugins
 COPY expectations /opt/mlops/expectations
+# What `lineage` records as the code and environment of a training run: the lock file's hash, and the commit the
+# image was built from (`docker compose build --build-arg GIT_COMMIT=$(git rev-parse HEAD)`; "unknown" otherwise).
+COPY requirements.lock /opt/mlops/
+ARG GIT_COMMIT=unknown
+RUN printf '%s\n' "${GIT_COMMIT}" > /opt/mlops/COMMIT
 RUN python -m compileall -q /opt/mlops/pipelines /opt/mlops/dags /opt/mlops/plugins \
     && chmod -R a+rX /opt/mlops
 

@@ -239,6 +239,7 @@ def prepare_models(home: Path, env: dict[str, str], dataset: str) -> Setup:
     second = run_step(["train", "--run-id", CANDIDATE_RUN_ID], env, logs, dataset)
     if second["model_version"] == first["champion_version"]:
         raise BenchmarkError("the second training registered no new version")
+    approve_candidate(env, dataset, second)
 
     key = RunContext("cli", CHAMPION_RUN_ID).key
     extract = json.loads((home / "data" / dataset / key / "extract.json").read_text())
@@ -267,6 +268,33 @@ def prepare_models(home: Path, env: dict[str, str], dataset: str) -> Setup:
         setup.candidate_version,
     )
     return setup
+
+
+def approve_candidate(env: dict[str, str], dataset: str, trained: dict[str, Any]) -> None:
+    """Approve the candidate as a person would (the service serves approved versions only: the approval records
+    the digest of its files that every load checks), so that the promotion can move ``champion`` to it."""
+    from pipelines import steps
+    from pipelines.core.runs import RunContext
+    from pipelines.core.settings import get_settings
+
+    saved = dict(os.environ)
+    os.environ.update(env)
+    get_settings.cache_clear()
+    try:
+        steps.record_approval(
+            dataset,
+            RunContext("cli", CANDIDATE_RUN_ID),
+            trained,
+            status="approved",
+            decided_by="benchmark",
+            decided_at=datetime.now(UTC),
+            mode="manual",
+            comment="approved by the benchmark for its promotion under load",
+        )
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        get_settings.cache_clear()
 
 
 def reuse_setup(home: Path, dataset: str | None = None) -> Setup:

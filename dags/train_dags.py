@@ -113,6 +113,14 @@ class CandidateApprovalOperator(ApprovalOperator):
         return super().execute_complete(context, event)
 
 
+def _respondents() -> list[dict[str, str]]:
+    """The approvers of ``pipelines/conf/people.yaml``: the only users Airflow lets answer an approval (403 else)."""
+    from pipelines.core.people import load_people
+    from pipelines.core.settings import get_settings
+
+    return [{"id": name, "name": name} for name in load_people(get_settings().people_file).approvers]
+
+
 def _window_defaults(config: DatasetConfig) -> tuple[str, str]:
     """The default window's ends, for the params' help; without a time column a run reads the whole source."""
     if config.window is None:
@@ -244,6 +252,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
             body="{{ ti.xcom_pull(task_ids='gate')['approval_body'] }}",
             params={"comment": Param("", type="string", description="Why you approve or reject (audit trail)")},
             defaults="Reject",
+            assigned_users=_respondents(),
             response_timeout=timedelta(minutes=config.approval.timeout_minutes),
             retries=0,
         )

@@ -24,6 +24,10 @@ from pipelines.core.settings import REPO_ROOT
 log = logging.getLogger("pipelines")
 
 
+class NotReproducedError(PipelineError):
+    """A rebuilt model's predictions differ from the recorded ones."""
+
+
 def _run(args: argparse.Namespace) -> RunContext:
     return RunContext(dag_id="cli", run_id=args.run_id, reason=args.reason)
 
@@ -153,6 +157,34 @@ def _cmd_champion(args: argparse.Namespace) -> Any:
     if version is None:
         return {"model": config.model.registered_name, "champion": None}
     return {"model": config.model.registered_name, "champion": version.version, "tags": version.tags}
+
+
+def _cmd_lineage(args: argparse.Namespace) -> Any:
+    from pipelines.trace.lineage import render
+
+    record = steps.lineage(args.dataset, args.version)
+    if args.json:
+        return record
+    sys.stdout.write(render(record) + "\n")
+    return None
+
+
+def _cmd_reproduce(args: argparse.Namespace) -> Any:
+    from pipelines.trace.reproduce import Reproduction
+
+    outcome = Reproduction(**steps.reproduce(args.dataset, args.version))
+    if args.json:
+        _print(outcome.to_dict())
+    else:
+        sys.stdout.write(outcome.summary() + "\n")
+    if not outcome.bit_equal:
+        raise NotReproducedError(f"{outcome.model_name} v{outcome.model_version} was not reproduced bit for bit")
+    return None
+
+
+def _cmd_retention(args: argparse.Namespace) -> Any:
+    at = datetime.fromisoformat(args.at) if args.at else datetime.now(UTC)
+    return steps.apply_retention(args.dataset, at if at.tzinfo else at.replace(tzinfo=UTC))
 
 
 def _cmd_replay(args: argparse.Namespace) -> Any:
@@ -288,8 +320,23 @@ def build_parser() -> argparse.ArgumentParser:
     outcomes.add_argument("--end")
     add("live-performance", _cmd_live_performance, "live performance per model version", window=True, run=False)
     _add_monitoring_commands(add)
+    _add_trace_commands(add)
     _add_config_commands(sub)
     return parser
+
+
+def _add_trace_commands(add: Any) -> None:
+    lineage = add("lineage", _cmd_lineage, "the whole record of a model version (default: the champion)", run=False)
+    lineage.add_argument("--version", help="default: the champion")
+    lineage.add_argument("--json", action="store_true", help="the record as JSON instead of text")
+    reproduce = add(
+        "reproduce",
+        _cmd_reproduce,
+        "refit a version from its MLflow record alone and compare holdout predictions (exit 1 unless bit-equal)",
+        run=False,
+    )
+    reproduce.add_argument("--version", help="default: the champion")
+    reproduce.add_argument("--json", action="store_true", help="the comparison as JSON instead of text")
 
 
 def _add_config_commands(sub: Any) -> None:
@@ -324,6 +371,13 @@ def _add_monitoring_commands(add: Any) -> None:
     decide.add_argument("--active-runs", type=int, default=0, help="training runs in progress (default 0)")
     reference = add("reference", _cmd_reference, "prepare the monitoring reference of a version", run=False)
     reference.add_argument("--version", help="default: the champion")
+    retention = add(
+        "retention",
+        _cmd_retention,
+        "remove the run partitions and reports the retention policy does not keep",
+        run=False,
+    )
+    retention.add_argument("--at", help="ISO time the policy's age limit counts from (default: now)")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -334,6 +388,7 @@ def main(argv: list[str] | None = None) -> int:
     configure(args.verbose)
     # Before any thread starts: MLflow's telemetry thread mutates the environment (see stack.services).
     os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # stdout is the command's answer
     try:
         result = args.func(args)
         if result is not None:

@@ -388,3 +388,25 @@ def prepare_reference(dataset: str, version: str | None = None) -> Result:
             raise NotFoundError(f"{name} has no champion: name the version")
         version = str(champion.version)
     return record_reference(config, settings, name, version)
+
+
+def lineage(dataset: str, version: str | None = None) -> Result:
+    """The record of a model version (the champion's by default): data, suite, code, environment, config, seed,
+    evaluation, gate, approval, deployment, serving and live performance, and why it was trained."""
+    from pipelines.trace.lineage import lineage as record
+
+    return record(dataset_config(dataset), get_settings(), version)
+
+
+def reproduce(dataset: str, version: str | None = None) -> Result:
+    """Refit a version from its MLflow record alone and compare its holdout predictions with the recorded ones."""
+    from pipelines.trace.reproduce import reproduce as rebuild
+
+    return rebuild(dataset_config(dataset), get_settings(), version).to_dict()
+
+
+def apply_retention(dataset: str, at: datetime) -> Result:
+    """Remove what the dataset's retention policy does not keep, as of ``at``; what was kept and removed, and why."""
+    from pipelines.monitoring.retention import apply_retention as apply
+
+    return apply(dataset_config(dataset), get_settings(), at).to_dict()

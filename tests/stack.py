@@ -120,7 +120,9 @@ def pointed_at(stack: StackSettings, serving_url: str | None = None) -> Iterator
 
     saved = dict(os.environ)
     try:
-        os.environ.update({k: v for k, v in services.stack_env(stack).items() if k.startswith("MLOPS_")})
+        os.environ.update(
+            {k: v for k, v in services.stack_env(stack).items() if k.startswith(("MLOPS_", "MLFLOW_TRACKING_"))}
+        )
         if serving_url is not None:
             os.environ["MLOPS_SERVING_URL"] = serving_url
         get_settings.cache_clear()

@@ -37,6 +37,7 @@ EVENTS = (
     "gate_failed",
     "deployed",
     "smoke_test_failed",
+    "artifact_refused",  # files changed since training or approval, no digest, pickle or untrusted types
     "serving_switch_failed",
     "rolled_back",
     "retraining_triggered",
@@ -72,8 +73,10 @@ def record(
     mode: str,
     comment: str,
     run_key: str,
+    replace: bool = True,
 ) -> AuditEvent:
-    """Write one event of the trail; writing the same event of the same run again replaces it (idempotent)."""
+    """Write one event of the trail; writing the same event of the same run again replaces it (idempotent), or,
+    with ``replace=False``, keeps the first (an insert only: what the prediction service's database role may do)."""
     row = AuditEvent(
         event_at=at,
         dataset=dataset,
@@ -87,6 +90,9 @@ def record(
     )
     engine = get_engine(warehouse_url)
     _metadata.create_all(engine, tables=[audit_table])
+    if not replace:
+        _insert_once(engine, row)
+        return row
     with engine.begin() as conn:
         conn.execute(
             sa.delete(audit_table).where(
@@ -99,6 +105,18 @@ def record(
         conn.execute(sa.insert(audit_table).values(**asdict(row)))
     log.info("audit: %s v%s %s by %s (%s)", row.model_name, row.model_version, row.event, row.actor, row.mode)
     return row
+
+
+def _insert_once(engine: sa.Engine, row: AuditEvent) -> None:
+    """INSERT the row unless the same event of the same run is there (ON CONFLICT DO NOTHING)."""
+    if engine.dialect.name == "postgresql":
+        from sqlalchemy.dialects.postgresql import insert as dialect_insert
+    else:
+        from sqlalchemy.dialects.sqlite import insert as dialect_insert  # type: ignore[assignment]
+    statement = dialect_insert(audit_table).values(**asdict(row)).on_conflict_do_nothing()
+    with engine.begin() as conn:
+        conn.execute(statement)
+    log.info("audit: %s v%s %s by %s (kept the first)", row.model_name, row.model_version, row.event, row.actor)
 
 
 def history(warehouse_url: str, model_name: str) -> list[dict[str, object]]:

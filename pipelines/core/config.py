@@ -391,6 +391,21 @@ class RetrainingPolicy(_Strict):
         return known_metrics(value)
 
 
+class RetentionPolicy(_Strict):
+    """What the ``maintenance`` DAG keeps of the runtime files and reports; the rest is removed."""
+
+    keep_training_runs: int = Field(
+        5, ge=1, description="Training run partitions (snapshot, results) and their GX results kept, newest first."
+    )
+    keep_monitoring_reports: int = Field(
+        14, ge=1, description="Monitored windows whose Evidently HTML reports are kept (local and in MLflow)."
+    )
+    min_age_hours: float = Field(
+        48.0, ge=0, description="Nothing younger is removed (a run may still be waiting for its approval)."
+    )
+    schedule: str | None = Field("@daily", description="Cron or preset of `maintain_<name>`; null: by hand only.")
+
+
 class WindowConfig(_Strict):
     """Default training window, ``[start, end)`` on the time column."""
 
@@ -430,6 +445,10 @@ class DatasetConfig(_Strict):
     serving: ServingPolicy = ServingPolicy()
     monitoring: MonitoringPolicy = MonitoringPolicy()
     retraining: RetrainingPolicy = RetrainingPolicy()
+    retention: RetentionPolicy = Field(
+        RetentionPolicy(),
+        description="Kept besides these: the champion's and previous champion's runs, reports cited as evidence.",
+    )
     window: WindowConfig | None = Field(None, description="Default training window; needs source.time_column.")
     schedule: str | None = Field(
         None, description="Cron or preset of `train_<name>`; null: only when triggered (a person, monitoring)."
@@ -556,8 +575,11 @@ def check_run_overrides(overrides: Any) -> None:
         allowed = RUN_TUNABLE.get(str(section), frozenset())
         if allowed is None:
             continue
-        if not allowed or not isinstance(value, dict):
+        if not isinstance(value, dict) or not value:
             refused.append(str(section))
+            continue
+        if not allowed:  # a section no run may touch: name each key it tried
+            refused.extend(f"{section}.{key}" for key in value)
             continue
         refused.extend(f"{section}.{key}" for key in value if key not in allowed)
     if refused:

@@ -78,7 +78,7 @@ def partition_key(dag_id: str, run_id: str) -> str:
 
 @lru_cache(maxsize=1)
 def git_commit() -> str:
-    """The repository's commit (with ``-dirty`` when files changed), or ``unknown`` outside git."""
+    """The repository's commit (with ``-dirty`` when files changed); outside git the image's, or ``unknown``."""
     try:
         sha = subprocess.run(
             ["git", "rev-parse", "HEAD"], cwd=REPO_ROOT, capture_output=True, text=True, check=True, timeout=5
@@ -92,5 +92,12 @@ def git_commit() -> str:
             timeout=5,
         ).stdout.strip()
     except (OSError, subprocess.SubprocessError):
-        return "unknown"
+        return _built_commit()
     return f"{sha}-dirty" if dirty else sha
+
+
+def _built_commit() -> str:
+    """Outside git (a container image): the commit the image was built from, written by the Dockerfile."""
+    stamp = REPO_ROOT / "COMMIT"
+    commit = stamp.read_text().strip() if stamp.is_file() else ""
+    return commit if re.fullmatch(r"[0-9a-f]{7,40}", commit) else "unknown"

@@ -30,6 +30,9 @@ class Settings(BaseSettings):
         "", description="Bearer token for the service's /admin endpoints; empty: no token (loopback only)."
     )
     datasets_dir: Path = REPO_ROOT / "pipelines" / "conf" / "datasets"
+    people_file: Path = Field(
+        REPO_ROOT / "pipelines" / "conf" / "people.yaml", description="Who uses the Airflow UI, with which role."
+    )
     expectations_dir: Path = REPO_ROOT / "expectations"
     # Set by `python -m pipelines.serving --workers N` for its worker processes (not by hand):
     serving_workers_dir: Path | None = Field(None, description="The folder the service's workers share.")

@@ -98,9 +98,14 @@ def _scorable(labelled: pd.DataFrame, config: DatasetConfig) -> bool:
     return config.task == "regression" or bool(labelled[config.target.label].nunique() >= 2)
 
 
+def report_root(settings: Settings, config: DatasetConfig) -> Path:
+    """Where the dataset's monitoring reports are written, one folder per window."""
+    return settings.home / "monitoring" / config.name
+
+
 def report_dir(settings: Settings, config: DatasetConfig, window: Window) -> Path:
     """The window's partition for reports and summary."""
-    return settings.home / "monitoring" / config.name / f"{window.start}_{window.end}"
+    return report_root(settings, config) / f"{window.start}_{window.end}"
 
 
 def monitor_window(

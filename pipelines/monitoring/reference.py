@@ -26,6 +26,7 @@ import pandas as pd
 from pipelines.core import registry
 from pipelines.core.config import DatasetConfig
 from pipelines.core.errors import NotFoundError
+from pipelines.core.model_files import load_registered_model, trusted_types
 from pipelines.core.settings import Settings
 from pipelines.monitoring.drift import (
     DAY,
@@ -173,7 +174,6 @@ def _read(folder: Path) -> Reference:
 
 def record_reference(config: DatasetConfig, settings: Settings, name: str, version: str) -> dict[str, Any]:
     """Prepare ``version``'s reference from its training snapshot and log it to its run (idempotent)."""
-    import mlflow.sklearn
 
     mlf = registry.client(settings)
     model_version = mlf.get_model_version(name, version)
@@ -189,7 +189,7 @@ def record_reference(config: DatasetConfig, settings: Settings, name: str, versi
     from pipelines.data.extract import load_snapshot
 
     with registry.quiet_model_io():
-        model = mlflow.sklearn.load_model(f"models:/{name}/{version}")
+        model = load_registered_model(settings.warehouse_url, name, version, trusted_types(config))
     reference = build_reference(config, model, load_snapshot(snapshot_path), version)
     folder = local_dir(settings, config, version)
     _write(reference, folder)

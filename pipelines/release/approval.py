@@ -78,6 +78,8 @@ def record_approval(
     """Write the decision on the model version's tags and in the audit table (idempotent per run)."""
     if status not in ("approved", "rejected", "timed_out"):
         raise ValueError(f"approval status must be approved, rejected or timed_out, got {status!r}")
+    if status == "approved":  # before anything says approved: the files must still be the ones trained
+        record_approved_digest(config, settings, trained, run, decided_by=decided_by, decided_at=decided_at)
     rec = ApprovalRecord(
         model_name=trained["model_name"],
         model_version=str(trained["model_version"]),
@@ -122,6 +124,58 @@ def record_approval(
         f": {comment}" if comment else "",
     )
     return rec
+
+
+def record_approved_digest(
+    config: DatasetConfig,
+    settings: Settings,
+    trained: dict[str, Any],
+    run: RunContext,
+    *,
+    decided_by: str,
+    decided_at: datetime,
+) -> str:
+    """Check the version's files are still those of its ``trained`` digest and record them as ``approved``: the
+    digest deploy, the service and monitoring check before loading. A change is refused (audit
+    ``artifact_refused``) and raises :class:`UntrustedModelError`."""
+    import tempfile
+
+    from pipelines.core import artifact_digests
+    from pipelines.core.model_files import download_verified, expected_digest
+
+    name, version = trained["model_name"], str(trained["model_version"])
+    registry.client(settings)
+    try:
+        trained_digest = expected_digest(settings.warehouse_url, name, version, "trained")
+        with tempfile.TemporaryDirectory(prefix="approve-") as tmp:
+            local = download_verified(name, version, trained_digest, tmp)
+            digest = artifact_digests.folder_digest(local)
+        artifact_digests.record(
+            settings.warehouse_url,
+            name,
+            version,
+            "approved",
+            digest,
+            at=decided_at,
+            actor=decided_by,
+            run_key=run.key,
+        )
+    except artifact_digests.UntrustedModelError as exc:
+        audit.record(
+            settings.warehouse_url,
+            "artifact_refused",
+            at=decided_at,
+            dataset=config.name,
+            model_name=name,
+            model_version=version,
+            actor="approval",
+            mode="policy",
+            comment=f"not approved: {exc}"[:2000],
+            run_key=run.key,
+        )
+        raise
+    log.info("%s v%s: approved artifact sha256 %s", name, version, digest.digest)
+    return digest.digest
 
 
 def record_gate(

@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from datetime import datetime
 from typing import Any, Protocol
@@ -18,8 +19,16 @@ from typing import Any, Protocol
 import numpy as np
 
 from pipelines.core import audit, registry
+from pipelines.core.artifact_digests import UntrustedModelError
 from pipelines.core.config import DatasetConfig
 from pipelines.core.errors import SmokeTestError
+from pipelines.core.model_files import (
+    PREPROCESSING_TRUSTED_TYPES,
+    checked_model_file,
+    download_verified,
+    expected_digest,
+    trusted_types,
+)
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
 
@@ -87,12 +96,27 @@ def check_predictions(output: Any, rows: int, task: str = "binary") -> list[str]
     return problems
 
 
-def smoke_test(model_uri: str, sample: Any, max_latency_ms: float, task: str = "binary") -> SmokeReport:
-    """Load ``model_uri`` as MLflow serves it (pyfunc) and check its predictions and latency on ``sample``."""
+def smoke_test(
+    settings: Settings,
+    name: str,
+    version: str,
+    sample: Any,
+    max_latency_ms: float,
+    task: str = "binary",
+    trusted: Sequence[str] = (),
+) -> SmokeReport:
+    """Load ``models:/<name>/<version>`` as MLflow serves it (pyfunc), once its files are checked against its
+    approved digest and as skops with only ``trusted`` types (:mod:`pipelines.core.model_files`), and check its
+    predictions and latency on ``sample``. Raises :class:`UntrustedModelError` before deserialising anything else."""
+    import tempfile
+
     import mlflow.pyfunc
 
-    with registry.quiet_model_io():
-        model = mlflow.pyfunc.load_model(model_uri)
+    expected = expected_digest(settings.warehouse_url, name, version, "approved")
+    with tempfile.TemporaryDirectory(prefix="smoke-") as tmp, registry.quiet_model_io():
+        local = download_verified(name, version, expected, tmp)
+        checked_model_file(local, [*PREPROCESSING_TRUSTED_TYPES, *trusted])
+        model = mlflow.pyfunc.load_model(str(local))
     start = time.perf_counter()
     proba = model.predict(sample)
     batch_ms = (time.perf_counter() - start) * 1000
@@ -144,13 +168,20 @@ def deploy(
     if not changed:
         previous = tags.get("deploy.previous_version") or None
 
+    failure = "smoke_test_failed"
     try:
         report = smoke_test(
-            f"models:/{name}/{version}",
+            settings,
+            name,
+            version,
             _smoke_sample(config, snapshot),
             config.deploy.max_latency_ms,
             config.task,
+            trusted_types(config),
         )
+    except UntrustedModelError as exc:  # not the approved files, or files that may not be deserialised
+        failure = "artifact_refused"
+        report = SmokeReport(ok=False, problems=[f"refused: {exc}"], batch_latency_ms=math.nan, single_p50_ms=math.nan)
     except Exception as exc:  # a version that cannot even be loaded fails its smoke test
         report = SmokeReport(
             ok=False,
@@ -159,7 +190,7 @@ def deploy(
             single_p50_ms=math.nan,
         )
     if report.problems:  # the alias has not moved: the service never saw this version
-        _refuse(config, settings, run, deployed_at, name, version, "smoke_test_failed", list(report.problems))
+        _refuse(config, settings, run, deployed_at, name, version, failure, list(report.problems))
         raise SmokeTestError(
             f"deploying {name} v{version} failed ({'; '.join(report.problems)}); "
             f"champion stays {f'v{current.version}' if current is not None else 'none'}"

@@ -38,6 +38,7 @@ def rollback(
     if old == to_version:
         log.info("v%s is already the champion: nothing to roll back", to_version)
     else:
+        _check_approved_files(config, settings, run, at, name, to_version)
         mlf.set_registered_model_alias(name, registry.CHAMPION, to_version)
         if old is not None:
             mlf.set_registered_model_alias(name, registry.PREVIOUS, old)
@@ -70,3 +71,33 @@ def rollback(
         smoke_single_p50_ms=0.0,
         model_version_url=registry.version_url(settings, name, to_version),
     )
+
+
+def _check_approved_files(
+    config: DatasetConfig, settings: Settings, run: RunContext, at: datetime, name: str, version: str
+) -> None:
+    """Refuse to roll back to a version that was never approved or whose files changed since (audit
+    ``artifact_refused``): the service would refuse it anyway, and the champion must not point at it."""
+    import tempfile
+
+    from pipelines.core.artifact_digests import UntrustedModelError
+    from pipelines.core.model_files import download_verified, expected_digest
+
+    try:
+        expected = expected_digest(settings.warehouse_url, name, version, "approved")
+        with tempfile.TemporaryDirectory(prefix="rollback-") as tmp:
+            download_verified(name, version, expected, tmp)
+    except UntrustedModelError as exc:
+        audit.record(
+            settings.warehouse_url,
+            "artifact_refused",
+            at=at,
+            dataset=config.name,
+            model_name=name,
+            model_version=version,
+            actor="rollback",
+            mode="policy",
+            comment=f"not rolled back to: {exc}"[:2000],
+            run_key=run.key,
+        )
+        raise

@@ -155,8 +155,35 @@ class PredictionService:
         self.metrics.model_info.labels(dataset, new.name, new.version).set(1)
         self.metrics.loads.labels(dataset, "success").inc()
 
-    def _on_failure(self, dataset: str, _version: str, _error: str) -> None:
-        self.metrics.loads.labels(dataset, "failure").inc()
+    def _on_failure(self, dataset: str, version: str, error: str, untrusted: bool) -> None:
+        self.metrics.loads.labels(dataset, "refused" if untrusted else "failure").inc()
+        if untrusted:
+            self._audit_refusal(dataset, version, error)
+
+    def _audit_refusal(self, dataset: str, version: str, error: str) -> None:
+        """Write a refused artifact to the audit trail (once per version: every worker writes the same row)."""
+        from pipelines.core import audit
+
+        served = self.catalog.get(dataset)
+        if served is None:
+            return
+        config = served.config
+        try:
+            audit.record(
+                self.settings.warehouse_url,
+                "artifact_refused",
+                at=datetime.now(UTC),
+                dataset=dataset,
+                model_name=config.model.registered_name,
+                model_version=version,
+                actor="serving",
+                mode="policy",
+                comment=f"not loaded: {error}"[:2000],
+                run_key=f"serving:{config.model.registered_name}:{version}",
+                replace=False,  # the service's database role may insert into the trail, never delete from it
+            )
+        except Exception as exc:  # the audit trail being down must not stop the service from refusing
+            log.error("could not write the refusal of %s v%s to the audit trail: %s", dataset, version, exc)
 
     @asynccontextmanager
     async def lifespan(self, _: FastAPI) -> AsyncIterator[None]:

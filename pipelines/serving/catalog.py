@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pipelines.core.config import DatasetConfig, dataset_config_paths, load_dataset_config
+from pipelines.core.model_files import trusted_types
 from pipelines.core.settings import Settings
 from pipelines.data.validation.suite import load_suite, suite_path
 from pipelines.serving.model_store import LoadedModel, ModelStore
@@ -24,7 +25,7 @@ from pipelines.training.contract import InputContract, contract_from_config
 log = logging.getLogger(__name__)
 
 ChangeHook = Callable[[str, LoadedModel | None, LoadedModel], None]
-FailureHook = Callable[[str, str, str], None]
+FailureHook = Callable[[str, str, str, bool], None]  # dataset, version, error, untrusted
 
 
 @dataclass
@@ -139,11 +140,13 @@ class Catalog:
         store = ModelStore(
             config.model.registered_name,
             self.settings.mlflow_tracking_uri,
+            self.settings.warehouse_url,
             fallback_contract(config, self.settings),
             config.model.threshold,
             config.serving.alias_poll_seconds,
             on_change=None if self._on_change is None else self._change_hook(name),
             on_failure=None if self._on_failure is None else self._failure_hook(name),
+            trusted=trusted_types(config),
         )
         if self._started:
             store.start()
@@ -154,10 +157,10 @@ class Catalog:
         assert hook is not None
         return lambda old, new: hook(name, old, new)
 
-    def _failure_hook(self, name: str) -> Callable[[str, str], None]:
+    def _failure_hook(self, name: str) -> Callable[[str, str, bool], None]:
         hook = self._on_failure
         assert hook is not None
-        return lambda version, error: hook(name, version, error)
+        return lambda version, error, untrusted: hook(name, version, error, untrusted)
 
     def _watch(self) -> None:
         while not self._stop.is_set():

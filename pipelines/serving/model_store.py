@@ -16,15 +16,22 @@ from __future__ import annotations
 import logging
 import tempfile
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 import numpy as np
 
+from pipelines.core.artifact_digests import UntrustedModelError
+from pipelines.core.model_files import (
+    PREPROCESSING_TRUSTED_TYPES,
+    download_verified,
+    expected_digest,
+    load_sklearn_model,
+)
 from pipelines.serving.parsing import Batch, parse_batch
-from pipelines.serving.predictors import TASKS, Predictor, PyfuncPredictor, best_predictor
+from pipelines.serving.predictors import TASKS, Predictor, best_predictor
 from pipelines.training.contract import (
     CLASSES_KEY,
     METADATA_KEY,
@@ -41,7 +48,12 @@ PROBABILITY_SUM_TOLERANCE = 1e-6
 
 
 class ModelLoadError(RuntimeError):
-    """A model version could not be loaded or failed its smoke test."""
+    """A model version could not be loaded or failed its smoke test; ``untrusted`` when its files were refused
+    before anything was deserialised (not the approved files, not skops, untrusted types)."""
+
+    def __init__(self, message: str, untrusted: bool = False) -> None:
+        super().__init__(message)
+        self.untrusted = untrusted
 
 
 @dataclass(frozen=True)
@@ -79,9 +91,17 @@ class LoadedModel:
 
 
 def load_model_version(
-    name: str, version: str, tracking_uri: str, fallback_contract: InputContract, fallback_threshold: float
+    name: str,
+    version: str,
+    tracking_uri: str,
+    warehouse_url: str,
+    fallback_contract: InputContract,
+    fallback_threshold: float,
+    trusted: Sequence[str] = PREPROCESSING_TRUSTED_TYPES,
 ) -> LoadedModel:
-    """Download ``models:/<name>/<version>``, build its predictor and smoke-test it; raise ModelLoadError."""
+    """Download ``models:/<name>/<version>``, check its files against the digest recorded when it was approved,
+    load it with skops and the ``trusted`` types of the dataset's config (never with what its own files ask for),
+    build its predictor and smoke-test it; raise ModelLoadError."""
     import time
 
     import mlflow
@@ -91,8 +111,9 @@ def load_model_version(
     mlflow.set_tracking_uri(tracking_uri)
     uri = f"models:/{name}/{version}"
     try:
+        expected = expected_digest(warehouse_url, name, version, "approved")
         with tempfile.TemporaryDirectory(prefix="serving-") as tmp:
-            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            local = str(download_verified(name, version, expected, tmp))  # before any of its files is read
             meta = Model.load(local)
             contract = _contract(meta, fallback_contract)
             metadata = meta.metadata or {}
@@ -100,15 +121,13 @@ def load_model_version(
             threshold = float(metadata.get(THRESHOLD_KEY, fallback_threshold))
             example = _example(meta, local, contract)
             predictor: Predictor
-            if "sklearn" in meta.flavors:
-                model = mlflow.sklearn.load_model(local)
-                classes = model_classes(metadata, model, task, uri)
-                predictor = best_predictor(model, contract, example, task)
-            else:
-                classes = model_classes(metadata, None, task, uri)
-                predictor = PyfuncPredictor(mlflow.pyfunc.load_model(local), contract, task)
+            model = load_sklearn_model(local, trusted)  # refuses pickle, pyfunc and untrusted types
+            classes = model_classes(metadata, model, task, uri)
+            predictor = best_predictor(model, contract, example, task)
     except ModelLoadError:
         raise
+    except UntrustedModelError as exc:
+        raise ModelLoadError(f"{uri} was refused: {exc}", untrusted=True) from exc
     except Exception as exc:  # any failure to fetch or deserialize is a refused version, never a crash
         raise ModelLoadError(f"{uri} could not be loaded: {type(exc).__name__}: {exc}") from exc
     smoke_test(predictor, contract, example, uri, task, len(classes))
@@ -227,14 +246,18 @@ class ModelStore:
         self,
         model_name: str,
         tracking_uri: str,
+        warehouse_url: str,
         fallback_contract: InputContract,
         fallback_threshold: float,
         poll_seconds: float,
         on_change: Callable[[LoadedModel | None, LoadedModel], None] | None = None,
-        on_failure: Callable[[str, str], None] | None = None,
+        on_failure: Callable[[str, str, bool], None] | None = None,
+        trusted: Sequence[str] = PREPROCESSING_TRUSTED_TYPES,
     ) -> None:
         self.model_name = model_name
+        self.trusted = tuple(trusted)
         self.tracking_uri = tracking_uri
+        self.warehouse_url = warehouse_url
         self.fallback_contract = fallback_contract
         self.fallback_threshold = fallback_threshold
         self.poll_seconds = poll_seconds
@@ -335,7 +358,13 @@ class ModelStore:
         log.info("loading %s v%s (serving %s)", self.model_name, wanted, f"v{current.version}" if current else "none")
         try:
             loaded = load_model_version(
-                self.model_name, wanted, self.tracking_uri, self.fallback_contract, self.fallback_threshold
+                self.model_name,
+                wanted,
+                self.tracking_uri,
+                self.warehouse_url,
+                self.fallback_contract,
+                self.fallback_threshold,
+                self.trusted,
             )
         except ModelLoadError as exc:
             with self._lock:
@@ -350,7 +379,7 @@ class ModelStore:
                 exc,
             )
             if self._on_failure is not None:
-                self._on_failure(wanted, str(exc))
+                self._on_failure(wanted, str(exc), exc.untrusted)
             return current
         with self._lock:
             self._current = loaded

@@ -8,8 +8,10 @@ a probability per class in the model's class order (multiclass, ``n x k``) or th
   ``HistGradientBoostingClassifier``, binary or multiclass, and ``HistGradientBoostingRegressor``);
 - ``compiled-preprocessing``: compiled preprocessing, then the fitted estimator's own ``predict_proba``
   (classification) or ``predict`` (regression) on the matrix it fills (linear models, and any other estimator);
-- ``pipeline``: the fitted pipeline on a DataFrame, exactly as MLflow runs it (:class:`FramePredictor`);
-- ``pyfunc``: a model MLflow loads only as a pyfunc (:class:`PyfuncPredictor`).
+- ``pipeline``: the fitted pipeline on a DataFrame, exactly as MLflow runs it (:class:`FramePredictor`).
+
+Only scikit-learn models saved with skops are loaded (:mod:`pipelines.core.model_files`): a model MLflow could load
+only as a pyfunc is cloudpickled Python, and is refused.
 
 Profiling one single-record request through MLflow's pyfunc showed where the time goes: building a pandas
 DataFrame and running it through the fitted ColumnTransformer costs about three times what the trees themselves
@@ -91,23 +93,6 @@ class FramePredictor:
             return np.asarray(self.model.predict(frame), dtype=float).reshape(-1)
         proba = np.asarray(self.model.predict_proba(frame), dtype=float)
         return proba[:, positive_column(self.model.classes_)] if self.task == "binary" else proba
-
-
-@dataclass
-class PyfuncPredictor:
-    """An MLflow pyfunc model: class probabilities (binary: n x 2 or positive scores n; multiclass: n x k in the
-    model's class order) or values (regression: n, or n x 1)."""
-
-    model: Any
-    contract: InputContract
-    task: str = "binary"
-    kind: str = "pyfunc"
-
-    def predict(self, batch: Batch) -> np.ndarray:
-        out = np.asarray(self.model.predict(batch_frame(batch, self.contract)), dtype=float)
-        if self.task == "binary":
-            return out[:, -1] if out.ndim == 2 else out
-        return out.reshape(-1) if self.task == "regression" else out
 
 
 @dataclass

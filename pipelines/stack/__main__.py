@@ -1,7 +1,10 @@
-"""``python -m pipelines.stack up|down|status|demo|databases``: manage the local stack.
+"""``python -m pipelines.stack up|down|status|demo|databases|accounts|airflow-users|mlflow-users``: the stack.
 
 The profile comes from ``MLOPS_PROFILE`` (``embedded`` by default, ``production``: see docs/deployment.md).
 ``databases`` creates the production profile's PostgreSQL databases and exits (compose's ``db-init`` runs it).
+``accounts`` gives every person of the people file an Airflow password (kept 0600 in ``--passwords-file``, new
+ones printed once; compose's ``airflow-init`` runs it); ``airflow-users`` prints the simple auth manager's users;
+``mlflow-users`` creates MLflow's ``pipeline`` and ``serving`` accounts as its admin (compose's ``mlflow-init``).
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ import argparse
 import json
 import logging
 import sys
+from pathlib import Path
 
 from pipelines.core.logging_setup import configure
 from pipelines.stack import services
@@ -20,7 +24,12 @@ from pipelines.stack.settings import StackSettings
 def main(argv: list[str] | None = None) -> int:
     """Start, stop or show the stack's services, or run the demo."""
     parser = argparse.ArgumentParser(prog="python -m pipelines.stack", description=__doc__)
-    parser.add_argument("command", choices=["up", "down", "status", "demo", "databases"])
+    parser.add_argument(
+        "command",
+        choices=["up", "down", "status", "demo", "databases", "accounts", "airflow-users", "mlflow-users"],
+    )
+    parser.add_argument("--passwords-file", type=Path, help="accounts: the file (default: the runtime folder's)")
+    parser.add_argument("--mlflow-url", help="mlflow-users: the MLflow server (default: the stack's)")
     args = parser.parse_args(argv)
     if args.command == "demo":
         from pipelines.stack.demo import main as demo
@@ -33,6 +42,18 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.stack.databases import ensure_databases
 
             ensure_databases(stack.model_copy(update={"profile": "production"}))
+            return 0
+        if args.command == "airflow-users":
+            sys.stdout.write(services.people(stack).airflow_users() + "\n")
+            return 0
+        if args.command == "accounts":
+            made = services.ensure_passwords(stack, args.passwords_file)
+            sys.stdout.write(services.accounts_text(stack, made, args.passwords_file) if made else "")
+            return 0
+        if args.command == "mlflow-users":
+            from pipelines.stack import mlflow_auth
+
+            mlflow_auth.ensure_users(stack, args.mlflow_url)
             return 0
         if args.command == "up":
             services.up(stack)

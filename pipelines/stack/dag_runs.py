@@ -44,9 +44,15 @@ class DemoResult:
     timeline: Any = None
 
 
-def client(stack: StackSettings) -> AirflowClient:
-    """A REST client logged in as the stack's admin."""
-    return AirflowClient(stack.airflow_url, stack.airflow_admin_user, services.admin_password(stack))
+def client(stack: StackSettings, user: str | None = None) -> AirflowClient:
+    """A REST client logged in as ``user`` of the people file (default: the stack's admin)."""
+    name = user or stack.airflow_admin_user
+    return AirflowClient(stack.airflow_url, name, services.password_of(stack, name))
+
+
+def demo_approver(stack: StackSettings) -> str:
+    """The approver the demo answers as on the user's behalf: the first of the people file."""
+    return services.people(stack).approvers[0]
 
 
 def wait_for_dag(api: AirflowClient, dag_id: str, timeout: float = 180.0) -> None:
@@ -142,20 +148,27 @@ def answer_approval(
     detail = api.hitl_detail(dag_id, run_id, APPROVAL_TASK)
     url = f"{stack.airflow_url}/dags/{dag_id}/runs/{run_id}/tasks/{APPROVAL_TASK}/required_actions"
     log.info("approval requested: %s", detail.get("subject"))
+    approver = demo_approver(stack)
     if approval == "ui":
         log.info(
-            "waiting for a person to answer in the Airflow UI: Browse > Required Actions, or %s (log in as %s)",
+            "waiting for a person to answer in the Airflow UI: Browse > Required Actions, or %s (log in as an "
+            "approver of %s, e.g. %s: only approvers may answer)",
             url,
-            stack.airflow_admin_user,
+            stack.people_file,
+            approver,
         )
         return None
     log.info(
-        "approving on your behalf through the REST API, as user %r. To decide yourself next time, run "
+        "approving on your behalf through the REST API, as approver %r. To decide yourself next time, run "
         "`DEMO_APPROVAL=ui make demo` and answer in the Airflow UI under Browse > Required Actions.",
-        stack.airflow_admin_user,
+        approver,
     )
-    answer_when_parked(api, stack, dag_id, run_id, APPROVAL_TASK, "Approve", {"comment": comment})
-    return stack.airflow_admin_user
+    as_approver = client(stack, approver)
+    try:
+        answer_when_parked(as_approver, stack, dag_id, run_id, APPROVAL_TASK, "Approve", {"comment": comment})
+    finally:
+        as_approver.close()
+    return approver
 
 
 def scheduler_saw_parked_exit(log_file: Path, dag_id: str, run_id: str, task_id: str) -> bool:

@@ -1,7 +1,8 @@
 """The production profile's PostgreSQL databases (Airflow metadata, MLflow store, warehouse) and its Redis broker.
 
-``python -m pipelines.stack databases`` creates the databases if absent: the native ``make up-prod-local`` and
-the compose file's ``db-init`` service run the same code.
+``python -m pipelines.stack databases`` creates the databases if absent, and a login role per service
+(``pipelines.stack.db_roles``): the native ``make up-prod-local`` and the compose file's ``db-init`` service run the
+same code.
 """
 
 from __future__ import annotations
@@ -12,12 +13,18 @@ from typing import Literal
 import sqlalchemy as sa
 from sqlalchemy.engine import make_url
 
+from pipelines.stack import db_roles
 from pipelines.stack.processes import StackError
 from pipelines.stack.settings import StackSettings
 
 log = logging.getLogger(__name__)
 
-PURPOSES: tuple[Literal["airflow", "mlflow", "warehouse"], ...] = ("airflow", "mlflow", "warehouse")
+PURPOSES: tuple[Literal["airflow", "mlflow", "mlflow_auth", "warehouse"], ...] = (
+    "airflow",
+    "mlflow",
+    "mlflow_auth",  # MLflow's users and permissions (the basic-auth app)
+    "warehouse",
+)
 
 
 def _admin_engine(stack: StackSettings) -> sa.Engine:
@@ -30,7 +37,7 @@ def _existing(conn: sa.Connection) -> set[str]:
 
 
 def ensure_databases(stack: StackSettings) -> list[str]:
-    """Create the profile's three databases where absent; returns the names created (idempotent)."""
+    """Create the profile's databases where absent; returns the names created (idempotent)."""
     engine = _admin_engine(stack)
     created = []
     try:
@@ -46,6 +53,11 @@ def ensure_databases(stack: StackSettings) -> list[str]:
             f"cannot reach PostgreSQL at {make_url(stack.postgres_url).render_as_string(hide_password=True)} "
             f"(STACK_POSTGRES_URL): {str(exc.orig).strip()}"
         ) from exc
+    finally:
+        engine.dispose()
+    engine = _admin_engine(stack)
+    try:
+        db_roles.ensure_roles(stack, engine)
     finally:
         engine.dispose()
     log.info(
@@ -68,6 +80,7 @@ def drop_databases(stack: StackSettings) -> list[str]:
                 if name in existing:
                     conn.execute(sa.text(f'DROP DATABASE "{name}" WITH (FORCE)'))
                     dropped.append(name)
+        db_roles.drop_roles(stack, engine)
     finally:
         engine.dispose()
     return dropped

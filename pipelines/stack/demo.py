@@ -14,6 +14,7 @@ from datetime import datetime
 
 from pipelines.core.config import load_dataset_config
 from pipelines.core.logging_setup import configure
+from pipelines.core.people import Role
 from pipelines.core.settings import REPO_ROOT
 from pipelines.stack import services
 from pipelines.stack.dag_runs import DemoResult, champion, run_training
@@ -67,17 +68,32 @@ def summary(
         lines += timeline_lines(result.timeline)
     lines += [
         "",
-        f"  Airflow  {stack.airflow_url}  (login: {stack.airflow_admin_user} / {services.admin_password(stack)})",
+        f"  Airflow  {stack.airflow_url}  (log in as {_logins(stack)};",
+        f"           passwords in {stack.airflow_home / 'passwords.json'})",
         f"           this run: {stack.airflow_url}/dags/{result.dag_id}/runs/{result.run_id}",
         f"  MLflow   {stack.mlflow_url}",
         f"           experiment '{experiment}', registered model: {stack.mlflow_url}/#/models/{model_name}",
         f"           monitoring: experiment '{monitoring_experiment or experiment + '-monitoring'}' "
         "(a run per day; the 'timeline' run charts them)",
+        f"  lineage  python -m pipelines lineage --dataset {result.dag_id.removeprefix('train_')}  (the champion's "
+        "whole record; `reproduce` refits it from that record)",
         "",
         f"  `make demo` again adds a run; `make down` stops the services (state stays in {stack.home}).",
         "=" * 78,
     ]
     return "\n".join(lines)
+
+
+def _logins(stack: StackSettings) -> str:
+    """Who logs in for what: each role's people."""
+    team = services.people(stack)
+    roles: tuple[tuple[Role, str], ...] = (
+        ("approver", "to approve"),
+        ("operator", "to run"),
+        ("viewer", "to look"),
+        ("admin", "to administer"),
+    )
+    return ", ".join(f"{'/'.join(team.with_role(r))} {what}" for r, what in roles if team.with_role(r))
 
 
 def _serving_lines(stack: StackSettings, result: DemoResult) -> list[str]:
@@ -134,6 +150,7 @@ def main() -> int:
         raise StackError(f"the demo's dataset {dataset!r} needs a time column and a default window")
     try:
         services.up(stack)
+        services.act_as_pipeline(stack)
         seed(stack, dataset, str(window.start), str(window.end))
         result = run_training(
             stack,

@@ -20,8 +20,9 @@ from pathlib import Path
 import httpx
 from sqlalchemy.engine import make_url
 
+from pipelines.core.people import People, load_people
 from pipelines.core.settings import REPO_ROOT, Settings
-from pipelines.stack import databases
+from pipelines.stack import databases, db_roles, mlflow_auth
 from pipelines.stack.processes import Service, StackError, wait_until
 from pipelines.stack.settings import StackSettings
 
@@ -51,11 +52,72 @@ def _secret(path: Path, nbytes: int = 16) -> str:
     return path.read_text().strip()
 
 
+def people(stack: StackSettings) -> People:
+    """The Airflow accounts of ``stack.people_file``; the stack's admin user must be an admin there."""
+    team = load_people(stack.people_file)
+    if team.role_of(stack.airflow_admin_user) != "admin":
+        raise StackError(f"{stack.people_file}: {stack.airflow_admin_user!r} must be listed with role admin")
+    return team
+
+
+def _passwords_file(stack: StackSettings) -> Path:
+    return stack.airflow_home / "passwords.json"
+
+
+def ensure_passwords(stack: StackSettings, path: Path | None = None) -> dict[str, str]:
+    """A password for every person of the people file, in the simple auth manager's file (``path``, default the
+    runtime folder's; 0600): kept once made, generated for a new person; the admin's is ``AIRFLOW_ADMIN_PASSWORD``
+    when set. Returns the ones made now."""
+    path = path or _passwords_file(stack)
+    kept: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
+    legacy = stack.airflow_home / "admin_password"  # a runtime folder from before the people file
+    if stack.airflow_admin_user not in kept and legacy.is_file():
+        kept[stack.airflow_admin_user] = legacy.read_text().strip()
+    wanted: dict[str, str] = {}
+    made: dict[str, str] = {}
+    for person in people(stack).users:
+        if person.name == stack.airflow_admin_user and stack.airflow_admin_password:
+            wanted[person.name] = stack.airflow_admin_password
+        elif person.name in kept:
+            wanted[person.name] = kept[person.name]
+        else:
+            wanted[person.name] = made[person.name] = secrets.token_urlsafe(12)
+    if wanted != kept or not path.is_file():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.touch(mode=0o600)
+        path.chmod(0o600)
+        path.write_text(json.dumps(wanted, indent=1))
+    return made
+
+
+def password_of(stack: StackSettings, name: str) -> str:
+    """The Airflow password of ``name`` (generated on first use)."""
+    ensure_passwords(stack)
+    passwords: dict[str, str] = json.loads(_passwords_file(stack).read_text())
+    if name not in passwords:
+        raise StackError(f"{name!r} has no Airflow account: add them to {stack.people_file}")
+    return passwords[name]
+
+
 def admin_password(stack: StackSettings) -> str:
     """``AIRFLOW_ADMIN_PASSWORD`` when set, else the password generated on the first start."""
-    if stack.airflow_admin_password:
-        return stack.airflow_admin_password
-    return _secret(stack.airflow_home / "admin_password")
+    return password_of(stack, stack.airflow_admin_user)
+
+
+def accounts_text(stack: StackSettings, made: dict[str, str], path: Path | None = None) -> str:
+    """The accounts made now, with their passwords: shown once, when they are generated."""
+    team = people(stack)
+    lines = [f"Airflow accounts created (passwords shown once; kept 0600 in {path or _passwords_file(stack)}):"]
+    lines += [f"  {name} / {password}  ({team.role_of(name)})" for name, password in made.items()]
+    return "\n".join(lines) + "\n"
+
+
+def database_url(stack: StackSettings, purpose: str, role: db_roles.Role | None = None) -> str:
+    """The URL a service uses for ``purpose``'s database: production as its own PostgreSQL role (by default the
+    database's owner), embedded the SQLite file."""
+    if stack.production:
+        return db_roles.role_url(stack, purpose, role)
+    return stack.database_url(purpose)  # type: ignore[arg-type]
 
 
 def stack_env(stack: StackSettings) -> dict[str, str]:
@@ -72,7 +134,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "MLOPS_MLFLOW_TRACKING_URI": stack.mlflow_url,
             "MLOPS_AIRFLOW_UI_URL": stack.airflow_url,
             "MLOPS_SERVING_URL": stack.serving_url,
-            "MLOPS_WAREHOUSE_URL": stack.database_url("warehouse"),
+            "MLOPS_WAREHOUSE_URL": database_url(stack, "warehouse"),
             "MLFLOW_TRACKING_URI": stack.mlflow_url,
             "AIRFLOW_HOME": str(stack.airflow_home),
             "AIRFLOW__CORE__DAGS_FOLDER": str(REPO_ROOT / "dags"),
@@ -81,14 +143,15 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "AIRFLOW__CORE__EXECUTOR": "LocalExecutor",
             "AIRFLOW__CORE__PARALLELISM": str(stack.airflow_parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(stack.airflow_parallelism),
-            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": stack.database_url("airflow"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(stack, "airflow"),
             "AIRFLOW__CORE__EXECUTION_API_SERVER_URL": f"{stack.airflow_url}/execution/",
             "AIRFLOW__API__BASE_URL": stack.airflow_url,
             "AIRFLOW__API__HOST": stack.host,
             "AIRFLOW__API__PORT": str(stack.airflow_port),
             "AIRFLOW__API_AUTH__JWT_SECRET": _secret(stack.airflow_home / "jwt_secret", nbytes=64),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": f"{stack.airflow_admin_user}:admin",
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(stack.airflow_home / "passwords.json"),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": people(stack).airflow_users(),
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(_passwords_file(stack)),
+            "MLOPS_PEOPLE_FILE": str(stack.people_file),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             # An idle scheduler loop sleeps 1 s by default, and each hand-off of a short run (run start, task to
             # task, run end) waited for it: the demo's 63 monitoring runs went from about 720 s to 678 s here.
@@ -102,13 +165,14 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
     )
     if stack.production:
         env.update(_celery_env(stack))
+        env.update(mlflow_auth.client_env(stack, mlflow_auth.PIPELINE))  # tasks and steps run as the pipeline
     return env
 
 
 def _celery_env(stack: StackSettings) -> dict[str, str]:
     """What the production profile changes: the CeleryExecutor, its broker and result backend, the slots."""
     slots = max(stack.airflow_parallelism, stack.celery_workers * stack.celery_concurrency)
-    result_backend = make_url(stack.database_url("airflow")).set(drivername="postgresql")
+    result_backend = make_url(database_url(stack, "airflow")).set(drivername="postgresql")
     return {
         "AIRFLOW__CORE__EXECUTOR": "CeleryExecutor",
         "AIRFLOW__CORE__PARALLELISM": str(slots),
@@ -124,12 +188,20 @@ def _celery_env(stack: StackSettings) -> dict[str, str]:
     }
 
 
+def act_as_pipeline(stack: StackSettings) -> None:
+    """Let this process talk to the stack's MLflow as the pipeline (production: its basic-auth credentials)."""
+    if stack.production:
+        os.environ.update(mlflow_auth.client_env(stack, mlflow_auth.PIPELINE))
+
+
 def pipeline_settings(stack: StackSettings) -> Settings:
-    """The pipeline settings the stack's processes get (same warehouse, registry and service)."""
+    """The pipeline settings the stack's processes get (same warehouse, registry and service); this process then
+    talks to MLflow as the pipeline does."""
+    act_as_pipeline(stack)
     return Settings(
         home=stack.home,
         datasets_dir=stack.datasets_dir,
-        warehouse_url=stack.database_url("warehouse"),
+        warehouse_url=database_url(stack, "warehouse"),
         mlflow_tracking_uri=stack.mlflow_url,
         airflow_ui_url=stack.airflow_url,
         serving_url=stack.serving_url,
@@ -151,9 +223,10 @@ def _service(
 
 
 def mlflow_service(stack: StackSettings) -> Service:
-    """MLflow tracking server and registry: SQLite store, artifacts served from a local folder."""
+    """MLflow tracking server and registry: SQLite store (PostgreSQL and the basic-auth app in production),
+    artifacts served from a local folder."""
     store = stack.mlflow_dir
-    backend = stack.database_url("mlflow")
+    backend = database_url(stack, "mlflow")
     return _service(
         stack,
         "mlflow",
@@ -171,8 +244,10 @@ def mlflow_service(stack: StackSettings) -> Service:
             str(stack.mlflow_port),
             "--workers",
             str(stack.mlflow_workers),
+            *(["--app-name", "basic-auth"] if stack.production else []),
         ],
         port=stack.mlflow_port,
+        env=mlflow_auth.server_env(stack) if stack.production else None,
     )
 
 
@@ -230,6 +305,14 @@ def serving_service(stack: StackSettings) -> Service:
             str(stack.serving_workers),
         ],
         port=stack.serving_port,
+        env=(
+            {
+                **mlflow_auth.client_env(stack, mlflow_auth.SERVING),  # MLflow: read only
+                "MLOPS_WAREHOUSE_URL": database_url(stack, "warehouse", "serving"),  # the log, digests, audit inserts
+            }
+            if stack.production
+            else None
+        ),
     )
 
 
@@ -239,10 +322,10 @@ def all_services(stack: StackSettings) -> list[Service]:
 
 
 def _write_passwords(stack: StackSettings) -> None:
-    path = stack.airflow_home / "passwords.json"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps({stack.airflow_admin_user: admin_password(stack)}))
-    path.chmod(0o600)
+    made = ensure_passwords(stack)
+    if made:
+        sys.stdout.write(accounts_text(stack, made))
+        sys.stdout.flush()
 
 
 def _migrate_airflow(stack: StackSettings) -> None:
@@ -313,6 +396,8 @@ def up(stack: StackSettings, timeout: float = 240.0) -> None:
     for service in airflow:
         service.start()
     wait_until(lambda: mlflow_healthy(stack), f"MLflow at {stack.mlflow_url}", timeout, [mlflow])
+    if stack.production:
+        mlflow_auth.ensure_users(stack)
     wait_until(lambda: serving_healthy(stack), f"the prediction service at {stack.serving_url}", timeout, [serving])
     wait_until(lambda: airflow_healthy(stack), f"Airflow at {stack.airflow_url}", timeout, airflow)
     if stack.production:

@@ -5,9 +5,9 @@ Two profiles, one switch (``MLOPS_PROFILE``):
 - ``embedded`` (default): Airflow on SQLite with the LocalExecutor, MLflow and the warehouse on SQLite files in
   the runtime folder. Nothing to install beyond the lock file.
 - ``production``: the topology of ``docker-compose.yaml`` with native processes: Airflow with the CeleryExecutor
-  on PostgreSQL and a Redis broker, ``CELERY_WORKERS`` Celery workers, MLflow on PostgreSQL, the warehouse (and
-  the prediction log) on PostgreSQL; three databases named ``<STACK_DB_PREFIX>_airflow|_mlflow|_warehouse`` on
-  the server of ``STACK_POSTGRES_URL``.
+  on PostgreSQL and a Redis broker, ``CELERY_WORKERS`` Celery workers, MLflow on PostgreSQL behind its basic-auth
+  app, the warehouse (and the prediction log) on PostgreSQL; four databases named
+  ``<STACK_DB_PREFIX>_airflow|_mlflow|_mlflow_auth|_warehouse`` on the server of ``STACK_POSTGRES_URL``.
 """
 
 from __future__ import annotations
@@ -72,10 +72,34 @@ class StackSettings(BaseSettings):
         2, ge=1, le=32, validation_alias="CELERY_WORKER_CONCURRENCY", description="Task slots per Celery worker."
     )
     airflow_admin_user: str = "admin"
+    people_file: Path = Field(
+        REPO_ROOT / "pipelines" / "conf" / "people.yaml",
+        validation_alias="MLOPS_PEOPLE_FILE",
+        description="The Airflow accounts and their roles (approver, operator, viewer, admin).",
+    )
     airflow_admin_password: str = Field(
         "",
         validation_alias="AIRFLOW_ADMIN_PASSWORD",
         description="Empty: generate one on first start and keep it in the runtime folder.",
+    )
+    mlflow_admin_password: str = Field(
+        "",
+        validation_alias="MLFLOW_AUTH_ADMIN_PASSWORD",
+        description="Production: MLflow's admin password; empty: generated on first start, kept in the runtime folder.",
+    )
+    postgres_airflow_password: str = Field("", validation_alias="POSTGRES_AIRFLOW_PASSWORD")
+    postgres_mlflow_password: str = Field("", validation_alias="POSTGRES_MLFLOW_PASSWORD")
+    postgres_pipeline_password: str = Field("", validation_alias="POSTGRES_PIPELINE_PASSWORD")
+    postgres_serving_password: str = Field(
+        "",
+        validation_alias="POSTGRES_SERVING_PASSWORD",
+        description="Production: each service's PostgreSQL role password (these four); empty: generated, kept 0600.",
+    )
+    mlflow_pipeline_password: str = Field(
+        "", validation_alias="MLFLOW_PIPELINE_PASSWORD", description="Production: MLflow password of `pipeline`."
+    )
+    mlflow_serving_password: str = Field(
+        "", validation_alias="MLFLOW_SERVING_PASSWORD", description="Production: MLflow password of `serving`."
     )
     airflow_parallelism: int = Field(4, ge=1, description="Task slots: 2 cores here, tasks mostly wait on I/O.")
     mlflow_workers: int = Field(2, ge=1)
@@ -109,10 +133,14 @@ class StackSettings(BaseSettings):
     def production(self) -> bool:
         return self.profile == "production"
 
-    def database_url(self, purpose: Literal["airflow", "mlflow", "warehouse"]) -> str:
+    def database_url(self, purpose: Literal["airflow", "mlflow", "mlflow_auth", "warehouse"]) -> str:
         """SQLAlchemy URL of the database for ``purpose``: a SQLite file (embedded) or a PostgreSQL database."""
         if not self.production:
-            files = {"airflow": self.airflow_home / "airflow.db", "mlflow": self.mlflow_dir / "mlflow.db"}
+            files = {
+                "airflow": self.airflow_home / "airflow.db",
+                "mlflow": self.mlflow_dir / "mlflow.db",
+                "mlflow_auth": self.mlflow_dir / "mlflow_auth.db",
+            }
             return f"sqlite:///{files.get(purpose, self.home / 'warehouse.db')}"
         url = make_url(self.postgres_url).set(drivername="postgresql+psycopg2", database=self.database_name(purpose))
         return url.render_as_string(hide_password=False)
@@ -120,6 +148,16 @@ class StackSettings(BaseSettings):
     def database_name(self, purpose: str) -> str:
         """The PostgreSQL database of ``purpose`` in the production profile."""
         return f"{self.db_prefix}_{purpose}"
+
+    @property
+    def postgres_role_passwords(self) -> dict[str, str]:
+        """The PostgreSQL role passwords given by the environment (empty: to generate)."""
+        return {
+            "airflow": self.postgres_airflow_password,
+            "mlflow": self.postgres_mlflow_password,
+            "pipeline": self.postgres_pipeline_password,
+            "serving": self.postgres_serving_password,
+        }
 
     @property
     def celery_queue(self) -> str:

@@ -18,6 +18,7 @@ import pandas as pd
 
 from pipelines.core import registry
 from pipelines.core.config import DatasetConfig
+from pipelines.core.model_files import load_registered_model, trusted_types
 from pipelines.core.settings import Settings
 from pipelines.data.extract import load_snapshot
 from pipelines.data.features import holdout_split, prepare
@@ -80,7 +81,6 @@ def evaluate(
     config: DatasetConfig, settings: Settings, snapshot: dict[str, Any], trained: dict[str, Any]
 ) -> EvalResult:
     """Score candidate and champion on the holdout and log metrics, plots and tables to the candidate's run."""
-    import mlflow
 
     frame = load_snapshot(snapshot["path"])
     data = prepare(frame, config)
@@ -89,7 +89,13 @@ def evaluate(
 
     registry.client(settings)
     with registry.quiet_model_io():
-        candidate_model = mlflow.sklearn.load_model(trained["model_uri"])
+        candidate_model = load_registered_model(
+            settings.warehouse_url,
+            trained["model_name"],
+            str(trained["model_version"]),
+            trusted_types(config),
+            stage="trained",
+        )
     candidate_scored, candidate_all = _score(config, candidate_model, x, y, f"candidate v{trained['model_version']}")
     candidate = finite(candidate_all)
     scored = [candidate_scored]
@@ -119,8 +125,11 @@ def evaluate(
     else:
         try:
             with registry.quiet_model_io():
-                champion_model = mlflow.sklearn.load_model(
-                    f"models:/{config.model.registered_name}/{champion_version.version}"
+                champion_model = load_registered_model(
+                    settings.warehouse_url,
+                    config.model.registered_name,
+                    str(champion_version.version),
+                    trusted_types(config),
                 )
             champion_scored, champion_all = _score(
                 config, champion_model, x, y, f"champion v{champion_version.version}"

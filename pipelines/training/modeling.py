@@ -15,15 +15,6 @@ from sklearn.preprocessing import OneHotEncoder, StandardScaler
 from pipelines.core.config import DatasetConfig, check_estimator
 from pipelines.core.errors import ConfigError
 
-# Types the preprocessing stores that skops (MLflow's default sklearn format) must be told to trust; the
-# estimator's own types come from ``model.skops_trusted_types`` in the dataset config.
-PREPROCESSING_TRUSTED_TYPES = ("numpy.dtype",)
-
-
-def trusted_types(config: DatasetConfig) -> list[str]:
-    """Every non-default type the saved pipeline may contain, for skops."""
-    return sorted({*PREPROCESSING_TRUSTED_TYPES, *config.model.skops_trusted_types})
-
 
 def estimator_class(config: DatasetConfig) -> type[Any]:
     """The configured estimator's class, checked against the task (see :func:`check_estimator`)."""

@@ -8,6 +8,7 @@ carries the same lineage as tags. Rerunning ``train`` for the same run key reuse
 
 from __future__ import annotations
 
+import hashlib
 import importlib.metadata
 import logging
 import tempfile
@@ -15,18 +16,23 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import yaml
 
 from pipelines.core import registry
 from pipelines.core.config import DatasetConfig
+from pipelines.core.environment import code_state, environment, file_sha256
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
 from pipelines.data.extract import load_snapshot
+from pipelines.data.snapshot_store import store_snapshot
 
 log = logging.getLogger(__name__)
 
 STEP_TAG = "mlops.step"
 MODEL_ARTIFACT = "model"
+CONFIG_ARTIFACT = "config/dataset_config.yaml"  # the effective config (overrides applied) the model was fit with
+PREDICTIONS_ARTIFACT = "reproduce/holdout_predictions.npy"  # what the fitted model predicted on the holdout
 _SERVING_PACKAGES = ("scikit-learn", "pandas", "numpy", "scipy", "skops", "cloudpickle", "mlflow")
 
 
@@ -93,9 +99,10 @@ def train(
     import mlflow
     from mlflow.models import infer_signature
 
+    from pipelines.core.model_files import trusted_types
     from pipelines.data.features import holdout_split, prepare
     from pipelines.training.metrics import finite, task_metrics
-    from pipelines.training.modeling import build_model, model_classes, predictions, trusted_types
+    from pipelines.training.modeling import build_model, model_classes, predictions
 
     name = config.model.registered_name
     exp_id = registry.experiment_id(settings, config.model.experiment)
@@ -104,6 +111,7 @@ def train(
         version = registry.version_of_run(settings, name, existing)
         if version is not None:
             log.info("run key %s already trained: reusing run %s, version %s", run.key, existing, version.version)
+            record_trained_digest(settings, name, str(version.version), run)  # if the earlier attempt stopped short
             return _result(settings, name, exp_id, existing, str(version.version), reused=True)
 
     frame = load_snapshot(snapshot["path"])
@@ -129,6 +137,9 @@ def train(
         threshold=config.model.threshold,
     )
 
+    holdout_predictions = predictions(model, data.features[holdout_mask], config.task)
+    snapshot_uri = store_snapshot(config, settings, snapshot)
+    config_text = yaml.safe_dump(config.model_dump(mode="json", exclude_unset=True), sort_keys=False)
     lineage = run.lineage_tags()
     data_tags = {
         "dataset": config.name,
@@ -138,11 +149,19 @@ def train(
         ),
         "task": config.task,
         "data.snapshot": snapshot["path"],
+        "data.snapshot_uri": snapshot_uri,
+        "data.rows": str(snapshot.get("rows", len(frame))),
         "validation.success": str(validation.get("success")),
         "validation.data_docs": str(validation.get("data_docs_url", "")),
     }
+    record_tags = {
+        **_suite_tags(config, settings, validation),
+        "config.sha256": hashlib.sha256(config_text.encode()).hexdigest(),
+        **code_state(),
+        **environment(),
+    }
     mlflow.set_experiment(experiment_id=exp_id)
-    run_tags = {**lineage, **data_tags, STEP_TAG: "train"}
+    run_tags = {**lineage, **data_tags, **record_tags, STEP_TAG: "train"}
     with mlflow.start_run(run_name=f"{run.dag_id}:{run.run_id}", tags=run_tags) as active:
         mlflow.log_params(
             {
@@ -174,10 +193,7 @@ def train(
             }
         )
         _log_inputs(mlflow, config, snapshot, data.features, data.target, train_mask, holdout_mask)
-        with tempfile.TemporaryDirectory() as tmp:
-            cfg_path = Path(tmp) / "dataset_config.yaml"
-            cfg_path.write_text(yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False))
-            mlflow.log_artifact(str(cfg_path), artifact_path="config")
+        _log_record_artifacts(mlflow, config_text, holdout_predictions)
         example = x_train.head(5)
         signature = infer_signature(example, _output_example(model, example, config.task))
         with registry.quiet_model_io():
@@ -197,7 +213,61 @@ def train(
     new_version = str(info.registered_model_version)
     registry.set_version_tags(settings, name, new_version, {**lineage, **data_tags, "mlflow.run_id": run_id})
     log.info("registered %s version %s from run %s", name, new_version, run_id)
+    record_trained_digest(settings, name, new_version, run)
     return _result(settings, name, exp_id, run_id, new_version)
+
+
+def record_trained_digest(settings: Settings, name: str, version: str, run: RunContext) -> str:
+    """Record the sha256 of every file of the registered version in the warehouse as its ``trained`` digest (and as
+    the ``artifact.sha256`` tag, for people: the warehouse's row is the one loads are checked against)."""
+    from datetime import UTC, datetime
+
+    import mlflow
+
+    from pipelines.core import artifact_digests
+
+    registered = registry.client(settings).get_model_version(name, version)
+    with tempfile.TemporaryDirectory(prefix="trained-") as tmp:
+        local = mlflow.artifacts.download_artifacts(artifact_uri=f"models:/{name}/{version}", dst_path=tmp)
+        digest = artifact_digests.folder_digest(local)
+    artifact_digests.record(
+        settings.warehouse_url,
+        name,
+        version,
+        "trained",
+        digest,
+        at=datetime.fromtimestamp(registered.creation_timestamp / 1000, UTC),
+        actor=run.dag_id,
+        run_key=run.key,
+    )
+    registry.set_version_tags(settings, name, version, {"artifact.sha256": digest.digest})
+    return digest.digest
+
+
+def _log_record_artifacts(mlflow: Any, config_text: str, holdout_predictions: np.ndarray) -> None:
+    """What ``reproduce`` needs besides the snapshot: the effective config and the holdout predictions."""
+    with tempfile.TemporaryDirectory() as tmp:
+        for artifact, write in (
+            (CONFIG_ARTIFACT, lambda path: path.write_text(config_text)),
+            (PREDICTIONS_ARTIFACT, lambda path: np.save(path, holdout_predictions, allow_pickle=False)),
+        ):
+            folder, _, file_name = artifact.rpartition("/")
+            path = Path(tmp) / file_name
+            write(path)
+            mlflow.log_artifact(str(path), artifact_path=folder)
+
+
+def _suite_tags(config: DatasetConfig, settings: Settings, validation: dict[str, Any]) -> dict[str, str]:
+    """The suite the snapshot was validated against: its name, the reviewed file's hash, and the result."""
+    from pipelines.data.validation.suite import suite_path
+
+    path = suite_path(settings.expectations_dir, config.expectation_suite)
+    return {
+        "suite.name": str(validation.get("suite") or config.expectation_suite),
+        "suite.sha256": file_sha256(path) if path.is_file() else "missing",
+        "validation.evaluated": str(validation.get("evaluated", "")),
+        "validation.failed": str(validation.get("failed", "")),
+    }
 
 
 def _output_example(model: Any, example: Any, task: str) -> Any:

@@ -134,7 +134,8 @@ def test_parsing_touches_no_database_network_or_heavy_import(tmp_path: Path, wit
     assert not added & set(HEAVY), f"DAG parsing imported heavy modules: {sorted(added & set(HEAVY))}"
     assert not (tmp_path / "must-not-exist").exists()
     broken = ["broken_yaml", "wrong_metric"] if with_broken_configs else []
-    assert parsed["placeholders"] == sorted(f"{p}_{b}" for p in ("monitor", "replay", "train") for b in broken)
+    prefixes = ("maintain", "monitor", "replay", "train")
+    assert parsed["placeholders"] == sorted(f"{p}_{b}" for p in prefixes for b in broken)
 
 
 def test_one_replay_dag_per_dataset_with_days_to_replay_with_its_params(dagbag) -> None:

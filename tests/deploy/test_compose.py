@@ -26,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
 ENV_EXAMPLE = REPO_ROOT / ".env.example"
 
-ONE_SHOTS = {"preflight", "db-init", "airflow-init"}
+ONE_SHOTS = {"preflight", "db-init", "airflow-init", "mlflow-init"}
 LONG_RUNNING = {
     "postgres",
     "redis",
@@ -145,12 +145,16 @@ def test_start_up_waits_for_health_and_for_the_one_shots(services: dict[str, dic
             # then it waits for the right condition: one-shots to succeed, the others to be healthy
             expected = "service_completed_successfully" if dependency in ONE_SHOTS else "service_healthy"
             assert spec["condition"] == expected, f"{name} -> {dependency}"
-    # and the chain is: preflight -> postgres -> db-init -> airflow-init -> Airflow's components
+    # and the chain is: preflight -> postgres -> db-init -> airflow-init -> Airflow's components, and
+    # db-init -> mlflow -> mlflow-init -> serving and the workers
     assert "preflight" in services["postgres"]["depends_on"]
     assert "postgres" in services["db-init"]["depends_on"]
     assert "db-init" in services["airflow-init"]["depends_on"]
     assert "db-init" in services["mlflow"]["depends_on"]
-    assert {"db-init", "mlflow"} <= set(services["serving"]["depends_on"])
+    # and whatever talks to MLflow waits for its accounts, made once MLflow is healthy
+    assert "mlflow" in services["mlflow-init"]["depends_on"]
+    assert {"db-init", "mlflow-init"} <= set(services["serving"]["depends_on"])
+    assert "mlflow-init" in services["airflow-worker"]["depends_on"]
     for name in AIRFLOW_COMPONENTS:
         assert "airflow-init" in services[name]["depends_on"], name
 
@@ -185,6 +189,22 @@ def test_airflow_mlflow_and_the_warehouse_have_three_distinct_databases(
     assert {(url.host, url.port) for url in urls.values()} == {("postgres", 5432)}
     assert _env(services["db-init"])["STACK_DB_PREFIX"] == "mlops"
     assert make_url(_env(services["db-init"])["STACK_POSTGRES_URL"]).host == "postgres"
+    # and each service reaches them as its own role: the prediction service's may only log (docs/security.md)
+    serving = make_url(_env(services["serving"])["MLOPS_WAREHOUSE_URL"])
+    assert {purpose: url.username for purpose, url in urls.items()} == {
+        "airflow": "mlops_airflow",
+        "mlflow": "mlops_mlflow",
+        "warehouse": "mlops_pipeline",
+    }
+    assert (serving.username, serving.database) == ("mlops_serving", "mlops_warehouse")
+    example = _example_env()
+    assert urls["warehouse"].password == example["POSTGRES_PIPELINE_PASSWORD"]
+    assert serving.password == example["POSTGRES_SERVING_PASSWORD"]
+    db_init = _env(services["db-init"])
+    assert all(db_init[f"POSTGRES_{r}_PASSWORD"] == example[f"POSTGRES_{r}_PASSWORD"] for r in ("AIRFLOW", "SERVING"))
+    # and MLflow's users and permissions (the basic-auth app) have a database of their own on the same server
+    auth = make_url(_env(services["mlflow"])["MLFLOW_AUTH_DATABASE_URI"])
+    assert (auth.host, auth.port, auth.database) == ("postgres", 5432, "mlops_mlflow_auth")
     # Celery's results go to Airflow's database, its messages to Redis
     assert make_url(airflow["AIRFLOW__CELERY__RESULT_BACKEND"].removeprefix("db+")).database == "mlops_airflow"
     assert airflow["AIRFLOW__CELERY__BROKER_URL"] == "redis://redis:6379/0"
@@ -209,6 +229,12 @@ def test_the_pipeline_contract_reaches_every_python_process(services: dict[str, 
         assert env["MLOPS_SERVING_URL"] == "http://serving:8000", name
         assert env["MLOPS_SERVING_ADMIN_TOKEN"] == _example_env()["MLOPS_SERVING_ADMIN_TOKEN"], name
         assert make_url(env["MLOPS_WAREHOUSE_URL"]).database == "mlops_warehouse", name
+    # and MLflow is reached as `pipeline` by Airflow's processes and as the read-only `serving` by the service
+    example = _example_env()
+    for name, account in [*((c, "pipeline") for c in AIRFLOW_COMPONENTS), ("serving", "serving")]:
+        env = _env(services[name])
+        assert env["MLFLOW_TRACKING_USERNAME"] == account, name
+        assert env["MLFLOW_TRACKING_PASSWORD"] == example[f"MLFLOW_{account.upper()}_PASSWORD"], name
     for name in AIRFLOW_COMPONENTS:
         env = _env(services[name])
         assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor", name
@@ -294,3 +320,121 @@ def test_the_real_env_file_is_never_committed() -> None:
         pytest.skip("git is not installed or this is not a git checkout")
     assert subprocess.run([git, "check-ignore", "-q", ".env"], check=False, cwd=REPO_ROOT).returncode == 0
     assert subprocess.run([git, "check-ignore", "-q", ".env.example"], check=False, cwd=REPO_ROOT).returncode == 1
+
+
+def _shell(services: dict[str, dict[str, Any]], name: str, replace: dict[str, str]) -> str:
+    """The ``sh -c`` script of a service's command as it would run here: ``python`` is this interpreter."""
+    command = services[name]["command"]
+    assert command[:2] == ["sh", "-c"], command
+    script = command[2].replace("$$", "$").replace("python -m", f"{sys.executable} -m")
+    for old, new in replace.items():
+        assert old in script, (name, script)
+        script = script.replace(old, new)
+    return script
+
+
+def test_the_airflow_accounts_come_from_the_people_file(services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
+    from pipelines.core.people import load_people
+
+    team = load_people(REPO_ROOT / "pipelines" / "conf" / "people.yaml")
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW"))}
+    # given airflow-init's own command (the migration left out), when it runs twice
+    passwords = tmp_path / "passwords.json"
+    init = _shell(services, "airflow-init", {"exec airflow db migrate": "true"})
+    init_env = {
+        **env,
+        "AIRFLOW_ADMIN_PASSWORD": "from-the-secrets",
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
+        "MLOPS_HOME": str(tmp_path / "runtime"),
+    }
+    first, second = (
+        subprocess.run(["sh", "-c", init], env=init_env, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
+        for _ in range(2)
+    )
+    # then every person has a password in a file only its owner reads, the admin's from the secrets, and the
+    # generated ones were printed the first time only
+    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    kept = yaml.safe_load(passwords.read_text())
+    assert sorted(kept) == sorted(p.name for p in team.users) and kept["admin"] == "from-the-secrets"
+    assert passwords.stat().st_mode & 0o777 == 0o600
+    assert f"ann / {kept['ann']}  (approver)" in first.stdout and "from-the-secrets" not in first.stdout
+    assert second.stdout == ""
+    # and the api-server starts with the people file's users and their Airflow roles
+    api = _shell(
+        services,
+        "airflow-api-server",
+        {"exec airflow api-server --host 0.0.0.0 --port 8080": 'printf %s "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"'},
+    )
+    users = subprocess.run(["sh", "-c", api], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
+    assert users.stdout == team.airflow_users() == "admin:admin,ann:user,omar:op,vera:viewer"
+
+
+def test_mlflow_runs_its_basic_auth_app_and_mlflow_init_makes_the_accounts(
+    services: dict[str, dict[str, Any]], tmp_path: Path
+) -> None:
+    import signal
+
+    import httpx
+
+    from pipelines.stack.processes import free_port, wait_until
+
+    port = free_port()
+    ini = tmp_path / "basic_auth.ini"
+    # given the mlflow service's own command (on a free local port, SQLite stores instead of PostgreSQL)
+    script = _shell(
+        services,
+        "mlflow",
+        {"--host 0.0.0.0 --port 5000": f"--host 127.0.0.1 --port {port}", "/tmp/basic_auth.ini": str(ini)},
+    )
+    base = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW", "MLFLOW_"))}
+    base["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{base.get('PATH', '')}"
+    secrets_ = {
+        "MLFLOW_AUTH_ADMIN_PASSWORD": "admin-from-the-secrets",
+        "MLFLOW_PIPELINE_PASSWORD": "pipeline-from-the-secrets",
+        "MLFLOW_SERVING_PASSWORD": "serving-from-the-secrets",
+    }
+    server_env = {
+        **base,
+        **_env(services["mlflow"]),
+        "MLFLOW_BACKEND_STORE_URI": f"sqlite:///{tmp_path / 'mlflow.db'}",
+        "MLFLOW_AUTH_DATABASE_URI": f"sqlite:///{tmp_path / 'auth.db'}",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(tmp_path / "artifacts"),
+        "MLFLOW_ALLOWED_HOSTS": "localhost:*,127.0.0.1:*",
+        "MLFLOW_WORKERS": "1",
+        "MLFLOW_AUTH_ADMIN_PASSWORD": secrets_["MLFLOW_AUTH_ADMIN_PASSWORD"],
+    }
+    url = f"http://127.0.0.1:{port}"
+    log = (tmp_path / "mlflow.log").open("w")
+    server = subprocess.Popen(
+        ["sh", "-c", script], env=server_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+    try:
+        wait_until(lambda: httpx.get(f"{url}/health", timeout=2).status_code == 200, "MLflow with basic-auth", 120)
+        # when mlflow-init's own command runs (twice: it is idempotent)
+        init = [sys.executable if part == "python" else part for part in services["mlflow-init"]["command"]]
+        init = [url if part == "http://mlflow:5000" else part for part in init]
+        init_env = {**base, **secrets_, "MLOPS_HOME": str(tmp_path / "runtime")}
+        runs = [subprocess.run(init, env=init_env, capture_output=True, text=True, check=False) for _ in range(2)]
+        assert all(r.returncode == 0 for r in runs), [r.stderr[-2000:] for r in runs]
+        # then anonymous requests get 401, the pipeline may write and the serving account may only read
+        api = f"{url}/api/2.0/mlflow/experiments"
+        assert httpx.post(f"{api}/create", json={"name": "anon"}, timeout=10).status_code == 401
+        pipeline = httpx.BasicAuth("pipeline", secrets_["MLFLOW_PIPELINE_PASSWORD"])
+        serving = httpx.BasicAuth("serving", secrets_["MLFLOW_SERVING_PASSWORD"])
+        made = httpx.post(f"{api}/create", json={"name": "by-the-pipeline"}, auth=pipeline, timeout=10)
+        assert made.status_code == 200, made.text
+        seen = httpx.get(f"{api}/get", params={"experiment_id": made.json()["experiment_id"]}, auth=serving, timeout=10)
+        assert seen.status_code == 200
+        # (it may not write into what the pipeline made: MLflow lets any account create experiments of its own)
+        run = {"experiment_id": made.json()["experiment_id"]}
+        runs_api = f"{url}/api/2.0/mlflow/runs/create"
+        assert httpx.post(runs_api, json=run, auth=serving, timeout=10).status_code == 403
+        assert httpx.post(runs_api, json=run, auth=pipeline, timeout=10).status_code == 200
+        # and the auth app's file (it holds the database URL) is private to the container's user; no account file
+        # was written: the passwords come from the secrets
+        assert ini.stat().st_mode & 0o777 == 0o600
+        assert not (tmp_path / "runtime").exists()
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(timeout=30)
+        log.close()

@@ -12,11 +12,13 @@ import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
+import numpy as np
 import pytest
 import yaml
 
 from pipelines import steps
-from pipelines.core import audit, registry
+from pipelines.cli import main
+from pipelines.core import artifact_digests, audit, registry
 from pipelines.core.errors import SmokeTestError
 from pipelines.core.runs import RunContext
 from tests.conftest import REPO_ROOT
@@ -60,6 +62,15 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert again["deploy"]["changed"] is False
     versions = registry.client(isolated_settings).search_model_versions("name = 'flights-delay'")
     assert len(versions) == 1
+    # and v1's files are bound to it: one trained and one approved digest in the warehouse, both the same files,
+    # the approver on the approved one, and the tag people read showing the same sha256
+    digests = artifact_digests.history(isolated_settings.warehouse_url, "flights-delay")
+    assert [(d["model_version"], d["stage"], d["actor"]) for d in digests] == [
+        ("1", "trained", "train_flights"),
+        ("1", "approved", "policy"),
+    ]
+    assert digests[0]["digest"] == digests[1]["digest"] == tags["artifact.sha256"]
+    assert "model.skops" in digests[0]["files"] and "MLmodel" in digests[0]["files"]
 
     # when a crippled model is trained on the same window
     worse = _run_all(RunContext(dag_id="train_flights", run_id="crippled", reason="test"), CRIPPLED)
@@ -75,6 +86,35 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
         (row["model_version"], row["event"]) for row in audit.history(isolated_settings.warehouse_url, "flights-delay")
     ]
     assert ("1", "approved") in events and ("1", "deployed") in events and ("2", "gate_failed") in events
+
+    # when the champion's lineage is asked for, then it names its data, suite, code, config and decisions
+    record = steps.lineage("flights")
+    assert record["model"]["version"] == "1" and record["why"]["run_id"] == "first"
+    assert record["data"]["content_hash"] == first["snapshot"]["data_version"]
+    assert record["data"]["snapshot"].startswith("runs:/") and record["gate"]["decision"] == "passed"
+    assert record["approval"]["by"] == "policy" and record["deployment"]["previous_version"] is None
+    assert record["artifact"]["approved_sha256"] == tags["artifact.sha256"]
+    # and the two versions trained on the same window share one stored snapshot (content-addressed)
+    assert steps.lineage("flights", "2")["data"]["snapshot"] == record["data"]["snapshot"]
+
+    # when each version is rebuilt from its MLflow record, then both give bit-equal holdout predictions, the
+    # crippled one with its run's overrides (the recorded config is the effective one)
+    assert steps.reproduce("flights")["bit_equal"]
+    crippled = steps.reproduce("flights", worse["trained"]["model_version"])
+    assert crippled["bit_equal"] and crippled["holdout_rows"] > 1000
+    assert steps.lineage("flights", "2")["config"]["estimator"] == "sklearn.dummy.DummyClassifier"
+
+    # when the recorded predictions of v2 are changed in the artifact store, then reproduce says so and fails
+    recorded = next(
+        (isolated_settings.home / "mlflow").rglob(f"{worse['trained']['run_id']}/**/holdout_predictions.npy")
+    )
+    values = np.load(recorded)
+    values[7] += 1e-9
+    np.save(recorded, values)
+    assert main(["reproduce", "--dataset", "flights", "--version", "2"]) == 1
+    changed = steps.reproduce("flights", "2")
+    assert not changed["bit_equal"] and changed["differing_values"] == 1
+    assert changed["max_abs_difference"] == pytest.approx(1e-9, rel=1e-3)
 
 
 def test_a_candidate_failing_its_smoke_test_is_never_champion_and_rollback_works(

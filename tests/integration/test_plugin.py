@@ -177,7 +177,8 @@ def _airflow_env(tmp: Path, port: int) -> dict[str, str]:
             "AIRFLOW__CORE__PARALLELISM": "4",
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{tmp / 'airflow' / 'airflow.db'}",
             "AIRFLOW__CORE__AUTH_MANAGER": SIMPLE_AUTH_MANAGER,
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin",
+            # the shipped people file's admin and approver (the DAG names its approvers as the approval's respondents)
+            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": "admin:admin,ann:user",
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(tmp / "passwords.json"),
             "AIRFLOW__API_AUTH__JWT_SECRET": secrets.token_hex(32),
             "AIRFLOW__API__BASE_URL": f"http://127.0.0.1:{port}",
@@ -213,8 +214,8 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
     port = _free_port()
     url = f"http://127.0.0.1:{port}"
     env = _airflow_env(tmp, port)
-    password = secrets.token_urlsafe(12)
-    (tmp / "passwords.json").write_text(json.dumps({"admin": password}))
+    password, approver_password = secrets.token_urlsafe(12), secrets.token_urlsafe(12)
+    (tmp / "passwords.json").write_text(json.dumps({"admin": password, "ann": approver_password}))
 
     # Data Docs as GX lays them out (an index and one validation page), and a file outside the site.
     site = _site_dir(env)
@@ -288,10 +289,13 @@ def airflow(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Airflow]:
         airflow.run_ids[DAG_ID] = _wait_until(waiting_run, 180, "the approval step", test_log)
         # The approver sees the candidate's model version while deciding.
         airflow.approve_link_while_waiting = airflow.links(DAG_ID, "approve")["Model version"]
+        approver = httpx.post(
+            f"{url}/auth/token", json={"username": "ann", "password": approver_password}, timeout=30
+        ).json()["access_token"]
         answer = httpx.patch(
             f"{url}/api/v2/dags/{DAG_ID}/dagRuns/{airflow.run_ids[DAG_ID]}/taskInstances/approve/-1/hitlDetails",
             json={"chosen_options": ["Approve"], "params_input": {}},
-            headers={"Authorization": f"Bearer {token}"},
+            headers={"Authorization": f"Bearer {approver}"},
             timeout=30,
         )
         assert answer.status_code == 200, answer.text

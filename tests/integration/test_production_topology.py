@@ -16,6 +16,7 @@ from pathlib import Path
 import mlflow.artifacts
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from pipelines.core import registry
 from pipelines.core.settings import get_settings
@@ -77,15 +78,67 @@ def test_every_store_of_the_topology_is_postgresql_and_the_executor_is_celery(st
     # then Airflow, MLflow and the warehouse each have their own PostgreSQL database and tasks go through Redis
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__BROKER_URL"].startswith("redis://")
-    urls = {purpose: stack.database_url(purpose) for purpose in ("airflow", "mlflow", "warehouse")}
+    urls = {purpose: stack.database_url(purpose) for purpose in ("airflow", "mlflow", "mlflow_auth", "warehouse")}
     assert all(url.startswith("postgresql+psycopg2://") for url in urls.values())
-    assert len({url.rsplit("/", 1)[1] for url in urls.values()}) == 3
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == urls["airflow"]
-    assert env["MLOPS_WAREHOUSE_URL"] == urls["warehouse"] == get_settings().warehouse_url
-    assert "--backend-store-uri" in (command := services.mlflow_service(stack).command)
-    assert command[command.index("--backend-store-uri") + 1] == urls["mlflow"]
+    assert len({url.rsplit("/", 1)[1] for url in urls.values()}) == 4
+    # each reached as the service's own role
+    prefix = stack.db_prefix
+    airflow_db = make_url(env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"])
+    assert (airflow_db.database, airflow_db.username) == (f"{prefix}_airflow", f"{prefix}_airflow")
+    warehouse = make_url(env["MLOPS_WAREHOUSE_URL"])
+    assert (warehouse.database, warehouse.username) == (f"{prefix}_warehouse", f"{prefix}_pipeline")
+    assert get_settings().warehouse_url == env["MLOPS_WAREHOUSE_URL"]
+    command = services.mlflow_service(stack).command
+    assert "--backend-store-uri" in command
+    mlflow_db = make_url(command[command.index("--backend-store-uri") + 1])
+    assert (mlflow_db.database, mlflow_db.username) == (f"{prefix}_mlflow", f"{prefix}_mlflow")
+    serving_db = make_url(services.serving_service(stack).env["MLOPS_WAREHOUSE_URL"])
+    assert (serving_db.database, serving_db.username) == (f"{prefix}_warehouse", f"{prefix}_serving")
     # and both workers answer over the broker
     assert services.workers_answering(stack) == {services.worker_name(stack, 1), services.worker_name(stack, 2)}
+
+
+def test_mlflow_refuses_anonymous_requests_and_the_serving_account_can_only_read(
+    stack: StackSettings, trained: dict[str, object]
+) -> None:
+    import httpx
+
+    from pipelines.stack import mlflow_auth
+
+    api = f"{stack.mlflow_url}/api/2.0/mlflow"
+    create = {"name": "written-by-an-intruder"}
+    passwords = mlflow_auth.accounts(stack)
+    # given the production stack's MLflow (the basic-auth app), when an anonymous client writes or reads
+    # then it gets 401, and nothing is created
+    assert httpx.post(f"{api}/experiments/create", json=create, timeout=10).status_code == 401
+    assert httpx.get(f"{api}/registered-models/get", params={"name": "flights-delay"}, timeout=10).status_code == 401
+    assert httpx.get(f"{stack.mlflow_url}/health", timeout=10).status_code == 200  # health stays open
+    # and the serving account reads the registry but may not log into the pipeline's experiment, tag a version or
+    # move an alias (403)
+    serving = httpx.BasicAuth(mlflow_auth.SERVING, passwords[mlflow_auth.SERVING])
+    got = httpx.get(
+        f"{api}/registered-models/alias",
+        params={"name": "flights-delay", "alias": "champion"},
+        auth=serving,
+        timeout=10,
+    )
+    assert got.status_code == 200 and got.json()["model_version"]["version"] == "1"
+    champion = registry.alias_version(get_settings(), "flights-delay", registry.CHAMPION)
+    assert champion is not None and champion.run_id
+    run = {"experiment_id": registry.client(get_settings()).get_run(champion.run_id).info.experiment_id}
+    assert httpx.post(f"{api}/runs/create", json=run, auth=serving, timeout=10).status_code == 403
+    move = {"name": "flights-delay", "alias": "champion", "version": "1"}
+    assert httpx.post(f"{api}/registered-models/alias", json=move, auth=serving, timeout=10).status_code == 403
+    tag = {"name": "flights-delay", "version": "1", "key": "approval.status", "value": "approved"}
+    assert httpx.post(f"{api}/model-versions/set-tag", json=tag, auth=serving, timeout=10).status_code == 403
+    # and a wrong password is refused like no password
+    wrong = httpx.BasicAuth(mlflow_auth.PIPELINE, "not-the-password")
+    assert httpx.post(f"{api}/experiments/create", json=create, auth=wrong, timeout=10).status_code == 401
+    # and the services run as those accounts: the pipeline's tasks (they trained v1) and the service read only
+    assert services.stack_env(stack)["MLFLOW_TRACKING_USERNAME"] == mlflow_auth.PIPELINE
+    assert services.serving_service(stack).env["MLFLOW_TRACKING_USERNAME"] == mlflow_auth.SERVING
+    assert (stack.mlflow_dir / "accounts.json").stat().st_mode & 0o777 == 0o600
+    assert passwords[mlflow_auth.ADMIN] not in (stack.mlflow_dir / "basic_auth.ini").read_text()
 
 
 def test_train_flights_with_its_approval_runs_to_success_on_both_workers(
@@ -116,7 +169,7 @@ def test_the_registry_alias_tags_and_artifacts_are_in_mlflow_on_postgresql(
     assert version is not None and str(version.version) == "1"
     tags = dict(version.tags)
     assert tags["airflow.run_id"] == trained["result"].run_id  # type: ignore[attr-defined]
-    assert tags["approval.status"] == "approved" and tags["approval.by"] == stack.airflow_admin_user
+    assert tags["approval.status"] == "approved" and tags["approval.by"] == "ann"  # the people file's approver
     assert tags["deploy.status"] == "champion"
     # and the model's files come back through the MLflow server, which keeps them in its artifacts folder
     model_dir = Path(
@@ -173,3 +226,39 @@ def test_replayed_predictions_and_monitoring_land_in_the_postgresql_warehouse(
     engine.dispose()
     assert logged == replay["answered"] > 0
     assert [row[0] for row in results] == [checked["status"]]
+
+
+def test_each_service_has_its_own_database_role_and_the_serving_role_only_logs(
+    stack: StackSettings, trained: dict[str, object]
+) -> None:
+    from datetime import UTC, datetime
+
+    from pipelines import steps
+
+    # given the warehouse after a deployment, with outcomes recorded by the pipeline's role
+    steps.record_outcomes("flights", "2013-03-01", "2013-03-02", datetime(2026, 1, 1, tzinfo=UTC))
+    serving = sa.create_engine(services.serving_service(stack).env["MLOPS_WAREHOUSE_URL"], poolclass=sa.NullPool)
+    try:
+        with serving.connect() as conn:
+            # then the serving role reads the approved digests and logs predictions
+            assert conn.execute(sa.text("SELECT count(*) FROM model_artifact_digests")).scalar_one() >= 2
+            assert conn.execute(sa.text("SELECT count(*) FROM prediction_log")).scalar_one() >= 0
+        # and it may not change ground truth, delete from the audit trail or read the source table
+        for statement in (
+            "UPDATE ground_truth SET label = 1 - label",
+            "DELETE FROM model_audit",
+            "UPDATE model_artifact_digests SET digest = 'x'",
+            "SELECT count(*) FROM flights",
+            "CREATE TABLE planted (x int)",
+        ):
+            with serving.connect() as conn, pytest.raises(sa.exc.ProgrammingError, match="permission denied"):
+                conn.execute(sa.text(statement))
+    finally:
+        serving.dispose()
+    # and no service's role reaches another's database: the serving and pipeline roles cannot open Airflow's
+    for role in ("serving", "pipeline"):
+        url = make_url(services.database_url(stack, "airflow", role))  # type: ignore[arg-type]
+        engine = sa.create_engine(url, poolclass=sa.NullPool)
+        with pytest.raises(sa.exc.OperationalError, match="permission denied for database"):
+            engine.connect().close()
+        engine.dispose()

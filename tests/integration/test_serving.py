@@ -31,12 +31,15 @@ import pytest
 import sqlalchemy as sa
 
 from pipelines import steps
-from pipelines.core import registry
+from pipelines.core import audit, registry
 from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings, get_settings
-from pipelines.stack.processes import Service, free_port, wait_until
+from pipelines.core.warehouse import get_engine
+from pipelines.stack.processes import Service, wait_until
 from pipelines.stack.settings import StackSettings
+from tests.conftest import POSTGRES_SERVER, throwaway_postgres
 from tests.integration.conftest import SHARED
+from tests.netcut import TcpRelay
 from tests.stack import pointed_at, service_env, start_service, write_dataset
 
 pytestmark = [pytest.mark.integration, SHARED]
@@ -66,7 +69,8 @@ def trained(
     example_runs: dict[str, dict[str, Any]],
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Registry]:
-    """On the shared stack's MLflow: Jan-Mar 2013 seeded; v1 (Jan-Feb), v2 (other params), v3 (to be broken). The
+    """On the shared stack's MLflow: Jan-Mar 2013 seeded; v1 (Jan-Feb), v2 (other params), v3 (to be broken after
+    its approval), each approved (as a person would: never deployed by the module's fixture). The
     module's services read a folder of their own: this dataset and the wine example (trained by ``example_runs``)."""
     assert example_runs[OTHER]["state"] == "success", example_runs[OTHER]["tasks"]
     datasets = tmp_path_factory.mktemp("serving-datasets")
@@ -87,6 +91,17 @@ def trained(
                 "snapshot": snapshot,
                 "trained": steps.train(DATASET, run, snapshot, validation, overrides),
             }
+            # only approved versions are served: the approval records the digest the service checks at load
+            steps.record_approval(
+                DATASET,
+                run,
+                versions[run_id]["trained"],
+                status="approved",
+                decided_by="test",
+                decided_at=AT,
+                mode="manual",
+                overrides=overrides,
+            )
         env = {k: v for k, v in service_env(shared_stack).items() if k != "MLOPS_SERVING_URL"}
         env["MLOPS_DATASETS_DIR"] = str(datasets)
         reg = Registry(env, get_settings(), versions)
@@ -323,7 +338,7 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(trained: Regi
     _, records = holdout_records(trained, 1)
     trained.set_champion("2")
     wait_for_version(service, "2")
-    # given version 3 whose serialized model is corrupt in the artifact store
+    # given version 3, approved, whose serialized model was overwritten in the artifact store since
     _break_version(trained, "3")
     # when the champion alias moves to it and the service is told
     trained.set_champion("3")
@@ -333,17 +348,20 @@ def test_a_broken_version_is_refused_and_the_old_one_keeps_serving(trained: Regi
         "the service to refuse v3",
         120,
     )
-    # then it reports the refusal and keeps answering with v2
+    # then it refuses v3 before deserialising anything (its files are not the approved ones) and keeps v2
     status = httpx.get(f"{service}/model", timeout=5).json()
-    assert status["version"] == "2" and "could not be loaded" in status["last_error"]["error"]
+    assert status["version"] == "2" and "changed: model.skops" in status["last_error"]["error"], status
     response = httpx.post(f"{service}/predict", json={"records": records}, timeout=30)
     assert response.status_code == 200 and response.json()["model_version"] == "2"
     metrics = httpx.get(f"{service}/metrics", timeout=5).text
-    assert f'mlops_model_loads_total{{dataset="{DATASET}",outcome="failure"}} 1.0' in metrics
+    assert f'mlops_model_loads_total{{dataset="{DATASET}",outcome="refused"}} 1.0' in metrics
     # and the other dataset of the same process keeps serving, untouched by the refusal
     wine = httpx.post(f"{service}/predict/{OTHER}", json={"records": wine_records(trained, 3)}, timeout=30)
     assert wine.status_code == 200 and len(wine.json()["predictions"]) == 3
     assert f'mlops_model_loads_total{{dataset="{OTHER}",outcome="failure"}}' not in metrics
+    # and the refusal is in the audit trail, by the service
+    refused = [e for e in audit.history(trained.settings.warehouse_url, MODEL) if e["event"] == "artifact_refused"]
+    assert [(e["model_version"], e["actor"]) for e in refused] == [("3", "serving")], refused
     trained.set_champion("2")
 
 
@@ -488,45 +506,63 @@ def test_an_unreachable_log_database_costs_records_not_answers_and_a_dead_writer
     trained: Registry, tmp_path_factory: pytest.TempPathFactory
 ) -> None:
 
+    from pipelines.core.artifact_digests import digest_table
+
     _, records = holdout_records(trained, 20)
-    # given a service whose prediction log holds at most 100 records and whose warehouse cannot be reached
+    # given a service whose prediction log holds at most 100 records, on a PostgreSQL warehouse reached through a
+    # relay, holding the approved digests of the module's versions (a service never loads what it cannot verify)
     datasets = tmp_path_factory.mktemp("datasets")
     write_dataset(datasets, DATASET, table=DATASET, model=MODEL, serving={"log_queue_records": 100})
-    env = {
-        **trained.env,
-        "MLOPS_DATASETS_DIR": str(datasets),
-        "MLOPS_WAREHOUSE_URL": f"postgresql+psycopg2://postgres@127.0.0.1:{free_port()}/nowhere",
-    }
-    proc, url = service_of(
-        Registry(env, trained.settings, trained.versions), tmp_path_factory.mktemp("unreachable"), name="serving-nodb"
-    )
-    try:
-        # when 30 requests of 20 records are answered
-        statuses = [httpx.post(f"{url}/predict", json={"records": records}, timeout=30).status_code for _ in range(30)]
-        # then every request is answered, without waiting on the failing database
-        assert statuses == [200] * 30
-        # and what the log could not keep is counted and reported: 100 queued, the other 500 dropped
-        log_state = httpx.get(f"{url}/model", timeout=5).json()["prediction_log"]
-        assert log_state["queued"] == 100 and log_state["dropped"] == 500 and log_state["written"] == 0
-        assert log_state["last_error"]
-        assert "mlops_prediction_log_dropped_records 500.0" in httpx.get(f"{url}/metrics", timeout=5).text
-        assert httpx.get(f"{url}/ready", timeout=5).status_code == 200  # a failing database is not a dead writer
+    with throwaway_postgres("serving_nodb") as pg_url:
+        digest_table.metadata.create_all(get_engine(pg_url), tables=[digest_table])
+        with get_engine(trained.settings.warehouse_url).connect() as source, get_engine(pg_url).begin() as target:
+            rows = source.execute(sa.select(digest_table).where(digest_table.c.model_name == MODEL)).mappings().all()
+            target.execute(sa.insert(digest_table), [{k: v for k, v in r.items() if k != "id"} for r in rows])
+        host, port = POSTGRES_SERVER.split(":")
+        relay = TcpRelay(host, int(port))
+        relayed = sa.engine.make_url(pg_url).set(host="127.0.0.1", port=relay.port)
+        env = {
+            **trained.env,
+            "MLOPS_DATASETS_DIR": str(datasets),
+            "MLOPS_WAREHOUSE_URL": relayed.render_as_string(hide_password=False),
+        }
+        proc, url = service_of(
+            Registry(env, trained.settings, trained.versions), tmp_path_factory.mktemp("unreachable"), "serving-nodb"
+        )
+        try:
+            _answer_through_an_outage(proc, url, relay, records)
+        finally:
+            relay.cut()
+            proc.stop()
 
-        # when the prediction log's writer process dies
-        pid = proc.pid()
-        assert pid is not None
-        writers = [
-            p for p in psutil.Process(pid).children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())
-        ]
-        assert len(writers) == 1, [p.cmdline() for p in writers]
-        writers[0].kill()  # the service reaps it: a zombie until then, so its end is seen through the service
-        # then the service says it is not ready, and why, while it still answers
-        wait_until(lambda: httpx.get(f"{url}/ready", timeout=5).status_code == 503, "the service to be unready", 10)
-        assert "writer process is not running" in httpx.get(f"{url}/ready", timeout=5).json()["reason"]
-        assert httpx.get(f"{url}/v2/health/ready", timeout=5).status_code != 200
-        assert httpx.post(f"{url}/predict", json={"records": records}, timeout=30).status_code == 200
-    finally:
-        proc.stop()
+
+def _answer_through_an_outage(proc: Service, url: str, relay: TcpRelay, records: list[dict[str, Any]]) -> None:
+    # when the warehouse goes away after the service loaded its champion
+    relay.cut()
+    # and 30 requests of 20 records are answered
+    statuses = [httpx.post(f"{url}/predict", json={"records": records}, timeout=30).status_code for _ in range(30)]
+    # then every request is answered, without waiting on the failing database
+    assert statuses == [200] * 30
+    # and what the log could not keep is counted and reported: 100 queued, the other 500 dropped
+    log_state = httpx.get(f"{url}/model", timeout=5).json()["prediction_log"]
+    assert log_state["queued"] == 100 and log_state["dropped"] == 500 and log_state["written"] == 0
+    assert log_state["last_error"]
+    assert "mlops_prediction_log_dropped_records 500.0" in httpx.get(f"{url}/metrics", timeout=5).text
+    assert httpx.get(f"{url}/ready", timeout=5).status_code == 200  # a failing database is not a dead writer
+
+    # when the prediction log's writer process dies
+    pid = proc.pid()
+    assert pid is not None
+    writers = [
+        p for p in psutil.Process(pid).children(recursive=True) if "resource_tracker" not in " ".join(p.cmdline())
+    ]
+    assert len(writers) == 1, [p.cmdline() for p in writers]
+    writers[0].kill()  # the service reaps it: a zombie until then, so its end is seen through the service
+    # then the service says it is not ready, and why, while it still answers
+    wait_until(lambda: httpx.get(f"{url}/ready", timeout=5).status_code == 503, "the service to be unready", 10)
+    assert "writer process is not running" in httpx.get(f"{url}/ready", timeout=5).json()["reason"]
+    assert httpx.get(f"{url}/v2/health/ready", timeout=5).status_code != 200
+    assert httpx.post(f"{url}/predict", json={"records": records}, timeout=30).status_code == 200
 
 
 def test_a_replayed_day_with_rejected_requests_is_not_marked_done(trained: Registry, service: str) -> None:
@@ -597,12 +633,14 @@ def test_two_workers_on_one_port_share_the_load_switch_together_and_log_every_re
         assert after == [(200, "2")] * 20, "a worker still answered with v1 after deploy's wait"
 
         # then every record answered is logged exactly once (the retried request once), across both writers
-        expected = 60 * 20 + 20 + 20 * 20
-        wait_until(
-            lambda: httpx.get(f"{url}/models", timeout=5).json()["prediction_log"]["written"] >= expected,
-            "both workers' logs to be written",
-            60,
-        )
+        # (the writers count every submitted record as written, a retry's ignored duplicates too: wait for all 1,700)
+        expected, submitted = 60 * 20 + 20 + 20 * 20, (60 + 5 + 20) * 20
+
+        def all_written() -> bool:
+            counts = httpx.get(f"{url}/models", timeout=5).json()["prediction_log"]
+            return bool(counts["written"] >= submitted and counts["queued"] == 0)
+
+        wait_until(all_written, "both workers' logs to be written", 60)
         logged = _logged(trained.settings, "w2-")
         assert len(logged) == expected
         assert not logged.duplicated(["request_id", "record_index"]).any()

@@ -16,7 +16,7 @@ import pytest
 from pipelines import steps
 from pipelines.core import audit, registry
 from pipelines.core.settings import get_settings
-from pipelines.stack.airflow_client import AirflowClient
+from pipelines.stack.airflow_client import AirflowApiError, AirflowClient
 from pipelines.stack.dag_runs import APPROVAL_TASK, answer_when_parked, client, run_training, wait_for_dag
 from pipelines.stack.settings import StackSettings
 from tests.integration.conftest import SHARED
@@ -30,6 +30,7 @@ MODEL = "flights-delay-train"
 # Two months: the smallest window on which the shipped gate policy (slice floors included) passes.
 WINDOW = {"window_start": "2013-01-01", "window_end": "2013-03-01"}
 CRIPPLED = {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"strategy": "prior"}}}
+APPROVER = "ann"  # the approver of the shipped people file: the only user Airflow lets answer an approval
 QUICK = "flights_quick"  # a second dataset made of config only: 1-minute approvals, its own model
 
 
@@ -104,13 +105,13 @@ def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: 
     assert tags["run.reason"] == "integration test"
     assert tags["data.window"] == "[2013-01-01, 2013-03-01)" and len(tags["data.version"]) == 16
     assert tags["gate.decision"] == "passed"
-    assert tags["approval.status"] == "approved" and tags["approval.by"] == stack.airflow_admin_user
+    assert tags["approval.status"] == "approved" and tags["approval.by"] == APPROVER
     assert tags["approval.mode"] == "manual" and tags["approval.comment"] == "looks good"
     assert tags["deploy.status"] == "champion"
 
     # and the audit table says who approved it
     events = audit.history(get_settings().warehouse_url, MODEL)
-    assert ("1", "approved", stack.airflow_admin_user) in [(e["model_version"], e["event"], e["actor"]) for e in events]
+    assert ("1", "approved", APPROVER) in [(e["model_version"], e["event"], e["actor"]) for e in events]
 
 
 def test_a_crippled_model_is_refused_by_the_gate_and_the_champion_stays(stack: StackSettings, api) -> None:
@@ -153,7 +154,7 @@ def test_a_run_whose_overrides_loosen_policy_fails_at_its_first_task(stack: Stac
     assert state == "failed" and states["extract"] == "failed", states
     assert all(states[t] in ("upstream_failed", "skipped", None) for t in ("train", "gate", "deploy")), states
     # and the task's log names the key refused
-    assert "overrides may not change approval" in api.task_log(DAG, run_id, "extract")
+    assert "overrides may not change approval.mode" in api.task_log(DAG, run_id, "extract")
     assert _champion_version() == before
 
 
@@ -165,8 +166,22 @@ def test_a_rejected_candidate_is_tagged_and_never_deployed(stack: StackSettings,
     detail = api.hitl_detail(DAG, run_id, APPROVAL_TASK)
     assert "Gate: passed" in detail["body"] and "MLflow run" in detail["body"]
 
-    # when ops reject it in Airflow with a comment
-    answer_when_parked(api, stack, DAG, run_id, APPROVAL_TASK, "Reject", {"comment": "not this week"})
+    # when a viewer, an operator or the admin tries to answer it, then Airflow refuses: only approvers may
+    for user in ("vera", "omar", stack.airflow_admin_user):
+        other = client(stack, user)
+        try:
+            with pytest.raises(AirflowApiError, match="403"):
+                other.answer(DAG, run_id, APPROVAL_TASK, "Approve", {"comment": f"{user} says yes"})
+        finally:
+            other.close()
+    assert api.task_states(DAG, run_id)[APPROVAL_TASK] == "awaiting_input"
+
+    # when the approver rejects it in Airflow with a comment
+    approver = client(stack, APPROVER)
+    try:
+        answer_when_parked(approver, stack, DAG, run_id, APPROVAL_TASK, "Reject", {"comment": "not this week"})
+    finally:
+        approver.close()
     state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
 
     # then deploy is skipped, the version says who rejected it and why, and the champion stays
@@ -175,7 +190,7 @@ def test_a_rejected_candidate_is_tagged_and_never_deployed(stack: StackSettings,
     version = api.xcom(DAG, run_id, "train")["model_version"]
     tags = _version_tags(version)
     assert tags["approval.status"] == "rejected" and tags["approval.comment"] == "not this week"
-    assert tags["approval.by"] == stack.airflow_admin_user
+    assert tags["approval.by"] == APPROVER
     assert "deploy.status" not in tags
     assert _champion_version() == before
 

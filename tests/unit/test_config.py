@@ -167,17 +167,17 @@ def test_overrides_are_merged_and_validated(flights_config: DatasetConfig) -> No
 @pytest.mark.parametrize(
     ("overrides", "named"),
     [
-        ({"approval": {"mode": "auto"}}, "approval"),
-        ({"gate": {"min_improvement": -1.0}}, "gate"),
+        ({"approval": {"mode": "auto"}}, "approval.mode"),
+        ({"gate": {"min_improvement": -1.0}}, "gate.min_improvement"),
         ({"deploy": {}}, "deploy"),
-        ({"serving": {"max_records": 10}}, "serving"),
-        ({"monitoring": {"drift": {"share": 1.0}}}, "monitoring"),
-        ({"retraining": {"approval": "auto"}}, "retraining"),
+        ({"serving": {"max_records": 10}}, "serving.max_records"),
+        ({"monitoring": {"drift": {"share": 1.0}}}, "monitoring.drift"),
+        ({"retraining": {"approval": "auto"}}, "retraining.approval"),
         ({"features": []}, "features"),
         ({"model": {"registered_name": "wine-quality"}}, "model.registered_name"),
         ({"model": {"skops_trusted_types": ["builtins.eval"]}}, "model.skops_trusted_types"),
         ({"model": "sklearn.dummy.DummyClassifier"}, "model"),
-        ({"split": {"holdout_fraction": 0.01}}, "split"),
+        ({"split": {"holdout_fraction": 0.01}}, "split.holdout_fraction"),
         ({"model": {"threshold": 0.01}}, "model.threshold"),
     ],
 )

@@ -11,7 +11,7 @@ import pytest
 from tests.conftest import REPO_ROOT
 
 # The loop's order. `cli` and `steps` wire the stages for the shell and Airflow, so they come last.
-STAGES = ("core", "data", "training", "release", "serving", "monitoring", "stack")
+STAGES = ("core", "data", "training", "release", "serving", "monitoring", "trace", "stack")
 WIRING = ("__init__", "__main__", "cli", "steps")
 
 
@@ -148,7 +148,8 @@ def test_a_planted_import_against_the_flow_is_named(tmp_path: Path) -> None:
     # when the layering is checked, then the offending import is named with its file and line
     assert layering_violations(root) == [
         "pipelines/training/train.py:2: pipelines.training.train imports pipelines.serving.app "
-        "(serving comes after training in core -> data -> training -> release -> serving -> monitoring -> stack)"
+        "(serving comes after training in core -> data -> training -> release -> serving -> monitoring -> trace "
+        "-> stack)"
     ]
     # and the two modules form a cycle
     assert import_cycles(root) == [["pipelines.serving.app", "pipelines.training.train", "pipelines.serving.app"]]

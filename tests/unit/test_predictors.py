@@ -25,7 +25,6 @@ from pipelines.serving.parsing import Batch, parse_batch
 from pipelines.serving.predictors import (
     CompiledPredictor,
     FramePredictor,
-    PyfuncPredictor,
     batch_frame,
     best_predictor,
     known_categories,
@@ -422,25 +421,6 @@ def test_the_shipped_regression_model_gives_its_values_from_compiled_trees(minut
     assert out.shape == (200,) and output_problem(out, 200, "regression") is None
     # and a regression output is not held to [0, 1]
     assert (out < 0).any() or (out > 1).any()
-
-
-def test_pyfunc_outputs_are_shaped_per_task() -> None:
-    contract = InputContract((FieldSpec("x", "numeric", nullable=False, minimum=0, maximum=1),))
-    batch = probe_batch(contract, {}, 4)
-
-    class Fixed:
-        def __init__(self, out: np.ndarray) -> None:
-            self.out = out
-
-        def predict(self, _frame: pd.DataFrame) -> np.ndarray:
-            return self.out
-
-    two = np.array([[0.9, 0.1], [0.2, 0.8], [0.5, 0.5], [0.0, 1.0]])
-    three = np.full((4, 3), 1 / 3)
-    assert PyfuncPredictor(Fixed(two), contract).predict(batch).tolist() == [0.1, 0.8, 0.5, 1.0]
-    assert PyfuncPredictor(Fixed(three), contract, "multiclass").predict(batch).shape == (4, 3)
-    column = np.array([[1.5], [2.5], [-1.0], [0.0]])
-    assert PyfuncPredictor(Fixed(column), contract, "regression").predict(batch).tolist() == [1.5, 2.5, -1.0, 0.0]
 
 
 @pytest.mark.parametrize(

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,7 +45,14 @@ def test_bad_values_are_refused_with_the_variable_named(monkeypatch: pytest.Monk
         StackSettings()
 
 
-_PROFILE_VARS = ("MLOPS_PROFILE", "MLOPS_HOME", "STACK_POSTGRES_URL", "STACK_DB_PREFIX", "STACK_REDIS_URL")
+_PROFILE_VARS = (
+    "MLOPS_PROFILE",
+    "MLOPS_HOME",
+    "STACK_POSTGRES_URL",
+    "STACK_DB_PREFIX",
+    "STACK_REDIS_URL",
+    *(f"POSTGRES_{role}_PASSWORD" for role in ("AIRFLOW", "MLFLOW", "PIPELINE", "SERVING")),
+)
 
 
 def test_the_embedded_profile_keeps_every_store_in_sqlite_files(
@@ -79,7 +87,7 @@ def test_one_switch_moves_every_store_to_postgresql_and_the_executor_to_celery(
     monkeypatch.setenv("STACK_REDIS_URL", "redis://broker.internal:6380/2")
     monkeypatch.setenv("CELERY_WORKERS", "3")
     # when the stack's environment is built
-    from pipelines.stack.services import celery_workers, stack_env, worker_name
+    from pipelines.stack.services import celery_workers, database_url, stack_env, worker_name
 
     assert StackSettings().home == REPO_ROOT / "runtime" / "prod-local"  # its own runtime folder by default
     monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
@@ -87,13 +95,21 @@ def test_one_switch_moves_every_store_to_postgresql_and_the_executor_to_celery(
     env = stack_env(stack)
     # then Airflow, MLflow and the warehouse each get their own database on that server
     base = "postgresql+psycopg2://ops:pw@db.internal:5433/team_a_"
-    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == base + "airflow"
-    assert stack.database_url("mlflow") == base + "mlflow"
-    assert env["MLOPS_WAREHOUSE_URL"] == base + "warehouse"
+    assert stack.database_url("mlflow") == base + "mlflow"  # as the server's admin (creates them)
+    # and each service reaches its database as its own role, with a password generated once and kept 0600
+    passwords = json.loads((tmp_path / "postgres_roles.json").read_text())
+    assert (tmp_path / "postgres_roles.json").stat().st_mode & 0o777 == 0o600
+    role = "postgresql+psycopg2://team_a_{0}:{1}@db.internal:5433/team_a_{2}"
+    assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == role.format("airflow", passwords["airflow"], "airflow")
+    assert env["MLOPS_WAREHOUSE_URL"] == role.format("pipeline", passwords["pipeline"], "warehouse")
+    assert database_url(stack, "warehouse", "serving") == role.format("serving", passwords["serving"], "warehouse")
+    assert len(set(passwords.values())) == 4
     # and tasks go through that broker to this stack's own queue, with results in the metadata database
     assert env["AIRFLOW__CORE__EXECUTOR"] == "CeleryExecutor"
     assert env["AIRFLOW__CELERY__BROKER_URL"] == "redis://broker.internal:6380/2"
-    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == "db+postgresql://ops:pw@db.internal:5433/team_a_airflow"
+    assert env["AIRFLOW__CELERY__RESULT_BACKEND"] == (
+        f"db+postgresql://team_a_airflow:{passwords['airflow']}@db.internal:5433/team_a_airflow"
+    )
     assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "team_a"
     # and the slots cover every worker, each a process with its own name and log port
     assert int(env["AIRFLOW__CORE__PARALLELISM"]) == 3 * stack.celery_concurrency

@@ -100,6 +100,32 @@ def _forget_run(settings: Settings, suite: str, run_key: str) -> None:
             log.info("replacing the earlier validation of run %s (%s)", run_key, folder)
 
 
+def validated_run_keys(settings: Settings, suite: str) -> list[str]:
+    """The run keys with a stored validation result of ``suite``."""
+    folder = gx_context_dir(settings) / "uncommitted" / "validations" / suite
+    return sorted(p.name for p in folder.iterdir() if p.is_dir()) if folder.is_dir() else []
+
+
+def forget_validations(settings: Settings, suite: str, run_keys: list[str]) -> int:
+    """Remove the stored results and Data Docs pages of ``suite`` for ``run_keys`` and rebuild the site's index
+    (so it links to no removed page); the bytes freed."""
+    if not run_keys:
+        return 0
+    freed = 0
+    with _gx_lock(settings):
+        for run_key in run_keys:
+            for folder in (
+                gx_context_dir(settings) / "uncommitted" / "validations" / suite / run_key,
+                data_docs_site_dir(settings) / "validations" / suite / run_key,
+            ):
+                if folder.is_dir():
+                    freed += sum(f.stat().st_size for f in folder.rglob("*") if f.is_file())
+                    shutil.rmtree(folder)
+        get_context(settings).build_data_docs(site_names=[SITE_NAME])
+    log.info("removed %d validation results of suite %s (%d bytes)", len(run_keys), suite, freed)
+    return freed
+
+
 def _run_checkpoint(
     context: FileDataContext, suite: ExpectationSuite, asset_name: str, frame: pd.DataFrame, run_key: str
 ) -> CheckpointResult:

@@ -1,0 +1,82 @@
+"""The people who work in the Airflow UI, and what each may do: ``pipelines/conf/people.yaml`` (reviewed, in git,
+no passwords) or the file ``MLOPS_PEOPLE_FILE`` names.
+
+Roles: ``approver`` (answers approvals; Airflow's ``User`` role), ``operator`` (triggers, clears and watches runs;
+Airflow's ``Op`` role, which cannot answer an approval), ``viewer`` (reads; Airflow's ``Viewer``) and ``admin``
+(Airflow's ``Admin``; not an approver unless listed as one). The training DAGs name the approvers as the only
+respondents of their approval task, so Airflow itself refuses (403) an answer from anyone else, and the approver's
+own user name is what the model version's tags and the audit trail record.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.core.errors import ConfigError
+
+Role = Literal["admin", "approver", "operator", "viewer"]
+
+# Our roles as the roles of Airflow's simple auth manager.
+AIRFLOW_ROLES: dict[str, str] = {"admin": "admin", "approver": "user", "operator": "op", "viewer": "viewer"}
+
+
+class Person(BaseModel):
+    """One account of the Airflow UI."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,63}$", description="The login, recorded as the approver.")
+    role: Role
+
+
+class People(BaseModel):
+    """Every account; at least one admin and one approver, names unique."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    users: tuple[Person, ...] = Field(min_length=1)
+
+    @model_validator(mode="after")
+    def _check(self) -> People:
+        names = [p.name for p in self.users]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"users: {', '.join(duplicates)} listed more than once")
+        for role in ("admin", "approver"):
+            if not any(p.role == role for p in self.users):
+                raise ValueError(f"users: at least one {role} is needed")
+        return self
+
+    def with_role(self, role: Role) -> list[str]:
+        """The names of the people with ``role``, in file order."""
+        return [p.name for p in self.users if p.role == role]
+
+    @property
+    def approvers(self) -> list[str]:
+        return self.with_role("approver")
+
+    def role_of(self, name: str) -> Role | None:
+        return next((p.role for p in self.users if p.name == name), None)
+
+    def airflow_users(self) -> str:
+        """``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS``: ``name:role`` pairs."""
+        return ",".join(f"{p.name}:{AIRFLOW_ROLES[p.role]}" for p in self.users)
+
+
+def load_people(path: Path) -> People:
+    """Parse and validate the people file; errors name the file and the entry."""
+    if not path.is_file():
+        raise ConfigError(f"people file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return People.model_validate(raw)
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from exc
