@@ -73,6 +73,7 @@ def dataset_dags(
 def config_error_dag(dag_id: str, path: Path, message: str) -> Any:
     """A DAG standing in for a dataset whose config fails: its doc and its one task show ``message``."""
     quoted = "\n".join(f"    {line}" for line in message.splitlines())
+    from _notify import task_failed  # by name, as the DAG files import this module (the DAG folder is on sys.path)
 
     @dag(
         dag_id=dag_id,
@@ -84,7 +85,7 @@ def config_error_dag(dag_id: str, path: Path, message: str) -> Any:
         schedule=None,
         start_date=datetime(2024, 1, 1),
         catchup=False,
-        default_args={"owner": "mlops", "retries": 1},
+        default_args={"owner": "mlops", "retries": 1, "on_failure_callback": task_failed(path.stem)},
         tags=[CONFIG_ERROR_TAG],
     )
     def placeholder() -> None:

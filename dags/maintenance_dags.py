@@ -21,6 +21,7 @@ if str(Path(__file__).parent) not in sys.path:
     sys.path.append(str(Path(__file__).parent))
 
 from _config_errors import dataset_dags
+from _notify import task_failed
 
 DEFAULT_ARGS: dict[str, Any] = {"owner": "mlops", "retries": 1, "retry_delay": timedelta(minutes=5)}
 
@@ -50,7 +51,7 @@ def build_maintenance_dag(config: DatasetConfig) -> Any:
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failed(dataset)},
         tags=["maintenance", dataset, *config.tags],
     )
     def maintenance() -> None:

@@ -27,6 +27,7 @@ if str(Path(__file__).parent) not in sys.path:
     sys.path.append(str(Path(__file__).parent))
 
 from _config_errors import dataset_dags
+from _notify import task_failed
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +88,7 @@ def build_monitor_dag(config: DatasetConfig) -> Any:
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failed(dataset)},
         render_template_as_native_obj=True,
         tags=["monitoring", dataset, *config.tags],
         params={

@@ -23,6 +23,7 @@ if str(Path(__file__).parent) not in sys.path:
     sys.path.append(str(Path(__file__).parent))
 
 from _config_errors import dataset_dags
+from _notify import task_failed
 
 DEFAULT_ARGS: dict[str, Any] = {"owner": "mlops", "retries": 2, "retry_delay": timedelta(seconds=30)}
 # Sources whose days can be replayed: the rows of a day are read by the time column (a query is the user's own).
@@ -51,7 +52,7 @@ def build_replay_dag(config: DatasetConfig) -> Any:
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failed(dataset)},
         tags=["replay", "serving", dataset],
         params={
             "start": Param(str(window_end), type="string", format="date", description="First day"),

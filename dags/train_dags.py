@@ -25,6 +25,7 @@ if str(Path(__file__).parent) not in sys.path:
     sys.path.append(str(Path(__file__).parent))
 
 from _config_errors import dataset_dags
+from _notify import approval_requested, send_approval_timed_out, task_failed
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,8 @@ class CandidateApprovalOperator(ApprovalOperator):
             comment=comment,
             overrides=_overrides(),
         )
+        if status == "timed_out":
+            send_approval_timed_out(self.dataset, context)
         return super().execute_complete(context, event)
 
 
@@ -146,7 +149,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
         start_date=datetime(2024, 1, 1),
         catchup=False,
         max_active_runs=1,
-        default_args=DEFAULT_ARGS,
+        default_args={**DEFAULT_ARGS, "on_failure_callback": task_failed(dataset)},
         tags=["training", dataset, *config.tags],
         params={
             "window_start": Param(
@@ -253,6 +256,7 @@ def build_training_dag(config: DatasetConfig) -> Any:
             params={"comment": Param("", type="string", description="Why you approve or reject (audit trail)")},
             defaults="Reject",
             assigned_users=_respondents(),
+            notifiers=[approval_requested(dataset)],
             response_timeout=timedelta(minutes=config.approval.timeout_minutes),
             retries=0,
         )

@@ -7,21 +7,38 @@ and returns that result. Inputs and outputs are small dicts: paths, versions, id
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import date, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pipelines.core.config import DatasetConfig, load_dataset_config
 from pipelines.core.errors import ConfigError, NotFoundError
 from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings, get_settings
 
+if TYPE_CHECKING:
+    from pipelines.core.notifications import Notification
+
 log = logging.getLogger(__name__)
 
 Result = dict[str, Any]
+
+
+def notify(build: Callable[[], Notification]) -> None:
+    """Build and deliver a notification (``pipelines.core.notifications``); a failure to build one is logged, and
+    delivery never raises: a message that cannot go out never fails the step."""
+    from pipelines.core.notifications import deliver
+
+    try:
+        notification = build()
+    except Exception:
+        log.exception("could not build a notification")
+        return
+    deliver(notification)
 
 
 def dataset_config(dataset: str, overrides: dict[str, Any] | None = None) -> DatasetConfig:
@@ -170,7 +187,26 @@ def gate(
         "model_version_url": trained["model_version_url"],
     }
     result["approval_body"] = approval_body(trained, evaluation, result, str(validation.get("data_docs_url", "")))
+    if not decision.passed:
+        notify(lambda: _refused(dataset, trained, evaluation, result))
     return save_result(dataset, run, "gate", result)
+
+
+def _refused(dataset: str, trained: Result, evaluation: Result, decision: Result) -> Notification:
+    from pipelines.core.notifications import message
+
+    return message.candidate_refused(
+        dataset,
+        trained["model_name"],
+        str(trained["model_version"]),
+        summary=decision["summary"],
+        reasons=decision["reasons"],
+        candidate_metrics=evaluation["candidate"],
+        champion_metrics=evaluation.get("champion"),
+        champion_version=evaluation.get("champion_version"),
+        mlflow_run_url=trained.get("mlflow_run_url"),
+        model_version_url=trained.get("model_version_url"),
+    )
 
 
 def approval_mode(config: DatasetConfig, settings: Settings, run: RunContext) -> tuple[str, str]:
@@ -228,16 +264,38 @@ def deploy(
     overrides: dict[str, Any] | None = None,
 ) -> Result:
     """Move ``champion`` to the approved version, smoke-test it, switch the service, prepare monitoring's reference."""
+    from pipelines.core.notifications import mark_notified, message
     from pipelines.release.deploy import deploy as deploy_version
     from pipelines.serving.switch import ServiceSwitch
 
     config = dataset_config(dataset, overrides)
     settings = get_settings()
-    result = deploy_version(
-        config, settings, trained, snapshot, run, deployed_at, ServiceSwitch.from_settings(settings, dataset)
-    )
+    name, version = trained["model_name"], str(trained["model_version"])
+    try:
+        result = deploy_version(
+            config, settings, trained, snapshot, run, deployed_at, ServiceSwitch.from_settings(settings, dataset)
+        )
+    except Exception as exc:
+        error = f"{type(exc).__name__}: {exc}"
+        url = trained.get("model_version_url")
+        notify(
+            lambda: message.deploy_failed(dataset, name, version, error=error, actor=run.dag_id, model_version_url=url)
+        )
+        mark_notified(exc, "deploy_failed")
+        raise
     if result.changed:
         _prepare_reference_now(config, settings, result.model_name, result.champion_version)
+        notify(
+            lambda: message.deployed(
+                dataset,
+                result.model_name,
+                result.champion_version,
+                previous_version=result.previous_version,
+                actor=run.dag_id,
+                model_version_url=result.model_version_url,
+                smoke_single_p50_ms=result.smoke_single_p50_ms,
+            )
+        )
     return save_result(dataset, run, "deploy", result.to_dict())
 
 
@@ -253,14 +311,28 @@ def _prepare_reference_now(config: DatasetConfig, settings: Settings, name: str,
 
 def rollback(dataset: str, run: RunContext, at: datetime, to_version: str | None = None, reason: str = "") -> Result:
     """Move ``champion`` back to the previous champion (or ``to_version``)."""
+    from pipelines.core.notifications import message
     from pipelines.release.rollback import rollback as rollback_alias
     from pipelines.serving.switch import ServiceSwitch
 
     config = dataset_config(dataset)
     settings = get_settings()
-    return rollback_alias(
+    result = rollback_alias(
         config, settings, run, at, to_version, reason, ServiceSwitch.from_settings(settings, dataset)
-    ).to_dict()
+    )
+    if result.changed:
+        notify(
+            lambda: message.rolled_back(
+                dataset,
+                result.model_name,
+                from_version=result.previous_version,
+                to_version=result.champion_version,
+                actor=run.dag_id,
+                reason=reason,
+                model_version_url=result.model_version_url,
+            )
+        )
+    return result.to_dict()
 
 
 def replay(
@@ -325,10 +397,53 @@ def monitor(
     whole = Window(date.fromisoformat(str(start)), date.fromisoformat(str(end)))
     windows = whole.split(step_days) if step_days else [whole]
     results = [monitor_window(config, get_settings(), window, run, checked_at).to_dict() for window in windows]
+    for checked in results:
+        if checked["status"] == "drift":
+            notify(functools.partial(_drifted, dataset, checked))
     result = dict(results[-1])
     if len(results) > 1:
         result["windows"] = [{k: r[k] for k in _WINDOW_SUMMARY} for r in results]
     return save_result(dataset, run, "monitor", result)
+
+
+def _drifted(dataset: str, checked: Result) -> Notification:
+    from pipelines.core.notifications import message
+
+    return message.drift_detected(
+        dataset,
+        window=f"[{checked['window_start']}, {checked['window_end']})",
+        champion_version=checked.get("champion_version"),
+        drift_share=checked.get("drift_share"),
+        drifted_features=checked.get("drifted_features") or [],
+        message=checked.get("message", ""),
+        evidence_url=checked.get("mlflow_run_url"),
+        report_dir=checked.get("report_dir"),
+    )
+
+
+def _retraining(dataset: str, decided: Result) -> Notification:
+    from pipelines.core.notifications import message
+
+    conf = decided.get("training_conf") or {}
+    window = f"[{conf['window_start']}, {conf['window_end']})" if conf.get("window_start") else None
+    return message.retraining_decided(
+        dataset,
+        window_end=str(decided["window_end"]),
+        trigger=decided.get("trigger"),
+        summary=decided["summary"],
+        reasons=decided.get("reasons") or [],
+        training_dag_id=decided["training_dag_id"],
+        training_run_id=decided.get("training_run_id"),
+        training_window=window,
+        evidence_url=conf.get("evidence"),
+        training_run_url=_airflow_run_url(decided["training_dag_id"], decided.get("training_run_id")),
+    )
+
+
+def _airflow_run_url(dag_id: str, run_id: str | None) -> str | None:
+    from pipelines.core.notifications.message import airflow_link
+
+    return airflow_link(get_settings().airflow_ui_url, dag_id, run_id) if run_id else None
 
 
 def decide_retraining(
@@ -369,6 +484,8 @@ def decide_windows(
         lambda end, active: decide_window(config, settings, end, run, active, decided_at),
     )
     result = to_trigger(decided).to_dict()
+    if result["retrain"] and not result["reused"]:
+        notify(lambda: _retraining(dataset, result))
     if len(decided) > 1:
         result["windows"] = [{"window_end": d.window_end, "retrain": d.retrain, "summary": d.summary} for d in decided]
     return save_result(dataset, run, "decide", result)

@@ -2,6 +2,9 @@
 
 - ``GET /mlops/health``: ``{"status": "ok"}``, no authentication (for checks).
 - ``GET /mlops/data-docs/<path>``: the Great Expectations Data Docs site (static HTML), for signed-in users.
+- ``GET /mlops/models``: the "Models" page (``mlops_console``): every dataset's champion, live performance, drift
+  calendar, the retraining policy's decisions, the audit trail and the approvals waiting; ``/mlops/models/dag/<dag>``
+  the same for the dataset of one DAG (the DAG's "Model" tab). For signed-in users.
 
 Airflow mounts a plugin's FastAPI app without any authentication, so this app checks the caller itself with
 Airflow's own machinery: the JWT of the UI session (cookie ``_token``) or of an API client
@@ -24,6 +27,7 @@ if TYPE_CHECKING:
 
 URL_PREFIX = "/mlops"
 DATA_DOCS_ROUTE = "/data-docs"
+MODELS_ROUTE = "/models"
 COOKIE_NAME_JWT_TOKEN = "_token"  # airflow.api_fastapi.auth.managers.base_auth_manager.COOKIE_NAME_JWT_TOKEN
 
 
@@ -140,4 +144,25 @@ def create_app() -> "FastAPI":
             raise HTTPException(status_code=404, detail="Not found")
         return FileResponse(target, headers={"Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff"})
 
+    @app.get(MODELS_ROUTE, response_model=None)
+    async def models(request: Request) -> Response:
+        return await _models(request, None)
+
+    @app.get(MODELS_ROUTE + "/dag/{dag_id}", response_model=None)
+    async def models_of_dag(dag_id: str, request: Request) -> Response:
+        return await _models(request, dag_id)
+
     return app
+
+
+async def _models(request: "Request", dag_id: str | None) -> "Response":
+    from fastapi.responses import HTMLResponse
+    from starlette.concurrency import run_in_threadpool
+
+    denied = await check_access(request)
+    if denied is not None:
+        return denied
+    from mlops_console import models_page
+
+    page = await run_in_threadpool(models_page, base_path(), dag_id)
+    return HTMLResponse(page, headers={"Cache-Control": "private, no-cache", "X-Content-Type-Options": "nosniff"})

@@ -44,7 +44,9 @@ def _free_ports(count: int) -> int:
             return first
 
 
-def make_stack_settings(home: Path, datasets_dir: Path | None = None, profile: Profile = "embedded") -> StackSettings:
+def make_stack_settings(
+    home: Path, datasets_dir: Path | None = None, profile: Profile = "embedded", notifications_file: Path | None = None
+) -> StackSettings:
     """Stack settings on ports nothing else uses, with state under ``home`` (and, in production, own databases)."""
     values: dict[str, object] = {
         "MLOPS_PROFILE": profile,
@@ -60,6 +62,8 @@ def make_stack_settings(home: Path, datasets_dir: Path | None = None, profile: P
         values["STACK_DB_PREFIX"] = f"mlops_test_{secrets.token_hex(4)}"
     if datasets_dir is not None:
         values["MLOPS_DATASETS_DIR"] = datasets_dir
+    if notifications_file is not None:
+        values["MLOPS_NOTIFICATIONS_FILE"] = notifications_file
     return StackSettings(**values, mlflow_workers=1)  # type: ignore[arg-type]
 
 
@@ -96,10 +100,10 @@ def env_for(stack: StackSettings) -> dict[str, str]:
 
 @contextmanager
 def running_stack(
-    home: Path, datasets_dir: Path | None = None, profile: Profile = "embedded"
+    home: Path, datasets_dir: Path | None = None, profile: Profile = "embedded", notifications_file: Path | None = None
 ) -> Iterator[StackSettings]:
     """Start MLflow, the prediction service and Airflow for real; stop them (and drop production databases) after."""
-    stack = make_stack_settings(home, datasets_dir, profile)
+    stack = make_stack_settings(home, datasets_dir, profile, notifications_file)
     try:
         services.up(stack, timeout=300)
         yield stack

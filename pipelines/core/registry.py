@@ -18,6 +18,13 @@ log = logging.getLogger(__name__)
 
 CHAMPION = "champion"
 PREVIOUS = "previous-champion"
+# MLflow 3.x's UI reads this experiment tag to choose the model-training view (runs, metrics, comparisons) over the
+# GenAI one (traces, judges, prompts); the UI's own experiment-type selector writes the same tag and value.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+# MLflow 3.17's sidebar follows a workflow toggle (URL parameter, else the browser's last choice, else GenAI):
+# links the loop hands out carry the model-training one.
+_UI_WORKFLOW = "?workflowType=machine_learning"
 
 
 @contextmanager
@@ -43,12 +50,21 @@ def client(settings: Settings) -> MlflowClient:
 
 
 def experiment_id(settings: Settings, name: str) -> str:
-    """The id of experiment ``name``, created on first use."""
+    """The id of experiment ``name``, created on first use; tagged as a model-training experiment (also one that
+    already existed without the tag)."""
     mlf = client(settings)
     found = mlf.get_experiment_by_name(name)
-    if found is not None:
-        return str(found.experiment_id)
-    return str(mlf.create_experiment(name, artifact_location=_artifact_location(settings, name)))
+    if found is None:
+        return str(
+            mlf.create_experiment(
+                name,
+                artifact_location=_artifact_location(settings, name),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND},
+            )
+        )
+    if found.tags.get(EXPERIMENT_KIND_TAG) != MODEL_TRAINING_KIND:
+        mlf.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG, MODEL_TRAINING_KIND)
+    return str(found.experiment_id)
 
 
 def _artifact_location(settings: Settings, experiment: str) -> str | None:
@@ -96,9 +112,9 @@ def set_version_tags(settings: Settings, model_name: str, version: str, tags: di
 
 def run_url(settings: Settings, experiment_id_: str, run_id: str) -> str:
     """The MLflow UI page of a run."""
-    return f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id_}/runs/{run_id}"
+    return f"{settings.mlflow_ui_url.rstrip('/')}/#/experiments/{experiment_id_}/runs/{run_id}{_UI_WORKFLOW}"
 
 
 def version_url(settings: Settings, model_name: str, version: str) -> str:
     """The MLflow UI page of a model version."""
-    return f"{settings.mlflow_ui_url.rstrip('/')}/#/models/{model_name}/versions/{version}"
+    return f"{settings.mlflow_ui_url.rstrip('/')}/#/models/{model_name}/versions/{version}{_UI_WORKFLOW}"

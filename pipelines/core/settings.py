@@ -33,6 +33,10 @@ class Settings(BaseSettings):
     people_file: Path = Field(
         REPO_ROOT / "pipelines" / "conf" / "people.yaml", description="Who uses the Airflow UI, with which role."
     )
+    notifications_file: Path = Field(
+        REPO_ROOT / "pipelines" / "conf" / "notifications.yaml",
+        description="Where notifications go (log, SMTP, webhooks) and which kinds each channel receives.",
+    )
     expectations_dir: Path = REPO_ROOT / "expectations"
     # Set by `python -m pipelines.serving --workers N` for its worker processes (not by hand):
     serving_workers_dir: Path | None = Field(None, description="The folder the service's workers share.")

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -25,7 +26,7 @@ from pipelines.core.runs import RunContext, Window
 from pipelines.core.settings import Settings
 from pipelines.monitoring import store
 from pipelines.monitoring.drift import PREDICTED_CLASS, drift_report, performance_report, prediction_column
-from pipelines.monitoring.outcomes import labelled_predictions, log_time
+from pipelines.monitoring.outcomes import labelled_predictions, log_time, trailing_performance
 from pipelines.monitoring.reference import load_reference
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,9 @@ WINDOW_TAG = "monitoring.window"
 DATASET_TAG = "monitoring.dataset"
 TIMELINE_TAG = "monitoring.timeline"
 EPOCH = date(1970, 1, 1)
+# The champion's live figures each window stores over the days of traffic ending with it (the ops console's
+# "last 7 and 30 days", read from the last monitored window rather than recomputed on every page view).
+LIVE_PERIODS = (7, 30)
 
 
 @dataclass(frozen=True)
@@ -52,6 +56,7 @@ class MonitorResult:
     drifted_features: list[str] = field(default_factory=list)
     prediction_drift: bool | None = None
     live_metrics: dict[str, float] = field(default_factory=dict)
+    live_periods: dict[str, dict[str, Any]] = field(default_factory=dict)
     message: str = ""
     report_dir: str = ""
     mlflow_run_id: str = ""
@@ -87,6 +92,20 @@ def _trailing_outcomes(config: DatasetConfig, settings: Settings, window: Window
     day of outcomes gives a noisy ROC AUC, and a week is what the champion's holdout score compares with."""
     start = window.end_dt - timedelta(days=config.monitoring.performance_days)
     return labelled_predictions(config, settings, min(start, window.start_dt), window.end_dt, version)
+
+
+def live_periods(config: DatasetConfig, settings: Settings, window: Window, version: str) -> dict[str, dict[str, Any]]:
+    """The champion's traffic and metrics over each of :data:`LIVE_PERIODS` days ending with the window, keyed by
+    the number of days: ``predictions``, ``labelled`` and the task's ``metrics`` on the labelled part."""
+    found = trailing_performance(config, settings, window.end_dt, version, LIVE_PERIODS)
+    return {
+        str(days): {
+            "predictions": p.predictions,
+            "labelled": p.labelled,
+            "metrics": {name: float(v) for name, v in p.metrics.items() if v is not None and math.isfinite(v)},
+        }
+        for days, p in found.items()
+    }
 
 
 def _scorable(labelled: pd.DataFrame, config: DatasetConfig) -> bool:
@@ -128,6 +147,7 @@ def monitor_window(
         return _finish(config, settings, window, run, checked_at, result, {}, out)
     version = str(champion.version)
     labelled = _trailing_outcomes(config, settings, window, version)
+    base["live_periods"] = live_periods(config, settings, window, version)
     minimum = config.monitoring.min_rows
     if len(live) < minimum:
         result = MonitorResult(
@@ -199,7 +219,7 @@ def _finish(
 ) -> MonitorResult:
     summary = {**result.to_dict(), **details, "report_dir": str(out)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    run_id, url = _log_to_mlflow(config, settings, window, run, result, details, out)
+    run_id, url = _log_to_mlflow(config, settings, window, run, result, details, out, checked_at)
     result = MonitorResult(
         **{**result.to_dict(), "report_dir": str(out), "mlflow_run_id": run_id, "mlflow_run_url": url}
     )
@@ -249,8 +269,17 @@ def _log_to_mlflow(
     result: MonitorResult,
     details: dict[str, Any],
     out: Path,
+    checked_at: datetime,
 ) -> tuple[str, str]:
-    """One run per window in the monitoring experiment (reused on a rerun) and a point on the timeline run."""
+    """One run per window in the monitoring experiment (reused on a rerun) and a point on the timeline run.
+
+    The window's run holds the latest check's numbers (its points are stamped with the check's time, so a recheck's
+    numbers become the run's latest). The timeline run holds one point per window and metric, at the window's step
+    (days since 1970-01-01 of its start) and time (its end), so the MLflow UI charts each metric over the windows: a
+    recheck with the same numbers adds nothing (MLflow keeps one copy of an identical point), a recheck with other
+    numbers (outcomes arrived since, another champion) replaces the timeline run by one rebuilt from every window's
+    run, since MLflow's metric history can only be appended to.
+    """
     from mlflow.entities import Metric, RunTag
 
     experiment = config.monitoring_experiment
@@ -259,27 +288,62 @@ def _log_to_mlflow(
     window_key = f"{window.start}_{window.end}"
     tags = {DATASET_TAG: config.name, WINDOW_TAG: window_key}
     run_id = registry.find_run_id(settings, experiment, tags)
-    first_time = run_id is None
+    previous: dict[str, float] = {}
     if run_id is None:
         run_id = mlf.create_run(exp_id, run_name=f"{config.name} {window_key}", tags=tags).info.run_id
+    else:
+        previous = dict(mlf.get_run(run_id).data.metrics)
     all_tags = {
         **run.lineage_tags(),
         "monitoring.status": result.status,
         "monitoring.champion_version": result.champion_version or "none",
         "mlflow.note.content": result.message,
     }
-    step = (window.start - EPOCH).days
-    timestamp = int(datetime.combine(window.end, datetime.min.time()).timestamp() * 1000)
-    metrics = [Metric(k, v, timestamp, step) for k, v in _metrics(result, details).items()]
-    mlf.log_batch(run_id, metrics=metrics, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
+    values = _metrics(result, details)
+    step, timestamp = timeline_point(window_key)
+    checked_ms = int(checked_at.timestamp() * 1000)
+    window_metrics = [Metric(k, v, checked_ms, step) for k, v in values.items()]
+    mlf.log_batch(run_id, metrics=window_metrics, tags=[RunTag(k, str(v)) for k, v in all_tags.items()])
     mlf.log_artifacts(run_id, str(out), artifact_path="report")
     mlf.set_terminated(run_id)
-    if first_time:
-        timeline = registry.find_run_id(settings, experiment, {TIMELINE_TAG: config.name})
-        if timeline is None:
-            timeline = mlf.create_run(
-                exp_id, run_name=f"{config.name} timeline", tags={TIMELINE_TAG: config.name, DATASET_TAG: config.name}
-            ).info.run_id
-            mlf.set_terminated(timeline)
-        mlf.log_batch(timeline, metrics=metrics)
+    timeline = registry.find_run_id(settings, experiment, {TIMELINE_TAG: config.name})
+    if timeline is None or any(not _same(previous.get(k), v) for k, v in values.items() if k in previous):
+        _rebuild_timeline(config, settings, exp_id, timeline)
+    else:
+        mlf.log_batch(timeline, metrics=[Metric(k, v, timestamp, step) for k, v in values.items()])
     return run_id, registry.run_url(settings, exp_id, run_id)
+
+
+def timeline_point(window_key: str) -> tuple[int, int]:
+    """A window's place on the timeline: its step (days from 1970-01-01 to its start) and time (its end, in ms)."""
+    start, _, end = window_key.partition("_")
+    step = (date.fromisoformat(start) - EPOCH).days
+    return step, int(datetime.combine(date.fromisoformat(end), datetime.min.time()).timestamp() * 1000)
+
+
+def _same(before: float | None, now: float) -> bool:
+    return before is not None and (before == now or (math.isnan(before) and math.isnan(now)))
+
+
+def _rebuild_timeline(config: DatasetConfig, settings: Settings, exp_id: str, old: str | None) -> str:
+    """A new timeline run with every window run's latest numbers; the old one (if any) is deleted."""
+    from mlflow.entities import Metric
+
+    mlf = registry.client(settings)
+    if old is not None:
+        mlf.delete_run(old)
+    timeline: str = mlf.create_run(
+        exp_id, run_name=f"{config.name} timeline", tags={TIMELINE_TAG: config.name, DATASET_TAG: config.name}
+    ).info.run_id
+    mlf.set_terminated(timeline)
+    points = []
+    query = f"tags.`{DATASET_TAG}` = '{config.name}'"
+    for window_run in mlf.search_runs([exp_id], filter_string=query, max_results=50_000):
+        window_key = window_run.data.tags.get(WINDOW_TAG)
+        if window_key:
+            step, timestamp = timeline_point(window_key)
+            points += [Metric(k, v, timestamp, step) for k, v in window_run.data.metrics.items()]
+    for first in range(0, len(points), 1000):  # MLflow takes at most 1,000 metrics a batch
+        mlf.log_batch(timeline, metrics=points[first : first + 1000])
+    log.info("%s: timeline run %s rebuilt from %d points", config.name, timeline, len(points))
+    return timeline

@@ -226,6 +226,44 @@ def live_performance(
     ]
 
 
+def trailing_performance(
+    config: DatasetConfig, settings: Settings, end: datetime, version: str, periods: tuple[int, ...]
+) -> dict[int, VersionPerformance]:
+    """``version`` on live traffic over each of the ``periods`` (days) ending at ``end`` (event time, or serving
+    time without a time column): one read of the longest period (every logged record, its outcome when known),
+    each shorter period scored on its part."""
+    from datetime import timedelta
+
+    engine = get_engine(settings.warehouse_url)
+    empty = {days: VersionPerformance(config.name, version, 0, 0) for days in periods}
+    if not periods or not table_exists(engine, PREDICTION_LOG_TABLE):
+        return empty
+    create_table(engine)
+    log_t, truth = prediction_log_table, ground_truth_table
+    by = log_time(config)
+    answers = _ANSWER_COLUMNS[config.task]
+    label = truth.c[LABEL_COLUMNS[config.task]]
+    query = (
+        sa.select(log_t.c[by], *(log_t.c[c] for c in answers), label)
+        .select_from(
+            log_t.outerjoin(truth, sa.and_(truth.c.dataset == log_t.c.dataset, truth.c.record_id == log_t.c.record_id))
+        )
+        .where(*log_filter(config.name, end - timedelta(days=max(periods)), end, by), log_t.c.model_version == version)
+    )
+    with engine.connect() as conn:
+        frame = pd.DataFrame(conn.execute(query).all(), columns=["at", *answers, "label"])
+    moments = pd.to_datetime(frame["at"], utc=by == "served_at")
+    bound = pd.Timestamp(end)
+    if by == "served_at":
+        bound = bound.tz_localize(UTC) if bound.tzinfo is None else bound.tz_convert(UTC)
+    out = {}
+    for days in periods:
+        part = frame.loc[(moments >= bound - pd.Timedelta(days=days)).to_numpy()]
+        known = part.loc[part["label"].notna()]
+        out[days] = _score(config, version, len(part), known if len(known) else None)
+    return out
+
+
 def labelled_predictions(
     config: DatasetConfig, settings: Settings, start: datetime, end: datetime, version: str
 ) -> pd.DataFrame:

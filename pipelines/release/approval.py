@@ -12,6 +12,7 @@ from pipelines.core import audit, registry
 from pipelines.core.config import METRICS, DatasetConfig
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
+from pipelines.training.description import describe_version
 
 log = logging.getLogger(__name__)
 
@@ -102,6 +103,7 @@ def record_approval(
             "approval.run_key": run.key,
         },
     )
+    describe_version(config, settings, rec.model_name, rec.model_version)
     audit.record(
         settings.warehouse_url,
         status,
@@ -211,6 +213,7 @@ def record_gate(
             "gate.reasons": " | ".join(decision["reasons"])[:5000],
         },
     )
+    describe_version(config, settings, trained["model_name"], str(trained["model_version"]))
     if overrides:
         audit.record(
             settings.warehouse_url,

@@ -31,6 +31,7 @@ from pipelines.core.model_files import (
 )
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
+from pipelines.training.description import describe_version
 
 log = logging.getLogger(__name__)
 
@@ -239,6 +240,7 @@ def deploy(
             comment=f"replaced {('v' + previous) if previous else 'none'}",
             run_key=run.key,
         )
+    describe_version(config, settings, name, version)
     return DeployResult(
         model_name=name,
         champion_version=version,
@@ -276,6 +278,7 @@ def _refuse(
     registry.set_version_tags(
         settings, name, version, {"deploy.status": failure, "deploy.problems": "; ".join(problems)}
     )
+    describe_version(config, settings, name, version)
     audit.record(
         settings.warehouse_url,
         failure,

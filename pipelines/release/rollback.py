@@ -11,6 +11,7 @@ from pipelines.core.errors import NotFoundError
 from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
 from pipelines.release.deploy import DeployResult, PredictionService
+from pipelines.training.description import describe_version
 
 log = logging.getLogger(__name__)
 
@@ -46,6 +47,9 @@ def rollback(
                 settings, name, old, {"deploy.status": "rolled_back", "deploy.rolled_back_at": at.isoformat()}
             )
         registry.set_version_tags(settings, name, to_version, {"deploy.status": "champion"})
+        for described in (to_version, old):
+            if described is not None:
+                describe_version(config, settings, name, described)
         if service is not None:
             service.reload()
         audit.record(

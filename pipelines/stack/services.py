@@ -152,6 +152,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": people(stack).airflow_users(),
             "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(_passwords_file(stack)),
             "MLOPS_PEOPLE_FILE": str(stack.people_file),
+            "MLOPS_NOTIFICATIONS_FILE": str(stack.notifications_file),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
             # An idle scheduler loop sleeps 1 s by default, and each hand-off of a short run (run start, task to
             # task, run end) waited for it: the demo's 63 monitoring runs went from about 720 s to 678 s here.
@@ -163,10 +164,30 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             **MLFLOW_QUIET,
         }
     )
+    env.update(notification_secrets(stack))
     if stack.production:
         env.update(_celery_env(stack))
         env.update(mlflow_auth.client_env(stack, mlflow_auth.PIPELINE))  # tasks and steps run as the pipeline
     return env
+
+
+def notification_secrets(stack: StackSettings) -> dict[str, str]:
+    """The variables the notifications file names (webhook URLs, SMTP passwords) that are set here: every process
+    gets them, whatever their names (``MLOPS_*`` ones included). A file that does not load is left to the steps,
+    which log it and send to the log alone."""
+    from pipelines.core.errors import ConfigError
+    from pipelines.core.notifications import load_notifications
+
+    try:
+        names = load_notifications(stack.notifications_file).env_names()
+    except ConfigError as exc:
+        log.warning("notifications: %s", exc)
+        return {}
+    missing = [name for name in names if not os.environ.get(name)]
+    if missing:
+        log.warning("notifications: %s not set: those channels will fail (%s)", ", ".join(missing),
+                    stack.notifications_file)  # fmt: skip
+    return {name: os.environ[name] for name in names if os.environ.get(name)}
 
 
 def _celery_env(stack: StackSettings) -> dict[str, str]:

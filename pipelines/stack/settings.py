@@ -77,6 +77,11 @@ class StackSettings(BaseSettings):
         validation_alias="MLOPS_PEOPLE_FILE",
         description="The Airflow accounts and their roles (approver, operator, viewer, admin).",
     )
+    notifications_file: Path = Field(
+        REPO_ROOT / "pipelines" / "conf" / "notifications.yaml",
+        validation_alias="MLOPS_NOTIFICATIONS_FILE",
+        description="Where notifications go (log, SMTP, webhooks); the variables it names reach every process.",
+    )
     airflow_admin_password: str = Field(
         "",
         validation_alias="AIRFLOW_ADMIN_PASSWORD",

@@ -3,7 +3,8 @@
 Logs to the candidate's MLflow run: holdout metrics (``holdout_*``) and the champion's on the same rows
 (``champion_holdout_*``), per-slice metrics, the task's plots (ROC / precision-recall / calibration / confusion for
 binary; confusion matrix for multiclass; predicted vs actual, residuals and error by slice for regression) and a
-comparison table, so a data scientist can compare the two in the MLflow UI.
+comparison table, so a data scientist can compare the two in the MLflow UI. The plots go to ``plots/``, the
+tables to ``evaluation/``.
 """
 
 from __future__ import annotations
@@ -22,10 +23,13 @@ from pipelines.core.model_files import load_registered_model, trusted_types
 from pipelines.core.settings import Settings
 from pipelines.data.extract import load_snapshot
 from pipelines.data.features import holdout_split, prepare
+from pipelines.training.description import describe_version
 from pipelines.training.metrics import SLICE_KEYS, finite, slice_metrics, task_metrics
 from pipelines.training.modeling import model_classes, predictions
 
 log = logging.getLogger(__name__)
+
+PLOTS_DIR = "plots"  # one folder at the run's artifact root: the plots are one click from the run's Artifacts tab
 
 
 @dataclass(frozen=True)
@@ -151,6 +155,7 @@ def evaluate(
         notes=notes,
     )
     _log(config, result, trained["run_id"], y, scored, full_slices)
+    describe_version(config, settings, trained["model_name"], str(trained["model_version"]))
     log.info(
         "holdout (%d rows): candidate %s; champion %s",
         len(y),
@@ -175,6 +180,11 @@ def _log(
         mlflow.log_metrics({f"holdout_{k}": v for k, v in result.candidate.items()})
         if result.champion:
             mlflow.log_metrics({f"champion_holdout_{k}": v for k, v in result.champion.items()})
+        if result.champion_version == result.model_version and "evaluation.champion_version" in (
+            mlflow.get_run(run_id).data.tags
+        ):
+            log.info("v%s is the champion now: its evaluation against its own champion is kept", result.model_version)
+            return
         mlflow.set_tags(
             {
                 "evaluation.champion_version": result.champion_version or "none",
@@ -192,7 +202,7 @@ def _log(
         if slice_rows:
             mlflow.log_table(pd.DataFrame(slice_rows), "evaluation/slices.json")
         for name, fig in task_plots(config, y, scored, full_slices):
-            mlflow.log_figure(fig, f"evaluation/{name}.png")
+            mlflow.log_figure(fig, f"{PLOTS_DIR}/{name}.png")
             plt.close(fig)
 
 

@@ -26,6 +26,7 @@ from pipelines.core.runs import RunContext
 from pipelines.core.settings import Settings
 from pipelines.data.extract import load_snapshot
 from pipelines.data.snapshot_store import store_snapshot
+from pipelines.training.description import describe_model, describe_version
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +113,8 @@ def train(
         if version is not None:
             log.info("run key %s already trained: reusing run %s, version %s", run.key, existing, version.version)
             record_trained_digest(settings, name, str(version.version), run)  # if the earlier attempt stopped short
+            describe_model(config, settings)
+            describe_version(config, settings, name, str(version.version))
             return _result(settings, name, exp_id, existing, str(version.version), reused=True)
 
     frame = load_snapshot(snapshot["path"])
@@ -214,6 +217,8 @@ def train(
     registry.set_version_tags(settings, name, new_version, {**lineage, **data_tags, "mlflow.run_id": run_id})
     log.info("registered %s version %s from run %s", name, new_version, run_id)
     record_trained_digest(settings, name, new_version, run)
+    describe_model(config, settings)
+    describe_version(config, settings, name, new_version)
     return _result(settings, name, exp_id, run_id, new_version)
 
 

@@ -14,6 +14,7 @@ from typing import Any
 import pytest
 
 from pipelines.stack import services
+from pipelines.stack.settings import StackSettings
 from tests.conftest import REPO_ROOT
 from tests.stack import env_for, make_stack_settings
 
@@ -60,6 +61,9 @@ def test_demo_deploys_then_drift_retrains_and_switches_through_airflow_then_down
         assert re.search(r"live performance after: v2 on 2013-05-\d\d\.\..*roc_auc 0\.[6-9]", out.stdout), out.stdout
         assert "lineage  python -m pipelines lineage --dataset flights" in out.stdout
 
+        # and an ops person who opens the Models page in the Airflow UI sees the same story
+        _assert_models_page(stack, passwords["vera"])
+
         # when a user asks for the champion's lineage, then one record answers every question an auditor has
         record = json.loads(_cli(env, "lineage", "--dataset", "flights", "--json").stdout)
         _assert_complete_lineage(record)
@@ -82,6 +86,41 @@ def test_demo_deploys_then_drift_retrains_and_switches_through_airflow_then_down
         # when `make down` runs, then every service is stopped
         _python(env, 120, "pipelines.stack", "down")
     assert all(state == "stopped" for state in services.status(stack).values())
+
+
+def _assert_models_page(stack: StackSettings, password: str) -> None:
+    """The flights card: champion v2 approved by ann, April to June monitored with the late-May drift, the policy's
+    retraining decision and the switch to v2, each cell linking to its drift report (screenshots kept)."""
+    from tests.browser import browser_page, log_in_to_airflow
+
+    with browser_page("demo-models-page") as (page, steps):
+        log_in_to_airflow(page, stack.airflow_url, "vera", password)
+        page.goto(f"{stack.airflow_url}/plugin/models")
+        card = page.frame_locator("iframe").locator("#dataset-flights")
+        card.locator(".version", has_text="v2").wait_for()
+        steps.shot(page, "models page in the airflow ui")
+        # the page itself, whole (the picture in the README)
+        page.goto(f"{stack.airflow_url}/mlops/models")
+        steps.shot(page, "models page")
+        flights = page.locator("#dataset-flights")
+        text = flights.inner_text()
+        assert "approved by ann (manual)" in text and "previous champion v1" in text, text
+        assert "last 7 days" in text and "last 30 days" in text
+        months = flights.locator(".month .label").all_inner_texts()
+        assert months[:2] == ["Apr 2013", "May 2013"], months
+        states = {
+            str(c.get_attribute("aria-label")).split(": ")[0]: str(c.get_attribute("class")).split()[-1]
+            for c in flights.locator("a.cell").all()
+        }
+        assert states["2013-05-20"] == "drift" and states["2013-05-22"] == "retraining", states
+        assert "new_champion" in states.values() and "ok" in states.values(), states
+        assert all(
+            "/artifacts/report/drift.html" in str(c.get_attribute("href")) for c in flights.locator("a.cell").all()
+        )
+        decisions = flights.locator(".decisions").inner_text()
+        assert "2013-05-23" in decisions and "drift in 3 consecutive windows" in decisions, decisions
+        audit_trail = flights.locator(".audit").inner_text()
+        assert "deployed" in audit_trail and "approved" in audit_trail
 
 
 def _python(env: dict[str, str], timeout: int, module: str, *args: str) -> subprocess.CompletedProcess[str]:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import yaml
 from pipelines.core.runs import RunContext
 from pipelines.stack.dag_runs import client, wait_for_dag
 from pipelines.stack.settings import StackSettings
+from tests.receivers import MailReceiver, WebhookReceiver, closed_port
 from tests.stack import pointed_at, running_stack, train_champion, write_dataset
 
 SHARED = pytest.mark.xdist_group("shared-stack")
@@ -63,10 +65,42 @@ def shared_datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return folder
 
 
+@dataclass(frozen=True)
+class Receivers:
+    """The shared stack's notification receivers: what its steps and DAGs sent, by webhook and by mail."""
+
+    webhook: WebhookReceiver
+    mail: MailReceiver
+    file: Path
+
+
 @pytest.fixture(scope="session")
-def shared_stack(tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path) -> Iterator[StackSettings]:
-    """MLflow, the prediction service (dataset ``flights``) and Airflow, on free ports, for the whole session."""
-    with running_stack(tmp_path_factory.mktemp("shared-stack") / "runtime", shared_datasets) as stack:
+def notification_receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receivers]:
+    """A webhook receiver and an SMTP server, the shared stack's channels beside its log and a webhook that is down
+    (every run of the session must succeed anyway); their URLs in variables that reach every process of the stack."""
+    with WebhookReceiver() as hook, MailReceiver() as mail, pytest.MonkeyPatch.context() as env:
+        env.setenv("MLOPS_TEST_WEBHOOK_URL", hook.url)
+        env.setenv("MLOPS_TEST_DEAD_WEBHOOK_URL", f"http://127.0.0.1:{closed_port()}/hooks/dead-token")
+        channels = [
+            {"name": "log", "type": "log"},
+            {"name": "hook", "type": "webhook", "url_env": "MLOPS_TEST_WEBHOOK_URL"},
+            {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": mail.port, "sender": "mlops@example.com",
+             "to": ["ops@example.com"], "kinds": ["approval_requested", "approval_timed_out", "task_failed"]},
+            {"name": "dead", "type": "webhook", "url_env": "MLOPS_TEST_DEAD_WEBHOOK_URL", "timeout_seconds": 2},
+        ]  # fmt: skip
+        path = tmp_path_factory.mktemp("notifications") / "notifications.yaml"
+        path.write_text(yaml.safe_dump({"channels": channels}, sort_keys=False))
+        yield Receivers(hook, mail, path)
+
+
+@pytest.fixture(scope="session")
+def shared_stack(
+    tmp_path_factory: pytest.TempPathFactory, shared_datasets: Path, notification_receivers: Receivers
+) -> Iterator[StackSettings]:
+    """MLflow, the prediction service (dataset ``flights``) and Airflow, on free ports, for the whole session; its
+    notifications go to ``notification_receivers``."""
+    home = tmp_path_factory.mktemp("shared-stack") / "runtime"
+    with running_stack(home, shared_datasets, notifications_file=notification_receivers.file) as stack:
         yield stack
 
 

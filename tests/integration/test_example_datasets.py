@@ -32,7 +32,7 @@ from tests.stack import pointed_at, train_champion
 
 pytestmark = [pytest.mark.integration, SHARED]
 
-# What each example's run must show: its metrics (on the holdout) and its plots (under evaluation/).
+# What each example's run must show: its metrics (on the holdout) and its plots (under plots/).
 EXPECTED: dict[str, dict[str, Any]] = {
     "flights_minutes": {
         "model": "flights-delay-minutes",
@@ -92,7 +92,7 @@ def test_example_runs_through_airflow_and_shows_its_task(
     data = mlf.get_run(run["train"]["run_id"]).data
     assert expected["metrics"] <= set(data.metrics), sorted(data.metrics)
     assert expected["params"].items() <= data.params.items(), data.params
-    plots = {f.path.rsplit("/", 1)[-1] for f in mlf.list_artifacts(run["train"]["run_id"], "evaluation")}
+    plots = {f.path.rsplit("/", 1)[-1] for f in mlf.list_artifacts(run["train"]["run_id"], "plots")}
     assert expected["plots"] <= plots, plots
     # and no metric of another task leaks in (a regression run has no ROC AUC, a classifier no RMSE)
     foreign = {"holdout_roc_auc", "holdout_accuracy"} if name == "flights_minutes" else {"holdout_rmse"}

@@ -24,7 +24,7 @@ from pipelines.core.settings import get_settings
 from pipelines.stack.airflow_client import AirflowApiError, AirflowClient
 from pipelines.stack.dag_runs import client, wait_for_dag
 from pipelines.stack.settings import StackSettings
-from tests.integration.conftest import SHARED
+from tests.integration.conftest import SHARED, Receivers
 from tests.stack import pointed_at, replay_days
 
 pytestmark = [pytest.mark.integration, SHARED]
@@ -81,8 +81,26 @@ def _assert_the_gate_knows_the_policy_triggered(training_run_id: str, window_end
     assert approval_mode(config, settings, RunContext(TRAIN, "manual__x")) == (config.approval.mode, "approval.mode")
 
 
+def _assert_people_were_told(
+    receivers: Receivers, stack: StackSettings, day: date, evidence: str, training_run_id: str
+) -> None:
+    """The webhook received the day's drift and the decision to retrain, each with its evidence."""
+    window = f"[{day}, {day + timedelta(days=1)})"
+    drifted = receivers.webhook.wait_for(
+        lambda b: b["kind"] == "drift_detected" and (b["dataset"], b["facts"]["window"]) == (DATASET, window), 30
+    )
+    assert drifted["dataset"] == DATASET and drifted["links"]["evidence"] == evidence
+    assert "temp" in drifted["facts"]["drifted features"]
+    decided = receivers.webhook.wait_for(
+        lambda b: b["kind"] == "retraining_decided" and b["dataset"] == DATASET and training_run_id in b["text"], 30
+    )
+    assert decided["links"]["evidence"] == evidence and decided["facts"]["trigger"] == "drift"
+    assert decided["links"]["training run"] == f"{stack.airflow_url}/dags/{TRAIN}/runs/{training_run_id}"
+    assert any("TRIGGER drift in 3 consecutive windows" in line for line in decided["details"]), decided
+
+
 def test_three_drifted_days_trigger_one_training_run_and_the_fourth_is_held_back(
-    stack: StackSettings, api: AirflowClient
+    stack: StackSettings, api: AirflowClient, notification_receivers: Receivers
 ) -> None:
     # given four July days of predictions from a champion trained on January to March, and no retraining yet
     assert _retrain_runs(api) == []
@@ -130,6 +148,8 @@ def test_three_drifted_days_trigger_one_training_run_and_the_fourth_is_held_back
     triggered = [e for e in events if e["event"] == "retraining_triggered" and e["dataset"] == DATASET]
     assert len(triggered) == 1 and triggered[0]["actor"] == MONITOR
     assert expected_id in str(triggered[0]["comment"])
+    # and people were told of the drift and of the decision, with the evidence
+    _assert_people_were_told(notification_receivers, stack, JULY[2], checked["mlflow_run_url"], expected_id)
 
     # when monitor_flights checks a fourth drifted day, the day after
     fourth, state, states = _monitor(api, JULY[3])

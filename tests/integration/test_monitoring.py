@@ -169,7 +169,7 @@ def _assert_evidence(settings: Settings, result: dict[str, Any], *, with_outcome
     runs = _window_runs(settings, day)
     assert [r.info.run_id for r in runs] == [result["mlflow_run_id"]]
     mlflow_run = runs[0]
-    assert result["mlflow_run_url"].endswith(result["mlflow_run_id"])
+    assert f"/runs/{result['mlflow_run_id']}?workflowType=machine_learning" in result["mlflow_run_url"]
     metrics = mlflow_run.data.metrics
     assert metrics["drift_share"] == pytest.approx(result["drift_share"])
     assert metrics["dataset_drift"] == float(result["status"] == "drift")
@@ -235,6 +235,14 @@ def test_a_day_of_the_champions_season_is_ok(monitored: Monitored) -> None:
     assert 0.55 < result["live_metrics"]["roc_auc"] < 0.9
     assert result["message"].startswith("ok: 0 of 13 counted features drifted")
     _assert_evidence(settings, result, with_outcomes=True)
+    # and the window stores the champion's traffic of the 7 and 30 days up to it (the Models page's live figures):
+    # its last 7 days are what the window's performance was scored on (performance_days 7), 30 days hold them
+    periods = result["live_periods"]
+    assert sorted(periods, key=int) == ["7", "30"]
+    week, month = periods["7"], periods["30"]
+    assert week["labelled"] == result["labelled"]
+    assert week["metrics"]["roc_auc"] == pytest.approx(result["live_metrics"]["roc_auc"], abs=1e-4)  # (Evidently's)
+    assert result["rows"] <= week["predictions"] <= month["predictions"] and week["labelled"] <= month["labelled"]
 
 
 def test_a_summer_day_drifts_and_names_the_weather_that_moved(monitored: Monitored) -> None:
@@ -304,6 +312,21 @@ def test_rechecking_a_window_reuses_its_mlflow_run_and_replaces_its_row(monitore
     # and the warehouse holds one row for the window: the second check's
     rows = _stored(settings, day)
     assert len(rows) == 1 and rows[0]["run_key"] == "monitor_flights__second"
+    # and the dataset's timeline run holds one point for the window (at its step), the MLflow UI's chart of drift
+    _assert_one_timeline_point(settings, day, second)
+
+
+def _assert_one_timeline_point(settings: Settings, day: date, result: dict[str, Any]) -> None:
+    from pipelines.monitoring.monitor import timeline_point
+
+    mlf = registry.client(settings)
+    experiment = mlf.get_experiment_by_name(EXPERIMENT)
+    assert experiment.tags[registry.EXPERIMENT_KIND_TAG] == registry.MODEL_TRAINING_KIND
+    timelines = mlf.search_runs([experiment.experiment_id], filter_string=f"tags.`monitoring.timeline` = '{DATASET}'")
+    assert len(timelines) == 1
+    step, _ = timeline_point(f"{day}_{day + timedelta(days=1)}")
+    points = [m for m in mlf.get_metric_history(timelines[0].info.run_id, "drift_share") if m.step == step]
+    assert [m.value for m in points] == [pytest.approx(result["drift_share"])]
 
 
 def test_three_drifted_windows_in_a_row_trigger_retraining_and_the_next_one_waits_for_the_cooldown(

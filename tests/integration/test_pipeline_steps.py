@@ -36,6 +36,33 @@ def _run_all(run: RunContext, overrides: dict | None = None, start: str = START,
     return train_champion("flights", run, start, end, AT, overrides)
 
 
+def _assert_described_for_data_scientists(settings, first: dict, tags: dict[str, str]) -> str:
+    """The experiment is a model-training one, v1's description and the model's say what they should, the plots
+    are one folder from the run's root; returns v1's description."""
+    mlf = registry.client(settings)
+    experiment = mlf.get_experiment(first["trained"]["experiment_id"])
+    assert experiment.tags[registry.EXPERIMENT_KIND_TAG] == registry.MODEL_TRAINING_KIND
+    description = mlf.get_model_version("flights-delay", "1").description
+    assert f"- content hash: `{first['snapshot']['data_version']}`" in description
+    assert f"- window: {tags['data.window']}" in description and f"- rows: {tags['data.rows']}" in description
+    assert "reason: test" in description and "No champion to compare with." in description
+    assert f"| roc_auc | {first['evaluation']['candidate']['roc_auc']:.4f} | – | – |" in description
+    assert "### Gate\n**passed**\n- " in description
+    assert "**approved** by policy at " in description and "**champion** since " in description
+    assert "gt 15" in mlf.get_registered_model("flights-delay").description
+    plots = {a.path for a in mlf.list_artifacts(first["trained"]["run_id"], "plots")}
+    assert {"plots/roc.png", "plots/confusion_matrix.png"} <= plots, plots
+    return description
+
+
+def _assert_refused_and_described(settings, version: str) -> None:
+    refused = registry.client(settings).get_model_version("flights-delay", version)
+    assert refused.tags["gate.decision"] == "failed"
+    assert "| metric | candidate | champion v1 | difference |" in refused.description
+    assert "**failed**" in refused.description and "- FAIL " in refused.description
+    assert "not decided yet" in refused.description and "not deployed" in refused.description
+
+
 def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(isolated_settings) -> None:
     # given a warehouse holding the first quarter of 2013
     steps.seed("flights", START, "2013-04-01")
@@ -55,13 +82,15 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert tags["approval.status"] == "approved" and tags["approval.by"] == "policy"
     assert first["evaluation"]["candidate"]["roc_auc"] > 0.6
     assert first["snapshot"]["rows_without_outcome"] > 0
+    # and the MLflow UI reads it as a model-training experiment, its version and model described for people
+    v1_description = _assert_described_for_data_scientists(isolated_settings, first, tags)
 
     # when the same run is repeated, then nothing is duplicated and the alias does not move
     again = _run_all(RunContext(dag_id="train_flights", run_id="first", reason="test"))
     assert again["trained"]["model_version"] == "1" and again["trained"]["reused"]
     assert again["deploy"]["changed"] is False
     versions = registry.client(isolated_settings).search_model_versions("name = 'flights-delay'")
-    assert len(versions) == 1
+    assert [(str(v.version), v.description) for v in versions] == [("1", v1_description)]  # same facts, same text
     # and v1's files are bound to it: one trained and one approved digest in the warehouse, both the same files,
     # the approver on the approved one, and the tag people read showing the same sha256
     digests = artifact_digests.history(isolated_settings.warehouse_url, "flights-delay")
@@ -79,8 +108,8 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert not worse["gate"]["passed"]
     assert any("roc_auc" in r for r in worse["gate"]["reasons"] if r.startswith("FAIL"))
     assert "deploy" not in worse
-    refused = registry.client(isolated_settings).get_model_version("flights-delay", worse["trained"]["model_version"])
-    assert refused.tags["gate.decision"] == "failed"
+    # (and its description compares it with champion v1 and gives the gate's failures, with nothing approved)
+    _assert_refused_and_described(isolated_settings, worse["trained"]["model_version"])
     assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
     events = [
         (row["model_version"], row["event"]) for row in audit.history(isolated_settings.warehouse_url, "flights-delay")

@@ -368,6 +368,30 @@ def test_data_docs_need_a_valid_airflow_token(airflow: Airflow) -> None:
     assert cookie.status_code == 200 and "Data Docs index" in cookie.text
 
 
+def test_the_models_page_needs_a_valid_token_and_shows_what_it_cannot_read(airflow: Airflow) -> None:
+    # given the plugin's Models page, and an MLflow server that does not answer (mlflow.test)
+    # when it is asked for without a token, and by a browser without a session
+    anonymous = airflow.get("/mlops/models")
+    browser = airflow.get("/mlops/models/dag/train_flights", headers={"Accept": "text/html"})
+    # then the API client gets 401 and the browser is sent to the login page
+    assert anonymous.status_code == 401 and "Models" not in anonymous.text
+    assert browser.status_code == 303 and "/auth/login?next=" in browser.headers["location"]
+
+    # when a signed-in user opens it, and a DAG's tab
+    page = airflow.get("/mlops/models", headers={"Authorization": f"Bearer {airflow.token}"})
+    tab = airflow.get("/mlops/models/dag/train_flights", headers={"Authorization": f"Bearer {airflow.token}"})
+    other = airflow.get(f"/mlops/models/dag/{DAG_ID}", headers={"Authorization": f"Bearer {airflow.token}"})
+
+    # then every configured dataset has its card, each saying that MLflow could not be read (in seconds, not after
+    # the client's retries), and the DAG's tab shows its own dataset only
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert 'id="dataset-flights"' in page.text and 'id="dataset-wine"' in page.text
+    assert "Could not read MLflow: http://mlflow.test:5000 does not answer" in page.text
+    assert tab.status_code == 200 and "<h1>Model: flights</h1>" in tab.text and 'id="dataset-wine"' not in tab.text
+    # and a DAG of no configured dataset says so
+    assert other.status_code == 200 and "This DAG belongs to no dataset." in other.text
+
+
 def test_data_docs_refuse_paths_outside_the_site(airflow: Airflow) -> None:
     # given a readable file next to the Data Docs site
     assert airflow.secret.read_text() == "not for the web"
@@ -402,7 +426,13 @@ def test_plugin_is_listed_with_its_links_and_app(airflow: Airflow) -> None:
         "<mlops_links.ModelVersionLink object>",
     ]
     assert [app["url_prefix"] for app in mlops["fastapi_apps"]] == ["/mlops"]
-    assert [view["href"] for view in mlops["external_views"]] == ["/mlops/data-docs/"]
+    assert {view["name"]: (view["href"], view["destination"]) for view in mlops["external_views"]} == {
+        "Models": ("/mlops/models", "nav"),
+        "Data Docs": ("/mlops/data-docs/", "nav"),
+        "Model": ("/mlops/models/dag/{DAG_ID}", "dag"),
+    }
+    # (the UI shows a view inside itself, and lists a DAG tab at all, only when it has a url_route)
+    assert all(view["url_route"] for view in mlops["external_views"] if view["name"] != "Data Docs")
     assert airflow.api("/api/v2/importErrors")["import_errors"] == []
 
 

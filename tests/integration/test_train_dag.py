@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
 
@@ -17,10 +18,23 @@ from pipelines import steps
 from pipelines.core import audit, registry
 from pipelines.core.settings import get_settings
 from pipelines.stack.airflow_client import AirflowApiError, AirflowClient
-from pipelines.stack.dag_runs import APPROVAL_TASK, answer_when_parked, client, run_training, wait_for_dag
+from pipelines.stack.dag_runs import (
+    APPROVAL_TASK,
+    answer_when_parked,
+    client,
+    scheduler_saw_parked_exit,
+    wait_for_dag,
+)
+from pipelines.stack.processes import wait_until
 from pipelines.stack.settings import StackSettings
-from tests.integration.conftest import SHARED
+from tests.integration.conftest import SHARED, Receivers
+from tests.receivers import MailReceiver
 from tests.stack import pointed_at
+
+if TYPE_CHECKING:
+    from playwright.sync_api import Page
+
+    from tests.browser import Steps
 
 pytestmark = [pytest.mark.integration, SHARED]
 
@@ -79,39 +93,94 @@ def _run_until_approval(api: AirflowClient, conf: dict) -> tuple[str, dict[str, 
 
 
 def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: StackSettings, api) -> None:
+    """Ann, an approver, finds the request on the Models page, opens it and clicks Approve with a comment."""
+    from pipelines.stack import services
+    from tests.browser import browser_page, log_in_to_airflow
+
     # given a warehouse holding January to early March 2013 and no model yet
     assert _champion_version() is None
 
-    # when the training DAG runs through the scheduler and the approval is answered through the REST API
-    result = run_training(
-        stack,
-        DATASET,
-        {"reason": "integration test", **WINDOW},
-        approval="api",
-        approval_comment="looks good",
-        timeout=600,
+    # when the training DAG runs through the scheduler up to its approval
+    run_id, states = _run_until_approval(api, {"reason": "integration test", **WINDOW})
+    assert states["gate"] == "success" and states[APPROVAL_TASK] == "awaiting_input", states
+    # (a person is never faster than the scheduler's processing of the parked task's exit: see answer_when_parked)
+    wait_until(
+        lambda: scheduler_saw_parked_exit(stack.logs_dir / "airflow-scheduler.log", DAG, run_id, APPROVAL_TASK),
+        "the scheduler to process the parked approval",
+        300,
+        interval=0.5,
     )
+    with browser_page("approve-in-the-airflow-ui") as (page, steps):
+        log_in_to_airflow(page, stack.airflow_url, APPROVER, services.password_of(stack, APPROVER))
+        # then the Models page, inside the Airflow UI, lists the request as waiting, with its subject and deadline
+        page.goto(f"{stack.airflow_url}/plugin/models")
+        models = page.frame_locator("iframe")
+        waiting = models.locator("#pending a", has_text=f"Promote {MODEL} v1 to champion?")
+        waiting.wait_for()
+        assert "left" in models.locator("#pending").inner_text()
+        steps.shot(page, "models page with a waiting approval")
+        # and when ann opens it from there, writes a comment and clicks Approve
+        waiting.click()
+        page.wait_for_url(lambda url: f"/dags/{DAG}/runs/" in url and url.endswith("/required_actions"))
+        page.locator("#element_comment").fill("clicked in the browser: looks good")
+        steps.shot(page, "approval request with a comment")
+        page.get_by_role("button", name="Approve", exact=True).click()
+        state = api.follow(DAG, run_id, timeout=600, on_change=lambda _: None)
+        steps.shot(page, "approval answered")
 
-    # then the run succeeds through every step and version 1 is the champion
-    assert result.state == "success", result.task_states
-    for task in ("extract", "validate", "train", "evaluate", "gate", "route", "approve", "deploy"):
-        assert result.task_states[task] == "success", (task, result.task_states)
-    assert result.task_states["refuse"] == "skipped"
-    assert _champion_version() == "1"
+        # then the run succeeds through every step and version 1 is the champion
+        task_states = api.task_states(DAG, run_id)
+        assert state == "success", task_states
+        for task in ("extract", "validate", "train", "evaluate", "gate", "route", "approve", "deploy"):
+            assert task_states[task] == "success", (task, task_states)
+        assert task_states["refuse"] == "skipped"
+        assert _champion_version() == "1"
 
-    # and its tags hold the lineage, the gate decision and the approver
+        # and the DAG's Model tab shows the champion, who approved it and why, and nothing waiting
+        page.goto(f"{stack.airflow_url}/dags/{DAG}")
+        page.get_by_role("link", name="Model", exact=True).click()
+        card = page.frame_locator("iframe").locator(f"#dataset-{DATASET}")
+        card.locator(".version", has_text="v1").wait_for()
+        text = card.inner_text()
+        assert "approved by ann (manual)" in text and "clicked in the browser: looks good" in text
+        assert "Nothing is waiting." in page.frame_locator("iframe").locator("#pending").inner_text()
+        steps.shot(page, "the dag's model tab")
+
+        # and a data scientist finds the run in MLflow's model-training view and the version described
+        _open_in_mlflow(page, steps, run_id)
+
+    # and the version's tags hold the lineage, the gate decision and the approver with the comment typed in
     tags = _version_tags("1")
-    assert tags["airflow.dag_id"] == DAG and tags["airflow.run_id"] == result.run_id
+    assert tags["airflow.dag_id"] == DAG and tags["airflow.run_id"] == run_id
     assert tags["run.reason"] == "integration test"
     assert tags["data.window"] == "[2013-01-01, 2013-03-01)" and len(tags["data.version"]) == 16
     assert tags["gate.decision"] == "passed"
     assert tags["approval.status"] == "approved" and tags["approval.by"] == APPROVER
-    assert tags["approval.mode"] == "manual" and tags["approval.comment"] == "looks good"
+    assert tags["approval.mode"] == "manual" and tags["approval.comment"] == "clicked in the browser: looks good"
     assert tags["deploy.status"] == "champion"
 
     # and the audit table says who approved it
     events = audit.history(get_settings().warehouse_url, MODEL)
     assert ("1", "approved", APPROVER) in [(e["model_version"], e["event"], e["actor"]) for e in events]
+
+
+def _open_in_mlflow(page: Page, steps: Steps, run_id: str) -> None:
+    """A data scientist opens the training run's experiment (model-training view: runs listed) and version 1's page
+    (its description: data, gate, approval with the approver and comment)."""
+    settings = get_settings()
+    mlf = registry.client(settings)
+    training_run = mlf.get_run(mlf.get_model_version(MODEL, "1").run_id)
+    experiment = training_run.info.experiment_id
+    page.goto(f"{settings.mlflow_ui_url}/#/experiments/{experiment}?workflowType=machine_learning")
+    page.get_by_role("link", name=f"{DAG}:{run_id}").first.wait_for()
+    assert page.get_by_text("Model training", exact=True).first.is_visible()
+    steps.shot(page, "mlflow experiment in the model-training view")
+    page.goto(registry.version_url(settings, MODEL, "1"))
+    page.get_by_text(f"{MODEL} v1", exact=False).first.wait_for()
+    body = page.locator("body").inner_text()
+    assert "Why this run happened" in body and "Holdout metrics" in body, body[:2000]
+    assert "approved by ann at" in body and "clicked in the browser: looks good" in body, body[:2000]
+    steps.shot(page, "mlflow model version description")
 
 
 def test_a_crippled_model_is_refused_by_the_gate_and_the_champion_stays(stack: StackSettings, api) -> None:
@@ -239,3 +308,54 @@ def test_a_new_dataset_config_is_a_new_dag_and_an_unanswered_approval_times_out(
     assert registry.alias_version(get_settings(), "flights-delay-quick", registry.CHAMPION) is None
     events = audit.history(get_settings().warehouse_url, "flights-delay-quick")
     assert [(e["model_version"], e["event"]) for e in events] == [(str(version), "timed_out")]
+
+
+def test_people_were_notified_of_each_event_and_a_dead_receiver_failed_no_run(
+    stack: StackSettings, api: AirflowClient, unanswered: tuple[str, str], notification_receivers: Receivers
+) -> None:
+    """What the runs of this module sent to the shared stack's receivers (a webhook, a mail server; a third
+    webhook is down): every run above ended as its test expects, whatever the dead receiver did."""
+    from urllib.parse import quote
+
+    from pipelines.core.notifications import delivery_counts
+
+    hook, mail = notification_receivers.webhook, notification_receivers.mail
+    quick_dag, quick_run = unanswered
+    api.follow(quick_dag, quick_run, timeout=900, on_change=lambda _: None)
+
+    def arrived(kind: str, dataset: str, **facts: str) -> dict:
+        return hook.wait_for(
+            lambda b: b["kind"] == kind and b["dataset"] == dataset and facts.items() <= b["facts"].items(), timeout=60
+        )
+
+    # then the approver was asked, with the request's link in Airflow, the metrics and the deadline
+    asked = arrived("approval_requested", QUICK)
+    link = f"{stack.airflow_url}/dags/{quick_dag}/runs/{quote(quick_run)}/tasks/{APPROVAL_TASK}/required_actions"
+    assert asked["links"]["approval request"] == link and link in asked["text"]
+    assert asked["facts"]["roc_auc"].startswith("0.") and asked["facts"]["deadline"].startswith("20")
+    # and told when nobody answered in time
+    timed_out = arrived("approval_timed_out", QUICK)
+    assert "within 1 minutes" in timed_out["text"] and timed_out["links"]["approval request"] == link
+    # and by mail too
+    for kind in ("approval_requested", "approval_timed_out"):
+        got = mail.wait_for(lambda m, kind=kind: m["X-MLOps-Kind"] == kind and m["X-MLOps-Dataset"] == QUICK, 30)
+        assert link in MailReceiver.body(got)
+
+    # and the deployment through Airflow, the gate's refusal (with its reasons) and the failed tasks were announced
+    deployed = arrived("deployed", DATASET, champion="v1")
+    assert deployed["facts"]["by"] == DAG and deployed["links"]["Model version"] == registry.version_url(get_settings(), MODEL, "1")
+    refused = arrived("candidate_refused", DATASET)
+    assert "FAIL roc_auc" in refused["text"] and "roc_auc" in refused["facts"]
+    failed = arrived("task_failed", DATASET, task="extract")
+    assert "overrides may not change approval.mode" in failed["text"]
+    assert (
+        f"/dags/{DAG}/runs/" in failed["links"]["task log"]
+        and "/tasks/extract?try_number=1" in failed["links"]["task log"]
+    )
+    assert arrived("task_failed", DATASET, task="validate")
+    assert mail.wait_for(lambda m: m["X-MLOps-Kind"] == "task_failed" and m["X-MLOps-Dataset"] == DATASET, 30)
+
+    # and the receiver that is down was tried for each message, counted as failed, and failed no run
+    counts = delivery_counts(get_settings().warehouse_url)
+    assert counts.get(("dead", "failed"), 0) >= 6 and ("dead", "delivered") not in counts, counts
+    assert counts.get(("hook", "failed"), 0) == 0 and counts[("hook", "delivered")] >= 6, counts

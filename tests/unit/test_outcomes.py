@@ -19,7 +19,12 @@ from pipelines.core.warehouse import get_engine
 from pipelines.data.features import build_target
 from pipelines.data.seed import seed
 from pipelines.data.sources import load_source
-from pipelines.monitoring.outcomes import VersionPerformance, live_performance, record_outcomes
+from pipelines.monitoring.outcomes import (
+    VersionPerformance,
+    live_performance,
+    record_outcomes,
+    trailing_performance,
+)
 from pipelines.serving.log_writer import PredictionLogWriter
 from pipelines.serving.prediction_log import PredictionRecord
 from tests.conftest import REPO_ROOT
@@ -244,6 +249,30 @@ def test_live_performance_scores_each_version_on_its_labelled_predictions(
     assert everything[2].roc_auc is None and everything[2].positive_rate is None
     assert 0.0 < everything[0].positive_rate < 1.0 and everything[0].roc_auc is not None
     assert_matches(day2, {"2": expected["2"]})
+
+
+def test_trailing_periods_are_read_once_and_score_as_live_performance_does(
+    flights_config: DatasetConfig, isolated_settings: Settings, flights_days: pd.DataFrame
+) -> None:
+    # given version 2 served all three days (5 records of day 1 without an id), version 1 fifty flights of day 3,
+    # and the outcomes of days 1 and 2 known
+    url = isolated_settings.warehouse_url
+    seed(flights_config, isolated_settings, DAYS, source=flights_days)
+    log_predictions(url, flights_days, "2", "all", drop_ids=5)
+    log_predictions(url, _day(flights_days, 3).head(50), "1", "day3")
+    record_outcomes(flights_config, isolated_settings, LABELLED, OBSERVED_AT)
+
+    # when version 2's last 1 and 2 days up to the end of day 3 are read
+    end = datetime(2013, 1, 4)
+    found = trailing_performance(flights_config, isolated_settings, end, "2", (1, 2))
+
+    # then each period counts and scores what live_performance finds for version 2 over the same days
+    for days, since in ((1, datetime(2013, 1, 3)), (2, datetime(2013, 1, 2))):
+        (same,) = [p for p in live_performance(flights_config, isolated_settings, since, end) if p.model_version == "2"]
+        assert found[days] == same, days
+    # and the last day has no outcome yet: counted, not scored; two days are scored on day 2's outcomes
+    assert (found[1].predictions, found[1].labelled, found[1].metrics) == (len(_day(flights_days, 3)), 0, {})
+    assert found[2].labelled == 943 - 15 and found[2].metrics["roc_auc"] == pytest.approx(found[2].roc_auc, abs=1e-6)
 
 
 def test_live_performance_without_both_classes_has_no_roc_auc(

@@ -1,0 +1,134 @@
+"""Where notifications go: ``pipelines/conf/notifications.yaml`` (or the file ``MLOPS_NOTIFICATIONS_FILE`` names).
+
+A list of channels, each with the kinds it receives (all by default): ``log`` (the process's log), ``smtp`` (a
+mail server; optional STARTTLS or TLS and login) and ``webhook`` (an HTTP POST of JSON: Slack's, Teams' or any
+receiver's). No secret is ever written in the file: a webhook's URL (Slack's and Teams' embed their token) and an
+SMTP password are read from the environment variable the file names (``url_env``, ``password_env``).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Annotated, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from pipelines.core.errors import ConfigError
+from pipelines.core.notifications.message import Kind
+
+ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,99}$"
+
+
+class _Channel(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(pattern=r"^[a-z][a-z0-9_-]{0,39}$", description="Names the channel in logs and counts.")
+    kinds: tuple[Kind, ...] | None = Field(None, description="The kinds it receives; none listed: every kind.")
+
+    def wants(self, kind: str) -> bool:
+        return self.kinds is None or kind in self.kinds
+
+    def env_names(self) -> list[str]:
+        """The environment variables this channel reads its secrets from."""
+        return []
+
+
+class LogChannel(_Channel):
+    """The process's own log (the Airflow task log, the command's stderr)."""
+
+    type: Literal["log"]
+
+
+class SmtpChannel(_Channel):
+    """A mail through an SMTP server."""
+
+    type: Literal["smtp"]
+    host: str = Field(min_length=1)
+    port: int = Field(25, ge=1, le=65535)
+    security: Literal["none", "starttls", "tls"] = Field("none", description="starttls: upgrade; tls: SMTPS.")
+    username: str | None = None
+    password_env: str | None = Field(None, pattern=ENV_NAME, description="Variable holding the SMTP password.")
+    sender: str = Field(min_length=3, description="The From address.")
+    to: tuple[str, ...] = Field(min_length=1, description="The recipients.")
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    @model_validator(mode="after")
+    def _login(self) -> SmtpChannel:
+        if self.password_env and not self.username:
+            raise ValueError("password_env needs a username")
+        return self
+
+    def env_names(self) -> list[str]:
+        return [self.password_env] if self.password_env else []
+
+
+class WebhookChannel(_Channel):
+    """A JSON POST: ``format: slack`` sends ``text`` (Slack, Mattermost, Teams' legacy connectors) with the
+    structured fields beside it; ``format: teams`` an Adaptive Card message (Teams' Workflows webhooks)."""
+
+    type: Literal["webhook"]
+    url_env: str = Field(pattern=ENV_NAME, description="Variable holding the URL (it embeds a token: not here).")
+    format: Literal["slack", "teams"] = "slack"
+    timeout_seconds: float = Field(5.0, gt=0, le=60)
+
+    def env_names(self) -> list[str]:
+        return [self.url_env]
+
+
+Channel = Annotated[LogChannel | SmtpChannel | WebhookChannel, Field(discriminator="type")]
+
+
+class NotificationsConfig(BaseModel):
+    """Every channel; names unique."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    channels: tuple[Channel, ...] = Field(default_factory=tuple)
+
+    @model_validator(mode="after")
+    def _unique(self) -> NotificationsConfig:
+        names = [c.name for c in self.channels]
+        duplicates = sorted({n for n in names if names.count(n) > 1})
+        if duplicates:
+            raise ValueError(f"channels: {', '.join(duplicates)} named more than once")
+        return self
+
+    def env_names(self) -> list[str]:
+        """Every environment variable the channels read."""
+        return [name for channel in self.channels for name in channel.env_names()]
+
+    def missing_env(self, environ: Mapping[str, str] | None = None) -> list[str]:
+        """The variables the channels need that are not set (or empty)."""
+        environ = os.environ if environ is None else environ
+        return [name for name in self.env_names() if not environ.get(name)]
+
+
+DEFAULT = NotificationsConfig(channels=(LogChannel(name="log", type="log"),))
+
+
+def load_notifications(path: Path) -> NotificationsConfig:
+    """Parse and validate the notifications file; errors name the file and the field."""
+    if not path.is_file():
+        raise ConfigError(f"notifications file {path} does not exist")
+    try:
+        raw = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    try:
+        return NotificationsConfig.model_validate(raw or {})
+    except ValidationError as exc:
+        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
+        raise ConfigError(f"{path}: {problems}") from exc
+
+
+def secret(channel: _Channel, variable: str | None, path: Path | str = "the notifications file") -> str | None:
+    """The value of ``variable`` (None when none is named); a ConfigError naming it when it is not set."""
+    if variable is None:
+        return None
+    value = os.environ.get(variable)
+    if not value:
+        raise ConfigError(f"environment variable {variable} is not set (channel {channel.name!r} of {path})")
+    return value
