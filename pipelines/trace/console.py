@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta
 from typing import Any
 from urllib.parse import quote
 
@@ -115,6 +115,7 @@ class DatasetView:
     rollback_command: str
     training_dag_url: str
     problems: list[str] = field(default_factory=list)
+    decisions_not_listed: int = 0
 
 
 def headline_metric(config: DatasetConfig) -> str:
@@ -166,7 +167,9 @@ def dataset_view(
         decisions = store.decisions(settings.warehouse_url, config.name)
         view.calendar = calendar(results, decisions, metric)
         view.trend = [(c.end, c.headline) for c in view.calendar if c.headline is not None][-TREND_WINDOWS:]
-        view.decisions = [_decision(d, airflow_base, config.name) for d in reversed(decisions[-DECISION_ROWS:])]
+        listed = recent_decisions(decisions, DECISION_ROWS)
+        view.decisions = [_decision(d, airflow_base, config.name) for d in listed]
+        view.decisions_not_listed = len(decisions) - len(listed)
     except Exception as exc:
         view.problems.append(f"monitoring history: {type(exc).__name__}: {exc}")
     if view.champion is not None:
@@ -197,21 +200,29 @@ def mlflow_unreachable(tracking_uri: str, timeout: float = 3.0) -> str | None:
 
 
 def calendar(results: list[dict[str, Any]], decisions: list[dict[str, Any]], metric: str) -> list[CalendarCell]:
-    """One cell per monitored window, oldest first: its state is the most telling of what happened in it."""
+    """One cell per monitored window, oldest first: its state is the most telling of what happened in it.
+
+    A window served by another champion than the window before it is the new champion's first, unless it was
+    checked before that window was (``checked_at``): windows checked out of order (a backfill, a scheduled check
+    of today beside a replay of the past) say which champion served when they were checked, not a switch."""
     retrain_on = {d["window_end"]: d for d in decisions if d["retrain"]}
     cells: list[CalendarCell] = []
     previous: str | None = None
+    previous_checked: Any = None
     for row in results:
+        checked = row.get("checked_at")
+        in_order = previous_checked is None or checked is None or _utc(checked) >= _utc(previous_checked)
         champion = str(row["champion_version"] or "")
         notes = [str(row["status"]).replace("_", " ")]
         state = str(row["status"]) if row["status"] in CELL_STATES else "insufficient_data"
         if row["window_end"] in retrain_on:
             state = "retraining"
             notes.append(f"retraining decided: {retrain_on[row['window_end']]['summary']}")
-        if previous is not None and champion and champion != previous:
+        if previous is not None and champion and champion != previous and in_order:
             state = "new_champion"
             notes.append(f"new champion v{champion} (was v{previous})")
-        previous = champion or previous
+        if in_order:
+            previous, previous_checked = champion or previous, checked if checked is not None else previous_checked
         metrics = row["live_metrics"] or {}
         value = metrics.get(metric)
         if isinstance(value, int | float):
@@ -231,6 +242,21 @@ def calendar(results: list[dict[str, Any]], decisions: list[dict[str, Any]], met
             )
         )
     return cells
+
+
+def _utc(moment: datetime) -> datetime:
+    """``moment`` comparable with any other: naive ones (SQLite's) are UTC."""
+    return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment
+
+
+def recent_decisions(decisions: list[dict[str, Any]], limit: int) -> list[dict[str, Any]]:
+    """What ops read first of the policy's decisions (oldest-first ``decisions``), newest first: the latest one,
+    whatever it was, then the latest decisions to retrain; at most ``limit``. The many windows that kept the
+    champion in between are not worth a row each (the calendar shows them)."""
+    if not decisions or limit <= 0:
+        return []
+    retrained = [d for d in reversed(decisions[:-1]) if d["retrain"]]
+    return [decisions[-1], *retrained][:limit]
 
 
 def report_url(evidence_url: str) -> str:

@@ -43,14 +43,15 @@ def render(
     title: str = "Models",
     note: str = "",
 ) -> str:
-    """The whole page; ``now`` only measures how long approvals have waited."""
+    """The whole page; ``now`` only measures how long approvals have waited. Cards of datasets with a champion come
+    first, each group in the order given."""
     body = [f"<h1>{escape(title)}</h1>"]
     if note:
         body.append(f'<p class="muted">{escape(note)}</p>')
     body.append(_pending(pending, now))
     if not views:
         body.append('<p class="muted">No dataset is configured.</p>')
-    for view in views:
+    for view in sorted(views, key=lambda v: v.champion is None):
         body.append(_card(view))
     return _PAGE.format(title=escape(title), css=_CSS, body="\n".join(body), script=_SCRIPT)
 
@@ -198,9 +199,16 @@ def _decisions(view: DatasetView) -> str:
             f"<tr><td>{d.window_end}</td><td>{verdict}</td><td>{escape(d.trigger or '')}</td>"
             f"<td>{escape(d.summary)}<ul>{reasons}</ul></td><td>{run}</td></tr>"
         )
+    hidden = view.decisions_not_listed
+    note = (
+        f'<p class="muted">The latest decision and the decisions to retrain; {hidden} other '
+        f"{'decision' if hidden == 1 else 'decisions'} to keep the champion not listed.</p>"
+        if hidden
+        else ""
+    )
     return (
         '<div class="decisions"><h3>Retraining policy</h3><table><tr><th>window end</th><th>decision</th>'
-        "<th>trigger</th><th>why</th><th></th></tr>" + "".join(rows) + "</table></div>"
+        "<th>trigger</th><th>why</th><th></th></tr>" + "".join(rows) + f"</table>{note}</div>"
     )
 
 

@@ -188,10 +188,10 @@ def test_the_registry_alias_tags_and_artifacts_are_in_mlflow_on_postgresql(
     assert run.data.metrics["holdout_roc_auc"] > 0.5
     logged = {
         a.path
-        for folder in ("evaluation", "gate", "config")
+        for folder in ("evaluation", "plots", "gate", "config")
         for a in mlflow_client.list_artifacts(run.info.run_id, folder)
     }
-    assert "gate/decision.json" in logged and any(path.endswith(".png") for path in logged), logged
+    assert "gate/decision.json" in logged and "plots/roc.png" in logged, logged
     assert any(path.startswith("config/") for path in logged), logged
     assert run.inputs.dataset_inputs, "no dataset inputs logged"
 

@@ -343,7 +343,8 @@ def test_people_were_notified_of_each_event_and_a_dead_receiver_failed_no_run(
 
     # and the deployment through Airflow, the gate's refusal (with its reasons) and the failed tasks were announced
     deployed = arrived("deployed", DATASET, champion="v1")
-    assert deployed["facts"]["by"] == DAG and deployed["links"]["Model version"] == registry.version_url(get_settings(), MODEL, "1")
+    assert deployed["facts"]["by"] == DAG
+    assert deployed["links"]["Model version"] == registry.version_url(get_settings(), MODEL, "1")
     refused = arrived("candidate_refused", DATASET)
     assert "FAIL roc_auc" in refused["text"] and "roc_auc" in refused["facts"]
     failed = arrived("task_failed", DATASET, task="extract")

@@ -14,6 +14,7 @@ from pipelines.trace.console import (
     PolicyDecision,
     calendar,
     headline_metric,
+    recent_decisions,
     report_url,
 )
 from pipelines.trace.console_page import PendingApproval, render
@@ -62,6 +63,36 @@ def test_a_window_without_a_champion_does_not_count_as_a_switch() -> None:
         _window(date(2013, 5, 3), "ok", "1"),
     ]
     assert [c.state for c in calendar(results, [], "roc_auc")] == ["ok", "ok", "ok"]
+
+
+def test_a_window_checked_before_the_one_before_it_is_no_switch() -> None:
+    # given May replayed and checked at 10:00 under v1, then v2 from the 3rd, and a window of December checked at
+    # 09:00 (a scheduled check of that day, before the replay), when v1 was still the champion
+    def checked(row: dict, hour: int) -> dict:
+        return {**row, "checked_at": datetime(2026, 12, 7, hour, tzinfo=UTC)}
+
+    results = [
+        checked(_window(date(2013, 5, 1), "ok", "1"), 10),
+        checked(_window(date(2013, 5, 2), "ok", "1"), 10),
+        checked(_window(date(2013, 5, 3), "ok", "2"), 11),
+        {**_window(date(2013, 12, 6), "insufficient_data", "1"), "checked_at": datetime(2026, 12, 7, 9)},  # naive
+        checked(_window(date(2013, 12, 7), "ok", "2"), 12),
+    ]
+    # when the calendar is built, then v2's first window is the switch, and neither December window is one
+    states = [c.state for c in calendar(results, [], "roc_auc")]
+    assert states == ["ok", "ok", "new_champion", "insufficient_data", "ok"]
+
+
+def test_the_latest_decision_and_the_retraining_ones_are_listed_newest_first() -> None:
+    # given a policy that kept the champion every day but retrained on the 5th and the 9th of twelve windows
+    decisions = [{"window_end": day, "retrain": day in (5, 9)} for day in range(1, 13)]
+    # when the recent decisions are picked, then the last one comes first, then the retraining ones
+    assert [d["window_end"] for d in recent_decisions(decisions, 10)] == [12, 9, 5]
+    # and no more than asked, and nothing of nothing
+    assert [d["window_end"] for d in recent_decisions(decisions, 2)] == [12, 9]
+    assert recent_decisions([], 10) == [] and recent_decisions(decisions, 0) == []
+    # and a latest decision that retrains is listed once
+    assert [d["window_end"] for d in recent_decisions(decisions[:9], 10)] == [9, 5]
 
 
 def test_the_headline_metric_is_the_one_the_retraining_policy_watches() -> None:
@@ -163,3 +194,13 @@ def test_a_dataset_without_a_champion_says_so_and_links_to_its_training_dag() ->
     page = render([view], [], datetime(2026, 11, 28, tzinfo=UTC))
     assert "No champion yet." in page and 'href="/dags/train_flights" target="_top"' in page
     assert "Nothing is waiting." in page and "No monitored window yet." in page
+
+
+def test_datasets_with_a_champion_come_first() -> None:
+    # given a dataset without a champion listed before two with one
+    idle, served, other = _view(), _view(), _view()
+    idle.name, idle.champion, served.name, other.name = "aaa_idle", None, "zzz_served", "mmm_served"
+    # when the page is rendered, then the served datasets come first, in the order given, then the idle one
+    page = render([idle, served, other], [], datetime(2026, 11, 28, tzinfo=UTC))
+    found = [page.index(f'id="dataset-{name}"') for name in ("zzz_served", "mmm_served", "aaa_idle")]
+    assert found == sorted(found)
