@@ -50,7 +50,7 @@ compose-check:
 ## the demo's end-to-end run on one, the shared stack's modules on the other, the rest wherever there is room
 XDIST := -n 2 --dist loadgroup --no-loadscope-reorder
 test: install
-	$(BIN)/python -m pytest -q --durations=12 $(XDIST) tests
+	$(BIN)/python -m pytest -q --durations=40 $(XDIST) tests
 
 ## test-fast: unit tests and DAG integrity, no services (the inner loop)
 test-fast: install
