@@ -14,10 +14,10 @@ from datetime import date
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from pipelines.core.errors import ConfigError
+from pipelines.core.yaml_files import read_yaml
 
 DATASET_NAME_PATTERN = r"^[a-z][a-z0-9_]{0,40}$"
 ALLOWED_ESTIMATOR_PREFIXES = ("sklearn.",)
@@ -618,12 +618,7 @@ def _describe(exc: ValidationError) -> str:
 
 def load_config_file(path: Path) -> DatasetConfig:
     """Parse and validate one dataset config file; errors name the file and the field."""
-    if not path.is_file():
-        raise ConfigError(f"dataset config {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "dataset config")
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: expected a mapping at the top level")
     try:

@@ -13,10 +13,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.core.errors import ConfigError
+from pipelines.core.yaml_files import read_yaml, validation_problems
 
 Role = Literal["admin", "approver", "operator", "viewer"]
 
@@ -69,14 +69,8 @@ class People(BaseModel):
 
 def load_people(path: Path) -> People:
     """Parse and validate the people file; errors name the file and the entry."""
-    if not path.is_file():
-        raise ConfigError(f"people file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "people file")
     try:
         return People.model_validate(raw)
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {validation_problems(exc)}") from exc

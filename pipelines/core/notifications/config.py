@@ -13,11 +13,11 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Literal
 
-import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from pipelines.core.errors import ConfigError
 from pipelines.core.notifications.message import Kind
+from pipelines.core.yaml_files import read_yaml, validation_problems
 
 ENV_NAME = r"^[A-Z_][A-Z0-9_]{0,99}$"
 
@@ -111,17 +111,11 @@ DEFAULT = NotificationsConfig(channels=(LogChannel(name="log", type="log"),))
 
 def load_notifications(path: Path) -> NotificationsConfig:
     """Parse and validate the notifications file; errors name the file and the field."""
-    if not path.is_file():
-        raise ConfigError(f"notifications file {path} does not exist")
-    try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = read_yaml(path, "notifications file")
     try:
         return NotificationsConfig.model_validate(raw or {})
     except ValidationError as exc:
-        problems = "; ".join(f"{'.'.join(map(str, e['loc'])) or 'file'}: {e['msg']}" for e in exc.errors())
-        raise ConfigError(f"{path}: {problems}") from exc
+        raise ConfigError(f"{path}: {validation_problems(exc)}") from exc
 
 
 def secret(channel: _Channel, variable: str | None, path: Path | str = "the notifications file") -> str | None:
