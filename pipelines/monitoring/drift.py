@@ -18,6 +18,7 @@ import math
 import warnings
 from collections.abc import Iterable, Sequence
 from dataclasses import asdict, dataclass, field
+from functools import cache
 from typing import Any
 
 import numpy as np
@@ -215,7 +216,6 @@ def drift_report(
     """
     from evidently import Report
     from evidently.metrics import ValueDrift
-    from evidently.presets import DataDriftPreset
 
     drift = config.monitoring.drift
     numeric, categorical = feature_types(config)
@@ -239,7 +239,7 @@ def drift_report(
     metrics: list[Any] = []
     if counted_scored:
         metrics.append(
-            DataDriftPreset(
+            _drift_table_preset()(
                 columns=counted_scored,
                 num_method=drift.num_method,
                 cat_method=drift.cat_method,
@@ -262,7 +262,8 @@ def drift_report(
             current_data=_dataset(used[columns], num_columns, cat_columns, None),
             reference_data=_dataset(reference[columns], num_columns, cat_columns, None),
         )
-    scores = _value_drift_scores(json.loads(snapshot.json()))
+    # the same stat tests on the same rows as the report's (its table shows these numbers)
+    scores = drift_scores(reference, used, config)
     features: dict[str, FeatureDrift] = {}
     for column in [*numeric, *categorical]:
         method, threshold = method_of(config, column), thresholds[column]
@@ -395,11 +396,19 @@ def _evidently_performance(frame: pd.DataFrame, config: DatasetConfig, classes: 
         return None
 
 
-def _value_drift_scores(report: dict[str, Any]) -> dict[str, float]:
-    """Per-column scores from a report's ``ValueDrift`` metrics (the drift preset adds one per column)."""
-    scores: dict[str, float] = {}
-    for metric in report["metrics"]:
-        cfg = metric["config"]
-        if cfg["type"].endswith(":ValueDrift"):
-            scores[cfg["column"]] = float(metric["value"])
-    return scores
+@cache
+def _drift_table_preset() -> type:
+    """Evidently's ``DataDriftPreset`` without the ``ValueDrift`` metric it adds per column.
+
+    The preset's page is its dataset-drift counter and drift table (rendered from Evidently's own drift metrics);
+    each per-column ``ValueDrift`` also builds plotly figures that the page never shows, about half of a day
+    window's report time (docs/benchmarks.md, "A monitored window"). The page is the same without them.
+    """
+    from evidently.metrics import DriftedColumnsCount
+    from evidently.presets import DataDriftPreset
+
+    class DriftTablePreset(DataDriftPreset):  # type: ignore[misc]
+        def generate_metrics(self, context: Any) -> Sequence[Any]:
+            return [m for m in super().generate_metrics(context) if isinstance(m, DriftedColumnsCount)]
+
+    return DriftTablePreset

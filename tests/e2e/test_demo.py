@@ -60,6 +60,10 @@ def test_demo_deploys_then_drift_retrains_and_switches_through_airflow_then_down
         assert re.search(r"live performance before: v1 on 2013-04-01\.\..*roc_auc 0\.[6-9]", out.stdout), out.stdout
         assert re.search(r"live performance after: v2 on 2013-05-\d\d\.\..*roc_auc 0\.[6-9]", out.stdout), out.stdout
         assert "lineage  python -m pipelines lineage --dataset flights" in out.stdout
+        # and the scheduler forked its task workers with the loop's libraries already imported, none missing
+        scheduler_log = (stack.logs_dir / "airflow-scheduler.log").read_text()
+        preloaded = re.search(r"preloaded \d+ modules for the task processes in [\d.]+ s \[", scheduler_log)
+        assert preloaded, scheduler_log[-3000:]
 
         # and an ops person who opens the Models page in the Airflow UI sees the same story
         _assert_models_page(stack, passwords["vera"])

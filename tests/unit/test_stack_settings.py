@@ -67,8 +67,10 @@ def test_the_embedded_profile_keeps_every_store_in_sqlite_files(
 
     stack = StackSettings()
     env = stack_env(stack)
-    # then Airflow runs the LocalExecutor on SQLite, and MLflow and the warehouse are SQLite files in the runtime
-    assert stack.profile == "embedded" and env["AIRFLOW__CORE__EXECUTOR"] == "LocalExecutor"
+    # then Airflow runs the LocalExecutor (preloading the loop's libraries) on SQLite, and MLflow and the warehouse
+    # are SQLite files in the runtime
+    executor = env["AIRFLOW__CORE__EXECUTOR"]
+    assert stack.profile == "embedded" and executor == "pipelines.stack.preloading_executor.PreloadingLocalExecutor"
     assert env["AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"] == f"sqlite:///{tmp_path / 'airflow' / 'airflow.db'}"
     assert env["MLOPS_WAREHOUSE_URL"] == f"sqlite:///{tmp_path / 'warehouse.db'}"
     assert stack.database_url("mlflow") == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
