@@ -10,6 +10,8 @@ in a fresh folder ``runtime/benchmarks/topology_scale-<time>-<random>/<config>/`
 databases and Celery queue dropped after:
 
 - ``embedded``: Airflow on SQLite with the LocalExecutor (parallelism 4), MLflow and the warehouse on SQLite;
+- ``embedded-cold``: the same without preloading the loop's libraries (``AIRFLOW_PRELOAD=false``: each task
+  imports them, as with Airflow's own LocalExecutor);
 - ``celery1``: the production profile (CeleryExecutor on PostgreSQL, Redis broker, MLflow and the warehouse on
   PostgreSQL) with 1 Celery worker of concurrency 2;
 - ``celery2``: the same with 2 Celery workers of concurrency 2 each;
@@ -94,6 +96,7 @@ class Topology:
     workers: int = 0
     concurrency: int = 0
     description: str = ""
+    preload: bool = True
 
     @property
     def slots(self) -> int:
@@ -105,6 +108,12 @@ TOPOLOGIES = {
     t.name: t
     for t in [
         Topology("embedded", "embedded", description="LocalExecutor on SQLite, parallelism 4"),
+        Topology(
+            "embedded-cold",
+            "embedded",
+            description="the same, libraries not preloaded (every task imports them: Airflow's default)",
+            preload=False,
+        ),
         Topology("celery1", "production", 1, 2, "CeleryExecutor on PostgreSQL + Redis, 1 worker x 2"),
         Topology("celery2", "production", 2, 2, "CeleryExecutor on PostgreSQL + Redis, 2 workers x 2"),
         Topology("celery1x4", "production", 1, 4, "CeleryExecutor on PostgreSQL + Redis, 1 worker x 4"),
@@ -400,6 +409,7 @@ def stack_settings(topology: Topology, home: Path, datasets_dir: Path, mlflow_wo
         "AIRFLOW_WORKER_LOG_PORT": _free_ports(max(1, topology.workers)),
         "AIRFLOW_TRIGGER_LOG_PORT": free_port(),
         "AIRFLOW_ADMIN_PASSWORD": secrets.token_urlsafe(12),
+        "AIRFLOW_PRELOAD": topology.preload,
     }
     if topology.profile == "production":
         values.update(

@@ -141,7 +141,11 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "AIRFLOW__CORE__PLUGINS_FOLDER": str(REPO_ROOT / "plugins"),
             "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
             # the LocalExecutor with the loop's libraries imported before it forks its workers (module docstring)
-            "AIRFLOW__CORE__EXECUTOR": "pipelines.stack.preloading_executor.PreloadingLocalExecutor",
+            "AIRFLOW__CORE__EXECUTOR": (
+                "pipelines.stack.preloading_executor.PreloadingLocalExecutor"
+                if stack.airflow_preload
+                else "LocalExecutor"
+            ),
             "AIRFLOW__CORE__PARALLELISM": str(stack.airflow_parallelism),
             "AIRFLOW__CORE__MAX_ACTIVE_TASKS_PER_DAG": str(stack.airflow_parallelism),
             "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": database_url(stack, "airflow"),
@@ -203,7 +207,11 @@ def _celery_env(stack: StackSettings) -> dict[str, str]:
         "AIRFLOW__CELERY__RESULT_BACKEND": "db+" + result_backend.render_as_string(hide_password=False),
         "AIRFLOW__CELERY__WORKER_CONCURRENCY": str(stack.celery_concurrency),
         # Airflow's Celery settings plus the loop's libraries imported before each worker forks its pool
-        "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "pipelines.stack.celery_config.CELERY_CONFIG",
+        **(
+            {"AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS": "pipelines.stack.celery_config.CELERY_CONFIG"}
+            if stack.airflow_preload
+            else {}
+        ),
         # A task that outlives the visibility timeout is handed to a second worker: 6 h is above any run here.
         "AIRFLOW__CELERY_BROKER_TRANSPORT_OPTIONS__VISIBILITY_TIMEOUT": "21600",
         "AIRFLOW__OPERATORS__DEFAULT_QUEUE": stack.celery_queue,

@@ -107,6 +107,12 @@ class StackSettings(BaseSettings):
         "", validation_alias="MLFLOW_SERVING_PASSWORD", description="Production: MLflow password of `serving`."
     )
     airflow_parallelism: int = Field(4, ge=1, description="Task slots: 2 cores here, tasks mostly wait on I/O.")
+    airflow_preload: bool = Field(
+        True,
+        validation_alias="AIRFLOW_PRELOAD",
+        description="Import the loop's libraries once before Airflow forks its task workers (false: every task "
+        "imports them itself, Airflow's default).",
+    )
     mlflow_workers: int = Field(2, ge=1)
     demo_approval: Literal["api", "ui"] = Field(
         "api",

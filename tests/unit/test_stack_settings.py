@@ -113,6 +113,8 @@ def test_one_switch_moves_every_store_to_postgresql_and_the_executor_to_celery(
         f"db+postgresql://team_a_airflow:{passwords['airflow']}@db.internal:5433/team_a_airflow"
     )
     assert env["AIRFLOW__OPERATORS__DEFAULT_QUEUE"] == "team_a"
+    # and each worker imports the loop's libraries before forking its pool (Airflow's Celery settings plus that)
+    assert env["AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS"] == "pipelines.stack.celery_config.CELERY_CONFIG"
     # and the slots cover every worker, each a process with its own name and log port
     assert int(env["AIRFLOW__CORE__PARALLELISM"]) == 3 * stack.celery_concurrency
     workers = celery_workers(stack)
@@ -125,3 +127,22 @@ def test_a_database_prefix_that_is_not_a_plain_identifier_is_refused() -> None:
     # given a prefix that would need quoting in SQL, then the settings refuse it naming the variable
     with pytest.raises(ValidationError, match="STACK_DB_PREFIX"):
         StackSettings(MLOPS_PROFILE="production", STACK_DB_PREFIX='x"; DROP DATABASE y; --')  # type: ignore[call-arg]
+
+
+@pytest.mark.parametrize("profile", ["embedded", "production"])
+def test_preloading_can_be_turned_off_leaving_airflows_own_executors(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, profile: str
+) -> None:
+    # given a stack with AIRFLOW_PRELOAD=false
+    for name in _PROFILE_VARS:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("MLOPS_PROFILE", profile)
+    monkeypatch.setenv("MLOPS_HOME", str(tmp_path))
+    monkeypatch.setenv("AIRFLOW_PRELOAD", "false")
+    # when its environment is built
+    from pipelines.stack.services import stack_env
+
+    env = stack_env(StackSettings())
+    # then Airflow runs its own executor with its own Celery settings
+    assert env["AIRFLOW__CORE__EXECUTOR"] == ("LocalExecutor" if profile == "embedded" else "CeleryExecutor")
+    assert "AIRFLOW__CELERY__CELERY_CONFIG_OPTIONS" not in env
