@@ -130,20 +130,24 @@ class AirflowClient:
         run_id: str,
         *,
         timeout: float,
-        on_change: Callable[[dict[str, str | None]], None],
-        stop_when: Callable[[dict[str, str | None]], bool] = lambda _: False,
+        on_change: Callable[[dict[str, str | None]], None] | None = None,
+        stop_when: Callable[[dict[str, str | None]], bool] | None = None,
         interval: float = 2.0,
     ) -> str:
-        """Poll the run, reporting task state changes, until it ends or ``stop_when``; returns the run state."""
+        """Poll the run, reporting task state changes, until it ends or ``stop_when``; returns the run state.
+
+        Task states are read only for ``on_change`` or ``stop_when``: otherwise one request a poll (each one costs
+        the api-server CPU that the tasks it serves could use)."""
         deadline = time.monotonic() + timeout
         seen: dict[str, str | None] = {}
         while time.monotonic() < deadline:
-            states = self.task_states(dag_id, run_id)
-            if states != seen:
-                on_change(states)
+            if on_change is not None or stop_when is not None:
+                states = self.task_states(dag_id, run_id)
+                if states != seen and on_change is not None:
+                    on_change(states)
                 seen = states
             run_state = str(self.run(dag_id, run_id)["state"])
-            if run_state in TERMINAL_RUN_STATES or stop_when(states):
+            if run_state in TERMINAL_RUN_STATES or (stop_when is not None and stop_when(seen)):
                 return run_state
             time.sleep(interval)
         raise TimeoutError(f"run {run_id} of {dag_id} did not finish within {timeout:.0f} s (last: {seen})")

@@ -64,7 +64,7 @@ def _monitor(api: AirflowClient, stack: StackSettings, dataset: str, start: date
     dag_id = f"monitor_{dataset}"
     conf = {"window_start": str(start), "window_end": str(end), "step_days": 1}
     run_id = api.trigger(dag_id, conf, note=f"started by `make demo`: {start} .. {end - timedelta(days=1)}, daily")
-    state = api.follow(dag_id, run_id, timeout=900, on_change=lambda _: None, interval=POLL_SECONDS)
+    state = api.follow(dag_id, run_id, timeout=900, interval=POLL_SECONDS)
     if state != "success":
         raise StackError(
             f"{dag_id} run {run_id} ({start} .. {end}) ended {state}: {stack.airflow_url}/dags/{dag_id}/runs/{run_id}"

@@ -144,7 +144,7 @@ def example_runs(shared_stack: StackSettings, flights_champion: dict[str, Any]) 
             started[name] = api.trigger(f"train_{name}", {"reason": "example test", **EXAMPLE_CONF[name]})
         out = {}
         for name, run_id in started.items():
-            state = api.follow(f"train_{name}", run_id, timeout=900, on_change=lambda _: None, interval=1.0)
+            state = api.follow(f"train_{name}", run_id, timeout=900, interval=1.0)
             out[name] = {
                 "state": state,
                 "tasks": api.task_states(f"train_{name}", run_id),

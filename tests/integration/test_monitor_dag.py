@@ -60,7 +60,7 @@ def _monitor(api: AirflowClient, day: date) -> tuple[str, str, dict[str, str | N
     """Trigger ``monitor_flights`` for ``[day, day + 1)`` and follow it to the end: run id, state, task states."""
     conf = {"window_start": str(day), "window_end": str(day + timedelta(days=1))}
     run_id = api.trigger(MONITOR, conf, note=f"test: window {day}")
-    state = api.follow(MONITOR, run_id, timeout=600, on_change=lambda _: None)
+    state = api.follow(MONITOR, run_id, timeout=600)
     return run_id, state, api.task_states(MONITOR, run_id)
 
 

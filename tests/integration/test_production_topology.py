@@ -207,7 +207,7 @@ def test_replayed_predictions_and_monitoring_land_in_the_postgresql_warehouse(
     wait_for_dag(api, MONITOR)
     api.unpause(MONITOR)
     run_id = api.trigger(MONITOR, {"window_start": "2013-03-08", "window_end": "2013-03-09"})
-    state = api.follow(MONITOR, run_id, timeout=600, on_change=lambda _: None)
+    state = api.follow(MONITOR, run_id, timeout=600)
 
     # then it succeeds on a Celery worker, with its report in MLflow and its row in the warehouse on PostgreSQL
     assert state == "success", api.task_states(MONITOR, run_id)

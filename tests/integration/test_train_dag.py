@@ -86,9 +86,7 @@ def _version_tags(version: str) -> dict[str, str]:
 
 def _run_until_approval(api: AirflowClient, conf: dict) -> tuple[str, dict[str, str | None]]:
     run_id = api.trigger(DAG, conf)
-    api.follow(
-        DAG, run_id, timeout=600, on_change=lambda _: None, stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input"
-    )
+    api.follow(DAG, run_id, timeout=600, stop_when=lambda s: s.get(APPROVAL_TASK) == "awaiting_input")
     return run_id, api.task_states(DAG, run_id)
 
 
@@ -125,7 +123,7 @@ def test_a_run_approved_in_airflow_deploys_the_champion_with_its_lineage(stack: 
         page.locator("#element_comment").fill("clicked in the browser: looks good")
         steps.shot(page, "approval request with a comment")
         page.get_by_role("button", name="Approve", exact=True).click()
-        state = api.follow(DAG, run_id, timeout=600, on_change=lambda _: None)
+        state = api.follow(DAG, run_id, timeout=600)
         steps.shot(page, "approval answered")
 
         # then the run succeeds through every step and version 1 is the champion
@@ -190,7 +188,7 @@ def test_a_crippled_model_is_refused_by_the_gate_and_the_champion_stays(stack: S
 
     # when a run trains a model that cannot rank flights (a constant prior)
     run_id = api.trigger(DAG, {"reason": "crippled", "overrides": CRIPPLED, **WINDOW})
-    state = api.follow(DAG, run_id, timeout=600, on_change=lambda _: None)
+    state = api.follow(DAG, run_id, timeout=600)
 
     # then the run ends cleanly on the refuse branch, without any approval or deployment
     states = api.task_states(DAG, run_id)
@@ -217,7 +215,7 @@ def test_a_run_whose_overrides_loosen_policy_fails_at_its_first_task(stack: Stac
     # given the champion, when a run asks to approve itself by policy (tried on a stack before this was refused)
     before = _champion_version()
     run_id = api.trigger(DAG, {"reason": "self-approval", "overrides": {"approval": {"mode": "auto"}}, **WINDOW})
-    state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
+    state = api.follow(DAG, run_id, timeout=300)
     # then the run fails at its first task, once (no retry), and nothing after it ran
     states = api.task_states(DAG, run_id)
     assert state == "failed" and states["extract"] == "failed", states
@@ -251,7 +249,7 @@ def test_a_rejected_candidate_is_tagged_and_never_deployed(stack: StackSettings,
         answer_when_parked(approver, stack, DAG, run_id, APPROVAL_TASK, "Reject", {"comment": "not this week"})
     finally:
         approver.close()
-    state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
+    state = api.follow(DAG, run_id, timeout=300)
 
     # then deploy is skipped, the version says who rejected it and why, and the champion stays
     states = api.task_states(DAG, run_id)
@@ -282,7 +280,7 @@ def test_bad_data_stops_the_run_at_validation(stack: StackSettings, api, tmp_pat
 
     # when the training DAG runs on that week
     run_id = api.trigger(DAG, {"reason": "bad data", "window_start": "2013-03-01", "window_end": "2013-03-08"})
-    state = api.follow(DAG, run_id, timeout=300, on_change=lambda _: None)
+    state = api.follow(DAG, run_id, timeout=300)
 
     # then validation fails, nothing downstream runs, and nothing is registered
     states = api.task_states(DAG, run_id)
@@ -297,7 +295,7 @@ def test_a_new_dataset_config_is_a_new_dag_and_an_unanswered_approval_times_out(
     # given the second dataset's DAG, parsed from its config alone, and its run (started with the module)
     dag_id, run_id = unanswered
     # when its candidate waits for an approval that nobody gives within the 1-minute timeout
-    state = api.follow(dag_id, run_id, timeout=900, on_change=lambda _: None)
+    state = api.follow(dag_id, run_id, timeout=900)
 
     # then the scheduler applies the default (Reject): nothing is deployed and the version says it timed out
     states = api.task_states(dag_id, run_id)
@@ -321,7 +319,7 @@ def test_people_were_notified_of_each_event_and_a_dead_receiver_failed_no_run(
 
     hook, mail = notification_receivers.webhook, notification_receivers.mail
     quick_dag, quick_run = unanswered
-    api.follow(quick_dag, quick_run, timeout=900, on_change=lambda _: None)
+    api.follow(quick_dag, quick_run, timeout=900)
 
     def arrived(kind: str, dataset: str, **facts: str) -> dict:
         return hook.wait_for(
