@@ -138,8 +138,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             base_snap.save_html(f"{out}/baseline.html")
             ours_snap.save_html(f"{out}/shipped.html")
+            # the verdict keeps scores to 6 decimals
             same = base_scores.keys() == ours_scores.keys() and all(
-                abs(base_scores[c] - ours_scores[c]) <= 1e-9 for c in base_scores
+                round(base_scores[c], 6) == ours_scores[c] for c in base_scores
             )
             rows.append({"day": str(day.date()), "rows": len(window), "baseline_s": base_s, "ours_s": ours_s,
                          "same_scores": same})  # fmt: skip

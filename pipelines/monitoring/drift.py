@@ -402,7 +402,7 @@ def _drift_table_preset() -> type:
 
     The preset's page is its dataset-drift counter and drift table (rendered from Evidently's own drift metrics);
     each per-column ``ValueDrift`` also builds plotly figures that the page never shows, about half of a day
-    window's report time (docs/benchmarks.md, "A monitored window"). The page is the same without them.
+    window's report time (docs/benchmarks.md, "A monitored window's drift report"). The page is the same without them.
     """
     from evidently.metrics import DriftedColumnsCount
     from evidently.presets import DataDriftPreset
