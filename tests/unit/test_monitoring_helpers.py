@@ -379,3 +379,43 @@ def test_live_performance_reports_of_multiclass_and_regression_use_the_holdout_m
     assert set(found) == {"rmse", "mae", "r2"}
     assert all(found[k] == pytest.approx(expected[k], abs=1e-6) for k in found)
     assert snapshot is not None
+
+
+def test_drift_scores_and_calibration_equal_evidentlys_stat_tests_on_the_values_as_they_come(flights_config) -> None:
+    from evidently.legacy.calculations.stattests.registry import get_stattest
+    from evidently.legacy.core import ColumnType
+
+    from pipelines.monitoring.drift import calibrate, drift_scores, feature_types, is_categorical, method_of
+
+    # given a reference and five days of flights-shaped data in random order, with missing values
+    rng = np.random.default_rng(3)
+    numeric, categorical = feature_types(flights_config)
+
+    def frame(rows: int, shift: float) -> pd.DataFrame:
+        data = {c: rng.normal(shift, 1.0, rows).round(2) for c in numeric}
+        data.update({c: rng.choice(["a", "b", "c", "d"], rows) for c in categorical})
+        out = pd.DataFrame(data).assign(probability=rng.beta(2, 6, rows))
+        out.loc[rng.choice(rows, rows // 10, replace=False), numeric[0]] = np.nan
+        return out
+
+    reference, days = frame(3000, 0.0), [frame(400, shift) for shift in (0.0, 0.05, 0.1, 0.2, 0.4)]
+
+    def evidently(ref: pd.DataFrame, cur: pd.DataFrame) -> dict[str, float]:
+        out = {}
+        for column in cur.columns:
+            kind = ColumnType.Categorical if is_categorical(flights_config, column) else ColumnType.Numerical
+            r, c = ref[column].dropna(), cur[column].dropna()
+            test = get_stattest(r, c, kind, method_of(flights_config, column))
+            out[column] = float(test(r, c, kind, None).drift_score)
+        return out
+
+    # when each day is scored, then every score is Evidently's own on the unsorted values (to the last bits)
+    expected = [evidently(reference, day) for day in days]
+    for day, want in zip(days, expected, strict=True):
+        found = drift_scores(reference, day, flights_config)
+        assert found.keys() == want.keys()
+        assert all(found[c] == pytest.approx(want[c], rel=1e-12, abs=1e-15) for c in want), (found, want)
+    # and the calibration's worst day of each column is the highest of them
+    _, info = calibrate(reference, iter(days), flights_config)
+    worst = {c: max(scores[c] for scores in expected) for c in expected[0]}
+    assert info["worst_day_scores"] == {c: round(v, 6) for c, v in worst.items()}
