@@ -8,9 +8,12 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+
+if TYPE_CHECKING:
+    from pipelines.core.settings import Settings
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 
@@ -75,19 +78,28 @@ def flights_config():
     return load_config_file(REPO_ROOT / "pipelines" / "conf" / "datasets" / "flights.yaml")
 
 
-@pytest.fixture
-def isolated_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
-    """Settings whose state (warehouse, MLflow store, snapshots, Data Docs) lives in a temporary folder."""
+@contextmanager
+def settings_in(home: Path) -> Iterator[Settings]:
+    """Settings whose state (warehouse, MLflow store, snapshots, Data Docs) lives in ``home``, for the block."""
     from pipelines.core.settings import get_settings
 
-    home = tmp_path / "runtime"
-    monkeypatch.setenv("MLOPS_HOME", str(home))
-    monkeypatch.setenv("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
-    monkeypatch.setenv("MLOPS_AIRFLOW_UI_URL", "http://127.0.0.1:1")
-    monkeypatch.delenv("MLOPS_WAREHOUSE_URL", raising=False)
-    get_settings.cache_clear()
-    yield get_settings()
-    get_settings.cache_clear()
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("MLOPS_HOME", str(home))
+        patch.setenv("MLOPS_MLFLOW_TRACKING_URI", f"sqlite:///{home}/mlflow.db")
+        patch.setenv("MLOPS_AIRFLOW_UI_URL", "http://127.0.0.1:1")
+        patch.delenv("MLOPS_WAREHOUSE_URL", raising=False)
+        get_settings.cache_clear()
+        try:
+            yield get_settings()
+        finally:
+            get_settings.cache_clear()
+
+
+@pytest.fixture
+def isolated_settings(tmp_path: Path) -> Iterator[Settings]:
+    """Settings whose state (warehouse, MLflow store, snapshots, Data Docs) lives in a temporary folder."""
+    with settings_in(tmp_path / "runtime") as settings:
+        yield settings
 
 
 # The order in which the two workers of `make test` (pytest-xdist, --dist loadgroup) take the work: the longest

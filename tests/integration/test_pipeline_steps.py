@@ -1,7 +1,8 @@
 """The pipeline's steps without Airflow, against a real MLflow store, real GX and a real SQLite warehouse.
 
 Covers what the DAG relies on: lineage and decisions on the model version, idempotent reruns, the gate
-refusing a crippled model, the smoke test putting the alias back, and rollback.
+refusing a crippled model, the smoke test putting the alias back, and rollback. The module's two tests share one
+runtime folder and its champion v1 (trained once); the second adds versions after the first's.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -21,7 +23,8 @@ from pipelines.cli import main
 from pipelines.core import artifact_digests, audit, registry
 from pipelines.core.errors import SmokeTestError
 from pipelines.core.runs import RunContext
-from tests.conftest import REPO_ROOT
+from pipelines.core.settings import Settings
+from tests.conftest import REPO_ROOT, settings_in
 from tests.stack import train_champion
 
 pytestmark = pytest.mark.integration
@@ -34,6 +37,20 @@ CRIPPLED = {"model": {"estimator": "sklearn.dummy.DummyClassifier", "params": {"
 
 def _run_all(run: RunContext, overrides: dict | None = None, start: str = START, end: str = END) -> dict:
     return train_champion("flights", run, start, end, AT, overrides)
+
+
+@pytest.fixture(scope="module")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """The module's runtime folder: warehouse, MLflow store, snapshots and Data Docs."""
+    with settings_in(tmp_path_factory.mktemp("pipeline-steps") / "runtime") as isolated:
+        yield isolated
+
+
+@pytest.fixture(scope="module")
+def first(settings: Settings) -> dict:
+    """January-March 2013 seeded; the pipeline's chain run on January and February as ``first``: v1, deployed."""
+    steps.seed("flights", START, "2013-04-01")
+    return _run_all(RunContext(dag_id="train_flights", run_id="first", reason="test"))
 
 
 def _assert_described_for_data_scientists(settings, first: dict, tags: dict[str, str]) -> str:
@@ -63,17 +80,12 @@ def _assert_refused_and_described(settings, version: str) -> None:
     assert "not decided yet" in refused.description and "not deployed" in refused.description
 
 
-def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(isolated_settings) -> None:
-    # given a warehouse holding the first quarter of 2013
-    steps.seed("flights", START, "2013-04-01")
-
-    # when the pipeline runs on January and February
-    first = _run_all(RunContext(dag_id="train_flights", run_id="first", reason="test"))
-
+def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(settings, first) -> None:
+    # given a warehouse holding the first quarter of 2013, when the pipeline ran on January and February (first)
     # then version 1 is the champion and carries lineage, gate decision and approver
     assert first["gate"]["passed"], first["gate"]["reasons"]
     assert first["deploy"]["champion_version"] == "1"
-    champion = registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION)
+    champion = registry.alias_version(settings, "flights-delay", registry.CHAMPION)
     assert champion is not None and str(champion.version) == "1"
     tags = champion.tags
     assert tags["airflow.dag_id"] == "train_flights" and tags["airflow.run_id"] == "first"
@@ -83,17 +95,17 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert first["evaluation"]["candidate"]["roc_auc"] > 0.6
     assert first["snapshot"]["rows_without_outcome"] > 0
     # and the MLflow UI reads it as a model-training experiment, its version and model described for people
-    v1_description = _assert_described_for_data_scientists(isolated_settings, first, tags)
+    v1_description = _assert_described_for_data_scientists(settings, first, tags)
 
     # when the same run is repeated, then nothing is duplicated and the alias does not move
     again = _run_all(RunContext(dag_id="train_flights", run_id="first", reason="test"))
     assert again["trained"]["model_version"] == "1" and again["trained"]["reused"]
     assert again["deploy"]["changed"] is False
-    versions = registry.client(isolated_settings).search_model_versions("name = 'flights-delay'")
+    versions = registry.client(settings).search_model_versions("name = 'flights-delay'")
     assert [(str(v.version), v.description) for v in versions] == [("1", v1_description)]  # same facts, same text
     # and v1's files are bound to it: one trained and one approved digest in the warehouse, both the same files,
     # the approver on the approved one, and the tag people read showing the same sha256
-    digests = artifact_digests.history(isolated_settings.warehouse_url, "flights-delay")
+    digests = artifact_digests.history(settings.warehouse_url, "flights-delay")
     assert [(d["model_version"], d["stage"], d["actor"]) for d in digests] == [
         ("1", "trained", "train_flights"),
         ("1", "approved", "policy"),
@@ -109,11 +121,9 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert any("roc_auc" in r for r in worse["gate"]["reasons"] if r.startswith("FAIL"))
     assert "deploy" not in worse
     # (and its description compares it with champion v1 and gives the gate's failures, with nothing approved)
-    _assert_refused_and_described(isolated_settings, worse["trained"]["model_version"])
-    assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
-    events = [
-        (row["model_version"], row["event"]) for row in audit.history(isolated_settings.warehouse_url, "flights-delay")
-    ]
+    _assert_refused_and_described(settings, worse["trained"]["model_version"])
+    assert str(registry.alias_version(settings, "flights-delay", registry.CHAMPION).version) == "1"
+    events = [(row["model_version"], row["event"]) for row in audit.history(settings.warehouse_url, "flights-delay")]
     assert ("1", "approved") in events and ("1", "deployed") in events and ("2", "gate_failed") in events
 
     # when the champion's lineage is asked for, then it names its data, suite, code, config and decisions
@@ -134,9 +144,7 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
     assert steps.lineage("flights", "2")["config"]["estimator"] == "sklearn.dummy.DummyClassifier"
 
     # when the recorded predictions of v2 are changed in the artifact store, then reproduce says so and fails
-    recorded = next(
-        (isolated_settings.home / "mlflow").rglob(f"{worse['trained']['run_id']}/**/holdout_predictions.npy")
-    )
+    recorded = next((settings.home / "mlflow").rglob(f"{worse['trained']['run_id']}/**/holdout_predictions.npy"))
     values = np.load(recorded)
     values[7] += 1e-9
     np.save(recorded, values)
@@ -147,12 +155,14 @@ def test_training_deploys_a_champion_with_lineage_then_refuses_a_crippled_model(
 
 
 def test_a_candidate_failing_its_smoke_test_is_never_champion_and_rollback_works(
-    isolated_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    settings, first, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     from pipelines.core.settings import get_settings
 
-    steps.seed("flights", START, "2013-04-01")
-    _run_all(RunContext(dag_id="train_flights", run_id="v1", reason="test"))
+    # given champion v1 (first) and the versions the module made before
+    assert str(registry.alias_version(settings, "flights-delay", registry.CHAMPION).version) == "1"
+    before = len(registry.client(settings).search_model_versions("name = 'flights-delay'"))
+    candidate, good = str(before + 1), str(before + 2)
 
     # given a candidate whose smoke test cannot pass: the flights config with a latency budget no model meets (a
     # config change: a run's overrides cannot loosen or tighten the deploy policy)
@@ -167,7 +177,7 @@ def test_a_candidate_failing_its_smoke_test_is_never_champion_and_rollback_works
 
     def watch() -> None:
         while not done.is_set():
-            current = registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION)
+            current = registry.alias_version(settings, "flights-delay", registry.CHAMPION)
             seen.add(str(current.version) if current else "none")
             done.wait(0.02)
 
@@ -176,7 +186,9 @@ def test_a_candidate_failing_its_smoke_test_is_never_champion_and_rollback_works
     try:
         with pytest.raises(SmokeTestError, match=r"latency.*champion stays v1"):
             _run_all(
-                RunContext(dag_id="train_flights", run_id="v2", reason="test"), start="2013-01-15", end="2013-03-15"
+                RunContext(dag_id="train_flights", run_id="too_slow", reason="test"),
+                start="2013-01-15",
+                end="2013-03-15",
             )
     finally:
         done.set()
@@ -184,18 +196,18 @@ def test_a_candidate_failing_its_smoke_test_is_never_champion_and_rollback_works
     monkeypatch.delenv("MLOPS_DATASETS_DIR")
     get_settings.cache_clear()
     # then the champion is still version 1, and never pointed at the candidate (a service polling it never saw it)
-    assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
+    assert str(registry.alias_version(settings, "flights-delay", registry.CHAMPION).version) == "1"
     assert seen == {"1"}
     # and the failure is on record
-    failed = registry.client(isolated_settings).get_model_version("flights-delay", "2")
+    failed = registry.client(settings).get_model_version("flights-delay", candidate)
     assert failed.tags["deploy.status"] == "smoke_test_failed"
 
     # given a good second model deployed over version 1
-    third = _run_all(
-        RunContext(dag_id="train_flights", run_id="v3", reason="test"), start="2013-01-20", end="2013-03-20"
+    better = _run_all(
+        RunContext(dag_id="train_flights", run_id="better", reason="test"), start="2013-01-20", end="2013-03-20"
     )
-    assert third["deploy"]["champion_version"] == "3" and third["deploy"]["previous_version"] == "1"
-    assert str(registry.alias_version(isolated_settings, "flights-delay", registry.PREVIOUS).version) == "1"
+    assert better["deploy"]["champion_version"] == good and better["deploy"]["previous_version"] == "1"
+    assert str(registry.alias_version(settings, "flights-delay", registry.PREVIOUS).version) == "1"
 
     # when ops roll back from a shell
     out = subprocess.run(
@@ -207,6 +219,6 @@ def test_a_candidate_failing_its_smoke_test_is_never_champion_and_rollback_works
         check=False,
     )
     assert out.returncode == 0, out.stderr[-2000:]
-    # then version 1 is champion again and version 3 is the one to go back to
-    assert str(registry.alias_version(isolated_settings, "flights-delay", registry.CHAMPION).version) == "1"
-    assert str(registry.alias_version(isolated_settings, "flights-delay", registry.PREVIOUS).version) == "3"
+    # then version 1 is champion again and the good one is the one to go back to
+    assert str(registry.alias_version(settings, "flights-delay", registry.CHAMPION).version) == "1"
+    assert str(registry.alias_version(settings, "flights-delay", registry.PREVIOUS).version) == good
