@@ -11,6 +11,7 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -241,8 +242,46 @@ def _cmd_check_config(args: argparse.Namespace) -> None:
             sys.stdout.write(f"error {path.stem}: {message}\n")
         else:
             sys.stdout.write(f"ok    {path.stem}: {path}\n")
+    checked = len(paths)
+    if not args.dataset:  # the whole set-up: the people and notifications files too
+        checked += 2
+        failed += _check_people_and_notifications()
     if failed:
-        raise ConfigError(f"{len(failed)} of {len(paths)} dataset config(s) fail: {', '.join(failed)}")
+        raise ConfigError(f"{len(failed)} of {checked} config file(s) fail: {', '.join(failed)}")
+
+
+def _check_people_and_notifications() -> list[str]:
+    """Load the people and notifications files as the stack does: one line each (and a warning per channel whose
+    secret is not set in this environment); the names of those that fail."""
+    from pipelines.core.errors import ConfigError
+    from pipelines.core.notifications.config import NotificationsConfig, load_notifications
+    from pipelines.core.people import load_people
+    from pipelines.core.settings import get_settings
+
+    settings = get_settings()
+    checks: list[tuple[str, Path, Callable[[Path], Any], Callable[[Any], str]]] = [
+        ("people", settings.people_file, load_people, lambda p: f"{len(p.users)} people"),
+        ("notifications", settings.notifications_file, load_notifications,
+         lambda n: "channels: " + (", ".join(c.name for c in n.channels) or "none")),
+    ]  # fmt: skip
+    failed, loaded = [], {}
+    for name, path, load, summary in checks:
+        try:
+            loaded[name] = load(path)
+        except ConfigError as exc:
+            failed.append(name)
+            sys.stdout.write(f"error {name}: {exc}\n")
+        else:
+            sys.stdout.write(f"ok    {name}: {path} ({summary(loaded[name])})\n")
+    notifications: NotificationsConfig | None = loaded.get("notifications")
+    missing = set(notifications.missing_env()) if notifications else set()
+    for channel in notifications.channels if notifications else ():
+        for variable in (v for v in channel.env_names() if v in missing):
+            sys.stdout.write(
+                f"warn  notifications: {variable} is not set here: channel {channel.name!r} cannot send from this "
+                "environment (the stack's processes log each failed send and go on)\n"
+            )
+    return failed
 
 
 def _cmd_config_reference(args: argparse.Namespace) -> Any:
@@ -341,7 +380,10 @@ def _add_trace_commands(add: Any) -> None:
 
 def _add_config_commands(sub: Any) -> None:
     """Commands about the configs themselves: no ``--dataset`` needed."""
-    check = sub.add_parser("check-config", help="load the dataset configs (estimator included): ok or the error")
+    check = sub.add_parser(
+        "check-config",
+        help="load the dataset configs (estimator included), the people and notifications files: ok or the error",
+    )
     check.add_argument("--dataset", help="only this dataset (default: all)")
     check.set_defaults(func=_cmd_check_config, dataset_optional=True)
     reference = sub.add_parser("config-reference", help="regenerate the config reference in docs/datasets.md")

@@ -244,6 +244,30 @@ def test_the_pipeline_contract_reaches_every_python_process(services: dict[str, 
         assert _mounts(services[name]).get(env["AIRFLOW__LOGGING__BASE_LOG_FOLDER"]) == "airflow-logs", name
 
 
+def test_notification_secrets_from_env_reach_airflow_only(compose: list[str], tmp_path: Path) -> None:
+    from pipelines.core.notifications.config import load_notifications
+
+    # given the example env plus a Slack webhook URL, as a user enabling the shipped file's slack channel sets it
+    url = "https://hooks.slack.com/services/T000/B000/secret-token"
+    env_file = tmp_path / ".env"
+    env_file.write_text(ENV_EXAMPLE.read_text() + f"SLACK_WEBHOOK_URL={url}\n")
+    # when compose renders the file
+    result = _config(compose, env_file)
+    assert result.returncode == 0, result.stderr
+    rendered = yaml.safe_load(result.stdout)["services"]
+    # then every Airflow process has it (tasks, HITL notifiers and callbacks run there), and no other service does
+    for name in AIRFLOW_COMPONENTS:
+        assert _env(rendered[name])["SLACK_WEBHOOK_URL"] == url, name
+    assert all("SLACK_WEBHOOK_URL" not in _env(rendered[name]) for name in ("serving", "mlflow", "postgres"))
+    # and every variable the shipped file's example channels name is passed (blank unless set)
+    shipped = (REPO_ROOT / "pipelines" / "conf" / "notifications.yaml").read_text()
+    examples = tmp_path / "notifications.yaml"
+    examples.write_text(re.sub(r"(?m)^  # ", "  ", shipped))
+    named = load_notifications(examples).env_names()
+    assert set(named) == {"SLACK_WEBHOOK_URL", "TEAMS_WEBHOOK_URL", "SMTP_PASSWORD"}
+    assert all(variable in _env(rendered["airflow-worker"]) for variable in named)
+
+
 @pytest.mark.parametrize("secret", SECRETS)
 def test_no_secret_has_a_default(compose: list[str], secret: str, tmp_path: Path) -> None:
     # given an env file with every secret but one

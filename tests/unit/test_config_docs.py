@@ -117,6 +117,38 @@ def test_check_config_of_one_dataset(datasets_dir, capsys) -> None:
     assert cli.main(["check-config", "--dataset", "nope"]) == 1
 
 
+def test_check_config_checks_the_people_and_notifications_files_too(
+    datasets_dir, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys
+) -> None:
+    # given a good people file and a notifications file with a webhook whose URL variable is not set here
+    (datasets_dir / "wrong_metric.yaml").unlink()
+    people = tmp_path / "people.yaml"
+    people.write_text("users:\n  - {name: ann, role: approver}\n  - {name: root, role: admin}\n")
+    notifications = tmp_path / "notifications.yaml"
+    notifications.write_text(
+        "channels:\n  - {name: log, type: log}\n  - {name: ops, type: webhook, url_env: MLOPS_TEST_UNSET_HOOK}\n"
+    )
+    monkeypatch.setenv("MLOPS_PEOPLE_FILE", str(people))
+    monkeypatch.setenv("MLOPS_NOTIFICATIONS_FILE", str(notifications))
+    monkeypatch.delenv("MLOPS_TEST_UNSET_HOOK", raising=False)
+    get_settings.cache_clear()
+
+    # when every config is checked, then both files are ok, the unset secret is a warning naming the channel
+    assert cli.main(["check-config"]) == 0
+    out = capsys.readouterr().out
+    assert f"ok    people: {people} (2 people)" in out
+    assert f"ok    notifications: {notifications} (channels: log, ops)" in out
+    assert "warn  notifications: MLOPS_TEST_UNSET_HOOK is not set here: channel 'ops'" in out
+
+    # when the notifications file names an unknown channel type, then the command fails naming the file and field
+    notifications.write_text("channels:\n  - {name: pager, type: pagerduty}\n")
+    assert cli.main(["check-config"]) == 1
+    out = capsys.readouterr().out
+    assert out.count("error notifications: ") == 1 and str(notifications) in out and "channels.0" in out
+    # and checking one dataset leaves the two files alone
+    assert cli.main(["check-config", "--dataset", "wine"]) == 0
+
+
 def test_a_step_without_dataset_is_refused_listing_the_configured_ones(datasets_dir, capsys) -> None:
     # when a step is called without --dataset, then argparse refuses it and lists the datasets
     with pytest.raises(SystemExit) as exited:
