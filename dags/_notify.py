@@ -7,7 +7,8 @@
   the champion, the gate's reasons and the deadline.
 - :func:`send_approval_timed_out`: called by the approval operator when nobody answered in time.
 
-Delivery never raises (a dead receiver is logged and counted, the task carries on). Parsing stays cheap: nothing
+Delivery never raises (a dead receiver is logged and counted, the task carries on), and each message carries its
+event's key, so a retried task does not repeat it to a channel that already had it. Parsing stays cheap: nothing
 of the pipeline is imported before a notifier runs. The DAG files import this module by name (the DAG folder is
 on ``sys.path``).
 """
@@ -37,9 +38,11 @@ class LoopNotifier(BaseNotifier):
             notification = _BUILDERS[self.kind](self.dataset, context)
             if notification is None:
                 return
+            import dataclasses
+
             from pipelines.core.notifications import deliver
 
-            report = deliver(notification)
+            report = deliver(dataclasses.replace(notification, key=_key(self.kind, context)))
             log.info("notification %s: delivered to %s%s", self.kind, report.delivered or "no channel",
                      f", failed on {report.failed}" if report.failed else "")  # fmt: skip
         except Exception:  # a notification must never fail the task it is about
@@ -59,6 +62,15 @@ def approval_requested(dataset: str) -> LoopNotifier:
 def send_approval_timed_out(dataset: str, context: Any) -> None:
     """Announce that nobody answered the approval of this run in time; never raises."""
     LoopNotifier("approval_timed_out", dataset).notify(context)
+
+
+def _key(kind: str, context: Any) -> str:
+    """The event's identity: one approval request (or time-out) per run, one failure message per task try, so a
+    retried approval task or a callback run twice does not send it again to a channel that had it."""
+    ti = context["ti"]
+    if kind == "task_failed":
+        return f"{ti.dag_id}/{ti.run_id}/{ti.task_id}/try{ti.try_number}/{kind}"
+    return f"{ti.dag_id}/{ti.run_id}/{kind}"
 
 
 def _ui() -> str:

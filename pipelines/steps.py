@@ -7,6 +7,7 @@ and returns that result. Inputs and outputs are small dicts: paths, versions, id
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import logging
@@ -28,13 +29,14 @@ log = logging.getLogger(__name__)
 Result = dict[str, Any]
 
 
-def notify(build: Callable[[], Notification]) -> None:
+def notify(build: Callable[[], Notification], key: str = "") -> None:
     """Build and deliver a notification (``pipelines.core.notifications``); a failure to build one is logged, and
-    delivery never raises: a message that cannot go out never fails the step."""
+    delivery never raises: a message that cannot go out never fails the step. ``key`` is the event's identity: a
+    rerun of the step does not send it again to a channel that had it delivered."""
     from pipelines.core.notifications import deliver
 
     try:
-        notification = build()
+        notification = dataclasses.replace(build(), key=key)
     except Exception:
         log.exception("could not build a notification")
         return
@@ -188,7 +190,7 @@ def gate(
     }
     result["approval_body"] = approval_body(trained, evaluation, result, str(validation.get("data_docs_url", "")))
     if not decision.passed:
-        notify(lambda: _refused(dataset, trained, evaluation, result))
+        notify(lambda: _refused(dataset, trained, evaluation, result), key=f"{run.key}/gate/refused")
     return save_result(dataset, run, "gate", result)
 
 
@@ -294,7 +296,8 @@ def deploy(
                 actor=run.dag_id,
                 model_version_url=result.model_version_url,
                 smoke_single_p50_ms=result.smoke_single_p50_ms,
-            )
+            ),
+            key=f"{run.key}/deploy/{result.model_name}/{result.champion_version}",
         )
     return save_result(dataset, run, "deploy", result.to_dict())
 
@@ -399,7 +402,11 @@ def monitor(
     results = [monitor_window(config, get_settings(), window, run, checked_at).to_dict() for window in windows]
     for checked in results:
         if checked["status"] == "drift":
-            notify(functools.partial(_drifted, dataset, checked))
+            window = f"{checked['window_start']}_{checked['window_end']}"
+            notify(
+                functools.partial(_drifted, dataset, checked),
+                key=f"{dataset}/drift/{window}/v{checked.get('champion_version')}",
+            )
     result = dict(results[-1])
     if len(results) > 1:
         result["windows"] = [{k: r[k] for k in _WINDOW_SUMMARY} for r in results]
@@ -485,7 +492,7 @@ def decide_windows(
     )
     result = to_trigger(decided).to_dict()
     if result["retrain"] and not result["reused"]:
-        notify(lambda: _retraining(dataset, result))
+        notify(lambda: _retraining(dataset, result), key=f"{dataset}/{result['training_run_id']}")
     if len(decided) > 1:
         result["windows"] = [{"window_end": d.window_end, "retrain": d.retrain, "summary": d.summary} for d in decided]
     return save_result(dataset, run, "decide", result)

@@ -267,3 +267,68 @@ def test_mail_with_login_reads_its_password_from_the_environment_and_a_missing_o
         assert report.failed == ["mail", "hook"]
         assert any("SMTPAuthenticationError" in r.getMessage() for r in caplog.records)
         assert not any("wrong-pw" in r.getMessage() for r in caplog.records)
+
+
+def test_a_keyed_message_sent_again_reaches_only_the_channels_that_did_not_get_it(
+    isolated_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import dataclasses
+
+    import sqlalchemy as sa
+
+    from pipelines.core.warehouse import get_engine
+
+    # given a notification_log made before messages had keys (no dedup_key column), with one old row
+    engine = get_engine(isolated_settings.warehouse_url)
+    with engine.begin() as conn:
+        conn.exec_driver_sql(
+            "CREATE TABLE notification_log (id INTEGER PRIMARY KEY, sent_at TIMESTAMP NOT NULL, kind VARCHAR(32) "
+            "NOT NULL, dataset VARCHAR(64) NOT NULL, title VARCHAR(300) NOT NULL, channel VARCHAR(40) NOT NULL, "
+            "status VARCHAR(16) NOT NULL, error TEXT NOT NULL, seconds FLOAT NOT NULL)"
+        )
+        conn.exec_driver_sql(
+            "INSERT INTO notification_log (sent_at, kind, dataset, title, channel, status, error, seconds) "
+            "VALUES ('2026-01-01 00:00:00', 'deployed', 'flights', 'old', 'hook', 'delivered', '', 0.1)"
+        )
+    with WebhookReceiver() as hook:
+        # and a live webhook beside a dead one
+        monkeypatch.setenv("TEST_LIVE_URL", hook.url)
+        monkeypatch.setenv("TEST_DOWN_URL", f"http://127.0.0.1:{closed_port()}/hooks/down")
+        config = write_config(
+            tmp_path / "notifications.yaml",
+            [
+                {"name": "hook", "type": "webhook", "url_env": "TEST_LIVE_URL"},
+                {"name": "down", "type": "webhook", "url_env": "TEST_DOWN_URL", "timeout_seconds": 1},
+            ],
+        )
+        note, _ = every_kind()["approval_requested"]
+        keyed = dataclasses.replace(note, key="train_flights/manual__1/approval_requested")
+        url = isolated_settings.warehouse_url
+
+        # when the approval request of one run is sent, then sent again (its task retried)
+        first = deliver(keyed, config_path=config, warehouse_url=url)
+        again = deliver(keyed, config_path=config, warehouse_url=url)
+
+        # then the live webhook got it once, and only the channel that failed was tried again
+        assert (first.delivered, first.failed) == (["hook"], ["down"])
+        assert (again.delivered, again.failed) == ([], ["down"])
+        assert len(hook.matching(lambda body: body["kind"] == "approval_requested")) == 1
+        # and a message without a key (another run's request: another key) is sent as usual
+        other = dataclasses.replace(note, key="train_flights/manual__2/approval_requested")
+        assert deliver(other, config_path=config, warehouse_url=url).delivered == ["hook"]
+        assert deliver(note, config_path=config, warehouse_url=url).delivered == ["hook"]
+        assert len(hook.matching(lambda body: body["kind"] == "approval_requested")) == 3
+
+    # and the old table got the column, its row kept, every attempt counted with its key
+    with engine.connect() as conn:
+        rows = conn.execute(sa.text("SELECT channel, status, dedup_key FROM notification_log ORDER BY id")).all()
+    assert [tuple(r) for r in rows] == [
+        ("hook", "delivered", None),
+        ("hook", "delivered", "train_flights/manual__1/approval_requested"),
+        ("down", "failed", "train_flights/manual__1/approval_requested"),
+        ("down", "failed", "train_flights/manual__1/approval_requested"),
+        ("hook", "delivered", "train_flights/manual__2/approval_requested"),
+        ("down", "failed", "train_flights/manual__2/approval_requested"),
+        ("hook", "delivered", None),
+        ("down", "failed", None),
+    ]

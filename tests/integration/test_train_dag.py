@@ -354,6 +354,17 @@ def test_people_were_notified_of_each_event_and_a_dead_receiver_failed_no_run(
     assert arrived("task_failed", DATASET, task="validate")
     assert mail.wait_for(lambda m: m["X-MLOps-Kind"] == "task_failed" and m["X-MLOps-Dataset"] == DATASET, 30)
 
+    # and the approval request went out once per channel, under its run's key (a retried approval task would not
+    # send it again), the failed extract under its try's
+    import sqlalchemy as sa
+
+    from pipelines.core.warehouse import get_engine
+
+    with get_engine(get_settings().warehouse_url).connect() as conn:
+        keys = conn.execute(sa.text("SELECT channel, dedup_key FROM notification_log WHERE status = 'delivered'")).all()
+    assert keys.count(("hook", f"{quick_dag}/{quick_run}/approval_requested")) == 1, keys
+    assert any(k and k.endswith("/extract/try1/task_failed") for _, k in keys), keys
+
     # and the receiver that is down was tried for each message, counted as failed, and failed no run
     counts = delivery_counts(get_settings().warehouse_url)
     assert counts.get(("dead", "failed"), 0) >= 6 and ("dead", "delivered") not in counts, counts

@@ -3,12 +3,15 @@
 Each attempt (delivered or failed) is a row of the warehouse table ``notification_log``: an operator counts the
 failures per channel there (:func:`delivery_counts`, or ``SELECT channel, status, count(*) ...``). A failing
 channel is logged as a warning naming the channel and the error (never a secret); the other channels still get
-the message, and the step or task that sent it carries on.
+the message, and the step or task that sent it carries on. A message with a ``key`` (the event's identity: this
+run's approval request, this window's drift) is sent once per channel: a retried or cleared task that sends it
+again reaches only the channels that have not had it delivered yet.
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import logging
 import time
 from dataclasses import dataclass, field
@@ -80,8 +83,13 @@ def deliver(
         log.warning("notifications: %s; sending %s to the log only", exc, notification.kind)
         attempts.append(Attempt("config", False, str(exc)[:2000]))
         config = DEFAULT
+    already = _delivered_to(warehouse_url, notification.key) if notification.key and warehouse_url else set()
     for channel in config.channels:
         if not channel.wants(notification.kind):
+            continue
+        if channel.name in already:
+            log.info("notification %s (%s) already delivered to channel %s: not sent again (key %s)",
+                     notification.kind, notification.dataset, channel.name, notification.key)  # fmt: skip
             continue
         started = time.monotonic()
         try:
@@ -141,8 +149,47 @@ def _table() -> Any:
         sa.Column("status", sa.String(16), nullable=False),  # delivered | failed
         sa.Column("error", sa.Text, nullable=False, default=""),
         sa.Column("seconds", sa.Float, nullable=False),
+        sa.Column("dedup_key", sa.String(200), nullable=True),  # the message's key ("" or none: every time)
         sa.Index("ix_notification_log_channel_status", "channel", "status"),
+        sa.Index("ix_notification_log_dedup_key", "dedup_key"),
     )
+
+
+def _stored_key(key: str) -> str:
+    """The key as stored: itself, or its sha256 when longer than the column (Airflow run ids can be 250 chars)."""
+    return key if len(key) <= 200 else "sha256:" + hashlib.sha256(key.encode()).hexdigest()
+
+
+def _ready_table(warehouse_url: str) -> tuple[Any, Any]:
+    """The engine and the table, created if missing and given ``dedup_key`` if it predates it."""
+    import sqlalchemy as sa
+
+    from pipelines.core.warehouse import get_engine
+
+    engine = get_engine(warehouse_url)
+    table = _table()
+    table.metadata.create_all(engine, tables=[table])
+    if "dedup_key" not in {c["name"] for c in sa.inspect(engine).get_columns(LOG_TABLE)}:
+        with engine.begin() as conn:
+            conn.exec_driver_sql(f"ALTER TABLE {LOG_TABLE} ADD COLUMN dedup_key VARCHAR(200)")
+            conn.exec_driver_sql(f"CREATE INDEX ix_notification_log_dedup_key ON {LOG_TABLE} (dedup_key)")
+        log.info("%s: added the dedup_key column", LOG_TABLE)
+    return engine, table
+
+
+def _delivered_to(warehouse_url: str, key: str) -> set[str]:
+    """The channels that already have the message of ``key`` delivered; none when the log cannot be read (the
+    message is then sent: a repeat is better than a loss)."""
+    import sqlalchemy as sa
+
+    try:
+        engine, table = _ready_table(warehouse_url)
+        query = sa.select(table.c.channel).where(table.c.dedup_key == _stored_key(key), table.c.status == "delivered")
+        with engine.connect() as conn:
+            return {str(channel) for (channel,) in conn.execute(query)}
+    except Exception as exc:
+        log.warning("notification key %s: could not read %s (%s): sending to every channel", key, LOG_TABLE, exc)
+        return set()
 
 
 def _record(warehouse_url: str, notification: Notification, attempts: list[Attempt]) -> None:
@@ -152,11 +199,7 @@ def _record(warehouse_url: str, notification: Notification, attempts: list[Attem
     try:
         import sqlalchemy as sa
 
-        from pipelines.core.warehouse import get_engine
-
-        engine = get_engine(warehouse_url)
-        table = _table()
-        table.metadata.create_all(engine, tables=[table])
+        engine, table = _ready_table(warehouse_url)
         rows = [
             {
                 "sent_at": notification.at,
@@ -167,6 +210,7 @@ def _record(warehouse_url: str, notification: Notification, attempts: list[Attem
                 "status": "delivered" if attempt.ok else "failed",
                 "error": attempt.error,
                 "seconds": round(attempt.seconds, 3),
+                "dedup_key": _stored_key(notification.key) if notification.key else None,
             }
             for attempt in attempts
         ]

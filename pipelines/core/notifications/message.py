@@ -44,6 +44,9 @@ class Notification:
     details: list[str] = field(default_factory=list)
     links: dict[str, str] = field(default_factory=dict)
     at: datetime = field(default_factory=lambda: datetime.now(UTC))
+    # The event's identity ("" = none): a channel that already has this key delivered (notification_log) is not
+    # sent it again, so a retried or cleared task does not repeat its message; failed channels are tried again.
+    key: str = ""
 
     def __post_init__(self) -> None:
         if self.kind not in KINDS:
