@@ -276,6 +276,12 @@ def _check_people_and_notifications() -> list[str]:
     notifications: NotificationsConfig | None = loaded.get("notifications")
     missing = set(notifications.missing_env()) if notifications else set()
     for channel in notifications.channels if notifications else ():
+        conn_id = channel.connection_id()
+        if conn_id:
+            sys.stdout.write(
+                f"note  notifications: channel {channel.name!r} reads Airflow connection {conn_id!r} when it sends "
+                f"(in Airflow's tasks: connections, secrets backend; in a shell: AIRFLOW_CONN_{conn_id.upper()})\n"
+            )
         for variable in (v for v in channel.env_names() if v in missing):
             sys.stdout.write(
                 f"warn  notifications: {variable} is not set here: channel {channel.name!r} cannot send from this "

@@ -49,6 +49,11 @@ class AirflowClient:
         """DAG files that failed to import."""
         return list(self._call("GET", "/importErrors")["import_errors"])
 
+    def add_connection(self, conn_id: str, conn_type: str, **fields: Any) -> None:
+        """Store an Airflow connection (``host``, ``port``, ``login``, ``password``, ``extra``...) in Airflow's
+        metadata database, as an ops person does under Admin -> Connections."""
+        self._call("POST", "/connections", json={"connection_id": conn_id, "conn_type": conn_type, **fields})
+
     def unpause(self, dag_id: str) -> None:
         self._call("PATCH", f"/dags/{dag_id}", json={"is_paused": False})
 

@@ -33,6 +33,7 @@ SHIPPED_DATASETS = Path(__file__).resolve().parents[2] / "pipelines" / "conf" / 
 EXAMPLES = ("flights_minutes", "wine", "breast_cancer")
 AT = datetime(2026, 1, 1, tzinfo=UTC)
 CHAMPION_MODEL = "flights-delay"
+CONNECTION = "mlops_test_hook"  # the Airflow connection of the shared stack's "conn" notification channel
 
 
 @pytest.fixture(scope="session")
@@ -77,7 +78,8 @@ class Receivers:
 @pytest.fixture(scope="session")
 def notification_receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receivers]:
     """A webhook receiver and an SMTP server, the shared stack's channels beside its log and a webhook that is down
-    (every run of the session must succeed anyway); their URLs in variables that reach every process of the stack."""
+    (every run of the session must succeed anyway); their URLs in variables that reach every process of the stack,
+    and the webhook's in an Airflow connection too (approval requests, sent by Airflow's workers)."""
     with WebhookReceiver() as hook, MailReceiver() as mail, pytest.MonkeyPatch.context() as env:
         env.setenv("MLOPS_TEST_WEBHOOK_URL", hook.url)
         env.setenv("MLOPS_TEST_DEAD_WEBHOOK_URL", f"http://127.0.0.1:{closed_port()}/hooks/dead-token")
@@ -87,6 +89,8 @@ def notification_receivers(tmp_path_factory: pytest.TempPathFactory) -> Iterator
             {"name": "mail", "type": "smtp", "host": "127.0.0.1", "port": mail.port, "sender": "mlops@example.com",
              "to": ["ops@example.com"], "kinds": ["approval_requested", "approval_timed_out", "task_failed"]},
             {"name": "dead", "type": "webhook", "url_env": "MLOPS_TEST_DEAD_WEBHOOK_URL", "timeout_seconds": 2},
+            # the same webhook through an Airflow connection (made in Airflow by shared_stack), for what Airflow sends
+            {"name": "conn", "type": "webhook", "connection": CONNECTION, "kinds": ["approval_requested"]},
         ]  # fmt: skip
         path = tmp_path_factory.mktemp("notifications") / "notifications.yaml"
         path.write_text(yaml.safe_dump({"channels": channels}, sort_keys=False))
@@ -101,6 +105,11 @@ def shared_stack(
     notifications go to ``notification_receivers``."""
     home = tmp_path_factory.mktemp("shared-stack") / "runtime"
     with running_stack(home, shared_datasets, notifications_file=notification_receivers.file) as stack:
+        api = client(stack)
+        try:
+            api.add_connection(CONNECTION, "http", host=notification_receivers.webhook.url)
+        finally:
+            api.close()
         yield stack
 
 

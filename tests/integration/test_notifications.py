@@ -332,3 +332,50 @@ def test_a_keyed_message_sent_again_reaches_only_the_channels_that_did_not_get_i
         ("hook", "delivered", None),
         ("down", "failed", None),
     ]
+
+
+@pytest.mark.filterwarnings("ignore:Requiring AUTH while not requiring TLS")  # the loopback, in a test
+def test_channels_can_take_their_address_and_secret_from_airflow_connections(
+    isolated_settings, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import json
+    from urllib.parse import urlsplit
+
+    with WebhookReceiver() as hook, MailReceiver(login=("mlops", "s3cret-pw")) as mail:
+        # given Airflow connections (here from Airflow's environment-variable backend, as AIRFLOW_CONN_<ID>): a Slack
+        # webhook connection (base URL in its host, the token as its password), one whose password is the whole URL,
+        # an SMTP server with its login; and a channel naming a connection that does not exist
+        monkeypatch.setenv(
+            "AIRFLOW_CONN_OPS_SLACK",
+            json.dumps({"conn_type": "slackwebhook", "host": hook.url.rsplit("/", 1)[0], "password": "T0/B0/tok3n"}),
+        )
+        monkeypatch.setenv("AIRFLOW_CONN_OPS_HOOK", json.dumps({"conn_type": "http", "password": hook.url}))
+        monkeypatch.setenv("AIRFLOW_CONN_OPS_MAIL", f"smtp://mlops:s3cret-pw@127.0.0.1:{mail.port}")
+        monkeypatch.delenv("AIRFLOW_CONN_NOT_THERE", raising=False)
+        config = write_config(
+            tmp_path / "notifications.yaml",
+            [
+                {"name": "slack", "type": "webhook", "connection": "ops_slack"},
+                {"name": "hook", "type": "webhook", "connection": "ops_hook"},
+                {"name": "mail", "type": "smtp", "connection": "ops_mail", "sender": "mlops@example.com",
+                 "to": ["ops@example.com"]},
+                {"name": "missing", "type": "webhook", "connection": "not_there"},
+            ],
+        )  # fmt: skip
+        note, _ = every_kind()["drift_detected"]
+
+        # when a message is delivered
+        report = deliver(note, config_path=config, warehouse_url=isolated_settings.warehouse_url)
+
+        # then each connection's channel got it: the Slack one at host + token, the other at its URL, the mail
+        # through the connection's login
+        assert report.delivered == ["slack", "hook", "mail"] and report.failed == ["missing"]
+        base = urlsplit(hook.url).path.rsplit("/", 1)[0]
+        assert sorted(hook.paths) == sorted([f"{base}/T0/B0/tok3n", urlsplit(hook.url).path]), hook.paths
+        assert all(EVIDENCE in body["text"] for body in hook.items)
+        assert EVIDENCE in MailReceiver.body(mail.wait_for(lambda m: m["X-MLOps-Kind"] == "drift_detected"))
+        # and the missing one failed naming the connection and how to give it outside Airflow's tasks (the error is
+        # what the log and notification_log show)
+        error = next(a.error for a in report.attempts if a.channel == "missing")
+        assert "Airflow connection 'not_there' (channel 'missing'" in error and "AIRFLOW_CONN_NOT_THERE" in error
+        assert not any("tok3n" in a.error or "s3cret" in a.error for a in report.attempts)

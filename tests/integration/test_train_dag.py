@@ -363,6 +363,8 @@ def test_people_were_notified_of_each_event_and_a_dead_receiver_failed_no_run(
     with get_engine(get_settings().warehouse_url).connect() as conn:
         keys = conn.execute(sa.text("SELECT channel, dedup_key FROM notification_log WHERE status = 'delivered'")).all()
     assert keys.count(("hook", f"{quick_dag}/{quick_run}/approval_requested")) == 1, keys
+    # and through the channel whose webhook URL is an Airflow connection, looked up by the worker that sent it
+    assert keys.count(("conn", f"{quick_dag}/{quick_run}/approval_requested")) == 1, keys
     assert any(k and k.endswith("/extract/try1/task_failed") for _, k in keys), keys
 
     # and the receiver that is down was tried for each message, counted as failed, and failed no run

@@ -127,6 +127,7 @@ def test_check_config_checks_the_people_and_notifications_files_too(
     notifications = tmp_path / "notifications.yaml"
     notifications.write_text(
         "channels:\n  - {name: log, type: log}\n  - {name: ops, type: webhook, url_env: MLOPS_TEST_UNSET_HOOK}\n"
+        "  - {name: chat, type: webhook, connection: chat_ops}\n"
     )
     monkeypatch.setenv("MLOPS_PEOPLE_FILE", str(people))
     monkeypatch.setenv("MLOPS_NOTIFICATIONS_FILE", str(notifications))
@@ -137,8 +138,11 @@ def test_check_config_checks_the_people_and_notifications_files_too(
     assert cli.main(["check-config"]) == 0
     out = capsys.readouterr().out
     assert f"ok    people: {people} (2 people)" in out
-    assert f"ok    notifications: {notifications} (channels: log, ops)" in out
+    assert f"ok    notifications: {notifications} (channels: log, ops, chat)" in out
     assert "warn  notifications: MLOPS_TEST_UNSET_HOOK is not set here: channel 'ops'" in out
+    # and a channel reading an Airflow connection says which, and where it is looked up
+    assert "note  notifications: channel 'chat' reads Airflow connection 'chat_ops'" in out
+    assert "AIRFLOW_CONN_CHAT_OPS" in out
 
     # when the notifications file names an unknown channel type, then the command fails naming the file and field
     notifications.write_text("channels:\n  - {name: pager, type: pagerduty}\n")

@@ -65,7 +65,16 @@ def test_an_unknown_kind_is_refused() -> None:
 @pytest.mark.parametrize(
     ("text", "named"),
     [
-        ("channels:\n  - {name: slack, type: webhook, url: 'https://hooks.slack.com/x'}\n", "url_env: Field required"),
+        ("channels:\n  - {name: slack, type: webhook, url: 'https://hooks.slack.com/x'}\n", "url: Extra inputs"),
+        ("channels:\n  - {name: slack, type: webhook}\n", "either as url_env or as connection"),
+        ("channels:\n  - {name: s, type: webhook, url_env: X, connection: c}\n", "either as url_env or as connection"),
+        ("channels:\n  - {name: m, type: smtp, sender: a@b, to: [x@y]}\n", "either as host"),
+        ("channels:\n  - {name: m, type: smtp, host: h, connection: c, sender: a@b, to: [x@y]}\n", "either as host"),
+        (
+            "channels:\n  - {name: m, type: smtp, connection: c, username: u, sender: a@b, to: [x@y]}\n",
+            "come from the connection",
+        ),
+        ("channels:\n  - {name: s, type: webhook, connection: 'no spaces'}\n", "connection: String should match"),
         ("channels:\n  - {name: slack, type: webhook, url_env: X, url: 'https://x'}\n", "url: Extra inputs"),
         ("channels:\n  - {name: log, type: log, kinds: [coffee]}\n", "channels.0.log.kinds.0"),
         ("channels:\n  - {name: log, type: pager}\n", "channels.0: Input tag 'pager'"),

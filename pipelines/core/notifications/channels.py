@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 from typing import Any
 
-from pipelines.core.notifications.config import LogChannel, SmtpChannel, WebhookChannel, secret
+from pipelines.core.notifications.config import LogChannel, SmtpChannel, WebhookChannel, airflow_connection, secret
 from pipelines.core.notifications.message import Notification
 
 log = logging.getLogger("pipelines.notifications")
@@ -45,7 +45,7 @@ def _send_mail(channel: SmtpChannel, notification: Notification, path: Path | st
     import ssl
     from email.message import EmailMessage
 
-    password = secret(channel, channel.password_env, path)
+    host, port, username, password = _server(channel, path)
     mail = EmailMessage()
     mail["Subject"] = notification.subject
     mail["From"] = channel.sender
@@ -55,17 +55,27 @@ def _send_mail(channel: SmtpChannel, notification: Notification, path: Path | st
     mail.set_content(notification.text())
     smtp_class = smtplib.SMTP_SSL if channel.security == "tls" else smtplib.SMTP
     try:
-        with smtp_class(channel.host, channel.port, timeout=channel.timeout_seconds) as server:
+        with smtp_class(host, port, timeout=channel.timeout_seconds) as server:
             if channel.security == "starttls":
                 server.starttls(context=ssl.create_default_context())
-            if channel.username:
-                server.login(channel.username, password or "")
+            if username:
+                server.login(username, password or "")
             refused = server.send_message(mail)
     except (OSError, smtplib.SMTPException) as exc:
-        message = f"SMTP {channel.host}:{channel.port}: {type(exc).__name__}: {exc}"
+        message = f"SMTP {host}:{port}: {type(exc).__name__}: {exc}"
         raise ChannelError(scrub(message, [password])) from None
     if refused:
-        raise ChannelError(f"SMTP {channel.host}:{channel.port} refused recipient(s) {', '.join(sorted(refused))}")
+        raise ChannelError(f"SMTP {host}:{port} refused recipient(s) {', '.join(sorted(refused))}")
+
+
+def _server(channel: SmtpChannel, path: Path | str) -> tuple[str, int, str | None, str | None]:
+    """Host, port, login and password: from the file and ``password_env``, or from the Airflow connection."""
+    if channel.connection is None:
+        return str(channel.host), channel.port, channel.username, secret(channel, channel.password_env, path)
+    conn = airflow_connection(channel, path)
+    if not conn.host:
+        raise ChannelError(f"Airflow connection {channel.connection} has no host")
+    return str(conn.host), int(conn.port or channel.port), conn.login or None, conn.password or None
 
 
 def payload(channel: WebhookChannel, notification: Notification) -> dict[str, Any]:
@@ -95,13 +105,32 @@ def payload(channel: WebhookChannel, notification: Notification) -> dict[str, An
 def _post(channel: WebhookChannel, notification: Notification, path: Path | str) -> None:
     import httpx
 
-    url = secret(channel, channel.url_env, path)
-    assert url is not None
+    url = _url(channel, path)
+    where = channel.source()
     try:
         response = httpx.post(url, json=payload(channel, notification), timeout=channel.timeout_seconds)
     except httpx.HTTPError as exc:  # the exception's text may hold the URL: scrubbed
-        raise ChannelError(scrub(f"webhook (${channel.url_env}): {type(exc).__name__}: {exc}", [url])) from None
+        raise ChannelError(scrub(f"webhook ({where}): {type(exc).__name__}: {exc}", [url])) from None
     if response.status_code >= 300:
         raise ChannelError(
-            scrub(f"webhook (${channel.url_env}) answered HTTP {response.status_code}: {response.text[:200]}", [url])
+            scrub(f"webhook ({where}) answered HTTP {response.status_code}: {response.text[:200]}", [url])
         )
+
+
+def _url(channel: WebhookChannel, path: Path | str) -> str:
+    """The webhook's URL: from ``url_env``, or from the Airflow connection (its password when that is a URL, Slack's
+    webhook connections' way; else its host as a URL, the password appended as the last segment when set)."""
+    if channel.connection is None:
+        url = secret(channel, channel.url_env, path)
+        assert url is not None
+        return url
+    conn = airflow_connection(channel, path)
+    password, host = conn.password or "", conn.host or ""
+    if password.startswith(("https://", "http://")):
+        return str(password)
+    if host.startswith(("https://", "http://")):
+        return f"{host.rstrip('/')}/{password.lstrip('/')}" if password else str(host)
+    raise ChannelError(
+        f"Airflow connection {channel.connection}: no webhook URL (expected a full http(s) URL in its password, "
+        "or in its host)"
+    )
