@@ -44,3 +44,29 @@ def test_the_list_comes_from_airflow_config_and_empty_turns_preloading_off(monke
     monkeypatch.setenv("AIRFLOW__MLOPS__PRELOAD_MODULES", "")
     assert preload_modules() == ()
     assert preloading_executor.PRELOAD_MODULES  # the default is untouched
+
+
+def test_celery_workers_preload_the_same_configured_list_without_unknown_names(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    import importlib
+
+    from pipelines.stack import celery_config
+
+    try:
+        # given [mlops] preload_modules naming two modules and one that does not exist
+        monkeypatch.setenv("AIRFLOW__MLOPS__PRELOAD_MODULES", "json, pipelines_no_such_module, pipelines.steps")
+        # when Airflow loads the Celery configuration, then the workers import the two, and the unknown one is named
+        configured = importlib.reload(celery_config).CELERY_CONFIG
+        assert configured["imports"] == ("json", "pipelines.steps")
+        assert "no module pipelines_no_such_module" in caplog.text
+        # and everything else is Airflow's default Celery configuration
+        from airflow.providers.celery.executors.default_celery import DEFAULT_CELERY_CONFIG
+
+        assert {k: v for k, v in configured.items() if k != "imports"} == DEFAULT_CELERY_CONFIG
+        # given no setting, then the default list
+        monkeypatch.delenv("AIRFLOW__MLOPS__PRELOAD_MODULES")
+        assert importlib.reload(celery_config).CELERY_CONFIG["imports"] == PRELOAD_MODULES
+    finally:
+        monkeypatch.delenv("AIRFLOW__MLOPS__PRELOAD_MODULES", raising=False)
+        importlib.reload(celery_config)
