@@ -94,3 +94,47 @@ def test_a_large_window_is_sampled_with_its_error_bound_and_the_same_scores(
     full = drift_scores(frames["reference"], window, flights_config_module)
     for name, feature in result.features.items():
         assert feature.score == pytest.approx(full[name], rel=0.05, abs=0.01), name
+
+
+def test_the_drift_page_is_evidentlys_drift_preset_page_without_its_per_column_metrics(
+    frames: dict[str, pd.DataFrame], flights_config_module: DatasetConfig, thresholds: dict[str, float]
+) -> None:
+    import re
+
+    from evidently import Report
+    from evidently.presets import DataDriftPreset
+
+    from pipelines.monitoring.drift import _dataset, _drift_table_preset, feature_types
+
+    # given a January day against the January reference, and the preset's settings as drift_report passes them
+    config = flights_config_module
+    numeric, categorical = feature_types(config)
+    counted = config.drift_features
+    settings = {
+        "columns": counted,
+        "num_method": config.monitoring.drift.num_method,
+        "cat_method": config.monitoring.drift.cat_method,
+        "per_column_threshold": {c: thresholds[c] for c in counted},
+        "drift_share": config.monitoring.drift.drift_share,
+        "include_tests": False,
+    }
+    current, reference = frames["stable"], frames["reference"]
+
+    def page(preset: type) -> tuple[str, int]:
+        snapshot = Report([preset(**settings)], include_tests=False).run(
+            current_data=_dataset(current[numeric + categorical], numeric, categorical, None),
+            reference_data=_dataset(reference[numeric + categorical], numeric, categorical, None),
+        )
+        html = snapshot.get_html_str(as_iframe=False)
+        # widget ids are random: uuids, and 32-hex names of the page's variables
+        html = re.sub(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}|[0-9a-f]{32}", "<id>", html)
+        return html, len(snapshot._metrics)
+
+    # when the page is rendered by Evidently's DataDriftPreset and by ours
+    theirs, their_metrics = page(DataDriftPreset)
+    ours, our_metrics = page(_drift_table_preset())
+
+    # then ours computed one metric where the preset computed one more per column (their ValueDrifts)...
+    assert (their_metrics, our_metrics) == (len(counted) + 1, 1)
+    # ...and the two pages are the same, byte for byte but for the random ids
+    assert ours == theirs
