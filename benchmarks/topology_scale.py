@@ -14,6 +14,8 @@ databases and Celery queue dropped after:
   imports them, as with Airflow's own LocalExecutor);
 - ``celery1``: the production profile (CeleryExecutor on PostgreSQL, Redis broker, MLflow and the warehouse on
   PostgreSQL) with 1 Celery worker of concurrency 2;
+- ``celery1-cold``: ``celery1`` without the worker preloading the loop's libraries (Celery's ``imports`` left
+  empty: each task imports them, as with Airflow's default Celery settings);
 - ``celery2``: the same with 2 Celery workers of concurrency 2 each;
 - ``celery1x4``: 1 Celery worker of concurrency 4 (as many task slots as ``celery2``, one worker process).
 
@@ -115,6 +117,14 @@ TOPOLOGIES = {
             preload=False,
         ),
         Topology("celery1", "production", 1, 2, "CeleryExecutor on PostgreSQL + Redis, 1 worker x 2"),
+        Topology(
+            "celery1-cold",
+            "production",
+            1,
+            2,
+            "the same, libraries not preloaded by the worker (every task imports them: Airflow's default)",
+            preload=False,
+        ),
         Topology("celery2", "production", 2, 2, "CeleryExecutor on PostgreSQL + Redis, 2 workers x 2"),
         Topology("celery1x4", "production", 1, 4, "CeleryExecutor on PostgreSQL + Redis, 1 worker x 4"),
     ]
