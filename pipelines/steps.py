@@ -378,7 +378,7 @@ def live_performance(dataset: str, start: str | date | None = None, end: str | d
     }
 
 
-_WINDOW_SUMMARY = ("window_start", "window_end", "status", "drift_share", "mlflow_run_url")
+_WINDOW_SUMMARY = ("window_start", "window_end", "status", "rows", "drift_share", "mlflow_run_url")
 
 
 def monitor(
@@ -394,12 +394,19 @@ def monitor(
     With ``step_days``, the range is checked as consecutive windows of that many days, in order (one result each);
     the result is the last window's, with every window summarised under ``windows``.
     """
-    from pipelines.monitoring.monitor import monitor_window
+    from pipelines.monitoring.monitor import DeferredTimeline, monitor_window, rebuild_timeline
 
     config = dataset_config(dataset)
     whole = Window(date.fromisoformat(str(start)), date.fromisoformat(str(end)))
     windows = whole.split(step_days) if step_days else [whole]
-    results = [monitor_window(config, get_settings(), window, run, checked_at).to_dict() for window in windows]
+    deferred = DeferredTimeline() if len(windows) > 1 else None  # one timeline rebuild per run, not per window
+    try:
+        results = [
+            monitor_window(config, get_settings(), window, run, checked_at, deferred).to_dict() for window in windows
+        ]
+    finally:  # the windows checked before a failure are on the timeline too
+        if deferred is not None and deferred.needed:
+            rebuild_timeline(config, get_settings())
     for checked in results:
         if checked["status"] == "drift":
             window = f"{checked['window_start']}_{checked['window_end']}"

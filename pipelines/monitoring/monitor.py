@@ -127,10 +127,24 @@ def report_dir(settings: Settings, config: DatasetConfig, window: Window) -> Pat
     return report_root(settings, config) / f"{window.start}_{window.end}"
 
 
+@dataclass
+class DeferredTimeline:
+    """A check of several windows in one run: a rebuild of the timeline run that any of them needs is done once, by
+    :func:`rebuild_timeline` at the end, instead of once per window (each rebuild reads every window run)."""
+
+    needed: bool = False
+
+
 def monitor_window(
-    config: DatasetConfig, settings: Settings, window: Window, run: RunContext, checked_at: datetime
+    config: DatasetConfig,
+    settings: Settings,
+    window: Window,
+    run: RunContext,
+    checked_at: datetime,
+    deferred: DeferredTimeline | None = None,
 ) -> MonitorResult:
-    """Check ``window`` of the prediction log against the champion's reference; store and log the result."""
+    """Check ``window`` of the prediction log against the champion's reference; store and log the result. With
+    ``deferred``, a rebuild of the timeline run is left to the caller (:class:`DeferredTimeline`)."""
     name = config.model.registered_name
     champion = registry.alias_version(settings, name, registry.CHAMPION)
     live = live_window(config, settings, window)
@@ -144,7 +158,7 @@ def monitor_window(
             **base, status="no_champion", champion_version=None, rows=len(live), labelled=0,
             message=f"{name} has no champion: nothing to compare the window with",
         )  # fmt: skip
-        return _finish(config, settings, window, run, checked_at, result, {}, out)
+        return _finish(config, settings, window, run, checked_at, result, {}, out, deferred)
     version = str(champion.version)
     labelled = _trailing_outcomes(config, settings, window, version)
     base["live_periods"] = live_periods(config, settings, window, version)
@@ -156,7 +170,7 @@ def monitor_window(
             "monitoring.min_rows needs for a drift verdict",
         )  # fmt: skip
         log.warning(result.message)
-        return _finish(config, settings, window, run, checked_at, result, {}, out)
+        return _finish(config, settings, window, run, checked_at, result, {}, out, deferred)
 
     reference = load_reference(config, settings, name, version)
     seed = config.model.seed + (window.start - EPOCH).days
@@ -204,7 +218,7 @@ def monitor_window(
         message=message,
     )
     log.info("%s %s: %s", config.name, window, message)
-    return _finish(config, settings, window, run, checked_at, result, details, out)
+    return _finish(config, settings, window, run, checked_at, result, details, out, deferred)
 
 
 def _finish(
@@ -216,10 +230,11 @@ def _finish(
     result: MonitorResult,
     details: dict[str, Any],
     out: Path,
+    deferred: DeferredTimeline | None,
 ) -> MonitorResult:
     summary = {**result.to_dict(), **details, "report_dir": str(out)}
     (out / "summary.json").write_text(json.dumps(summary, indent=2, default=str))
-    run_id, url = _log_to_mlflow(config, settings, window, run, result, details, out, checked_at)
+    run_id, url = _log_to_mlflow(config, settings, window, run, result, details, out, checked_at, deferred)
     result = MonitorResult(
         **{**result.to_dict(), "report_dir": str(out), "mlflow_run_id": run_id, "mlflow_run_url": url}
     )
@@ -270,6 +285,7 @@ def _log_to_mlflow(
     details: dict[str, Any],
     out: Path,
     checked_at: datetime,
+    deferred: DeferredTimeline | None = None,
 ) -> tuple[str, str]:
     """One run per window in the monitoring experiment (reused on a rerun) and a point on the timeline run.
 
@@ -308,7 +324,10 @@ def _log_to_mlflow(
     mlf.set_terminated(run_id)
     timeline = registry.find_run_id(settings, experiment, {TIMELINE_TAG: config.name})
     if timeline is None or any(not _same(previous.get(k), v) for k, v in values.items() if k in previous):
-        _rebuild_timeline(config, settings, exp_id, timeline)
+        if deferred is not None:
+            deferred.needed = True
+        else:
+            _rebuild_timeline(config, settings, exp_id, timeline)
     else:
         mlf.log_batch(timeline, metrics=[Metric(k, v, timestamp, step) for k, v in values.items()])
     return run_id, registry.run_url(settings, exp_id, run_id)
@@ -323,6 +342,16 @@ def timeline_point(window_key: str) -> tuple[int, int]:
 
 def _same(before: float | None, now: float) -> bool:
     return before is not None and (before == now or (math.isnan(before) and math.isnan(now)))
+
+
+def rebuild_timeline(config: DatasetConfig, settings: Settings) -> str:
+    """Replace the dataset's timeline run by one rebuilt from every window run's latest numbers (the end of a
+    :class:`DeferredTimeline`); returns its run id."""
+    experiment = config.monitoring_experiment
+    exp_id = registry.experiment_id(settings, experiment)
+    return _rebuild_timeline(
+        config, settings, exp_id, registry.find_run_id(settings, experiment, {TIMELINE_TAG: config.name})
+    )
 
 
 def _rebuild_timeline(config: DatasetConfig, settings: Settings, exp_id: str, old: str | None) -> str:

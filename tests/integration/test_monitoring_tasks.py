@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import shutil
 from collections.abc import Iterator
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -285,6 +285,52 @@ def test_a_summer_regression_window_drifts_in_the_weather(minutes: dict[str, Any
     prediction = details["drift"]["prediction"]
     assert prediction["method"] == "wasserstein" and prediction["score"] is not None
     assert summer.prediction_drift is not None
+
+
+def test_a_range_recheck_whose_windows_changed_rebuilds_the_timeline_once(
+    settings: Settings, minutes: dict[str, Any]
+) -> None:
+    from mlflow.entities import ViewType
+
+    from pipelines.monitoring.monitor import TIMELINE_TAG, timeline_point
+
+    config = minutes["config"]
+    model = _champion(config)
+    days = [STABLE, STABLE + timedelta(days=1)]
+    mlf = registry.client(settings)
+    experiment = mlf.get_experiment_by_name(config.monitoring_experiment).experiment_id
+    query = f"tags.`{TIMELINE_TAG}` = '{config.name}'"
+
+    def timelines(view: int) -> list[str]:
+        return [r.info.run_id for r in mlf.search_runs([experiment], query, run_view_type=view)]
+
+    # given STABLE and the day after checked in one run: STABLE from the fixture's predictions, the next day empty
+    run = RunContext("monitor_flights_minutes", "range_first", "test")
+    first = steps.monitor(config.name, run, str(days[0]), str(days[1] + timedelta(days=1)), CHECKED_AT, step_days=1)
+    assert [w["status"] for w in first["windows"]] == ["ok", "insufficient_data"]
+    deleted_before = len(timelines(ViewType.DELETED_ONLY))
+    # and then more predictions logged for both days, so that a recheck changes both windows' numbers
+    for day in days:
+        rows = read_source(config, settings, _day(day)).reset_index(drop=True)
+        predicted = model.predict(build_features(rows, config))
+        _log(config, rows, {"prediction": [float(v) for v in predicted]}, CHECKED_AT, f"again-{day}")
+
+    # when the two days are checked again in one run
+    again = steps.monitor(
+        config.name, RunContext("monitor_flights_minutes", "range_again", "test"), str(days[0]),
+        str(days[1] + timedelta(days=1)), CHECKED_AT + timedelta(hours=1), step_days=1,
+    )  # fmt: skip
+
+    # then both windows changed, and the timeline run was replaced once, not once per window
+    assert [w["rows"] for w in first["windows"]] == [minutes["stable"].rows, 0]
+    assert again["windows"][0]["rows"] == 2 * minutes["stable"].rows and again["windows"][1]["rows"] > 0
+    assert len(timelines(ViewType.DELETED_ONLY)) == deleted_before + 1
+    (timeline,) = timelines(ViewType.ACTIVE_ONLY)
+    # and it holds one point per window, each with the recheck's numbers
+    for window in again["windows"]:
+        step, _ = timeline_point(f"{window['window_start']}_{window['window_end']}")
+        points = [m.value for m in mlf.get_metric_history(timeline, "rows") if m.step == step]
+        assert points == [window["rows"]], (window, points)
 
 
 # PostgreSQL: the ground-truth table of an older version, upgraded in place.
