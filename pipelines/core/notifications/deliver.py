@@ -161,19 +161,15 @@ def _stored_key(key: str) -> str:
 
 
 def _ready_table(warehouse_url: str) -> tuple[Any, Any]:
-    """The engine and the table, created if missing and given ``dedup_key`` if it predates it."""
-    import sqlalchemy as sa
-
+    """The engine and the table, created if missing and given ``dedup_key`` if it predates it (rows kept:
+    :mod:`pipelines.core.schema_upgrade`, safe from several processes at once)."""
+    from pipelines.core.schema_upgrade import upgrade_table
     from pipelines.core.warehouse import get_engine
 
     engine = get_engine(warehouse_url)
     table = _table()
     table.metadata.create_all(engine, tables=[table])
-    if "dedup_key" not in {c["name"] for c in sa.inspect(engine).get_columns(LOG_TABLE)}:
-        with engine.begin() as conn:
-            conn.exec_driver_sql(f"ALTER TABLE {LOG_TABLE} ADD COLUMN dedup_key VARCHAR(200)")
-            conn.exec_driver_sql(f"CREATE INDEX ix_notification_log_dedup_key ON {LOG_TABLE} (dedup_key)")
-        log.info("%s: added the dedup_key column", LOG_TABLE)
+    upgrade_table(engine, table, added=["dedup_key"], nullable=[])
     return engine, table
 
 
