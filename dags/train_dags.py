@@ -86,6 +86,11 @@ class CandidateApprovalOperator(ApprovalOperator):
         super().__init__(**kwargs)
         self.dataset = dataset
 
+    def execute(self, context: Any) -> Any:
+        """Ask with the approvers' Airflow user ids as respondents (FAB's are numeric), then wait for the answer."""
+        self.assigned_users = _respondent_ids(self.assigned_users or [])  # type: ignore[assignment]
+        return super().execute(context)
+
     def execute_complete(self, context: Any, event: dict[str, Any]) -> Any:
         from pipelines import steps
 
@@ -122,6 +127,25 @@ def _respondents() -> list[dict[str, str]]:
     from pipelines.core.settings import get_settings
 
     return [{"id": name, "name": name} for name in load_people(get_settings().people_file).approvers]
+
+
+def _respondent_ids(named: list[Any]) -> list[dict[str, str]]:
+    """The approvers as the auth manager knows them: their ids from the Variable the account set-up writes (FAB's
+    numeric ids; absent with the simple auth manager, whose ids are the logins). An approver without an account is
+    logged and left out; none with one fails the task, naming them."""
+    from airflow.sdk import Variable
+
+    from pipelines.core.errors import PipelineError
+    from pipelines.core.people import USER_IDS_VARIABLE, respondents
+
+    ids = Variable.get(USER_IDS_VARIABLE, default=None, deserialize_json=True)
+    try:
+        found, missing = respondents([user["name"] for user in named], ids)
+    except PipelineError as exc:
+        raise _fail_without_retry(exc) from exc
+    for name in missing:
+        log.warning("approver %s has no Airflow account yet: they cannot answer this approval", name)
+    return found
 
 
 def _window_defaults(config: DatasetConfig) -> tuple[str, str]:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import sqlalchemy as sa
 import yaml
 from sqlalchemy.engine import make_url
 
@@ -234,3 +235,19 @@ def start_service(
 def service_env(stack: StackSettings) -> dict[str, str]:
     """The environment of a prediction service (or a step) of ``stack``, without Airflow's settings."""
     return {k: v for k, v in services.stack_env(stack).items() if not k.startswith("AIRFLOW__")}
+
+
+def fab_accounts(airflow_db_url: str) -> list[tuple[str, str, bool]]:
+    """FAB's accounts in an Airflow metadata database: (login, role, active), by login."""
+    engine = sa.create_engine(airflow_db_url, poolclass=sa.NullPool)
+    try:
+        with engine.connect() as conn:
+            rows = conn.execute(
+                sa.text(
+                    "SELECT u.username, r.name, u.active FROM ab_user u JOIN ab_user_role ur ON ur.user_id = u.id "
+                    "JOIN ab_role r ON r.id = ur.role_id ORDER BY u.username"
+                )
+            ).all()
+    finally:
+        engine.dispose()
+    return [(str(r[0]), str(r[1]), bool(r[2])) for r in rows]

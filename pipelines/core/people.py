@@ -20,8 +20,13 @@ from pipelines.core.yaml_files import read_yaml, validation_problems
 
 Role = Literal["admin", "approver", "operator", "viewer"]
 
-# Our roles as the roles of Airflow's simple auth manager.
+# Our roles as the roles of Airflow's simple auth manager (embedded profile) and of the FAB auth manager (production).
 AIRFLOW_ROLES: dict[str, str] = {"admin": "admin", "approver": "user", "operator": "op", "viewer": "viewer"}
+FAB_ROLES: dict[str, str] = {"admin": "Admin", "approver": "User", "operator": "Op", "viewer": "Viewer"}
+
+# The Airflow Variable that maps each login to its Airflow user id, written where the accounts are created in an
+# auth manager whose ids are not the logins (FAB: numeric ids). Absent: the ids are the logins (simple auth manager).
+USER_IDS_VARIABLE = "mlops_airflow_user_ids"
 
 
 class Person(BaseModel):
@@ -65,6 +70,24 @@ class People(BaseModel):
     def airflow_users(self) -> str:
         """``AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS``: ``name:role`` pairs."""
         return ",".join(f"{p.name}:{AIRFLOW_ROLES[p.role]}" for p in self.users)
+
+
+def respondents(names: list[str], user_ids: dict[str, str] | None) -> tuple[list[dict[str, str]], list[str]]:
+    """Airflow HITL respondents (``{"id", "name"}``) for the logins ``names``, and the logins without an account.
+
+    ``user_ids`` maps logins to Airflow user ids (:data:`USER_IDS_VARIABLE`); ``None`` means the ids are the logins.
+    Raises :class:`ConfigError` when no login has an account: nobody could answer.
+    """
+    if user_ids is None:
+        return [{"id": name, "name": name} for name in names], []
+    found = [{"id": str(user_ids[name]), "name": name} for name in names if name in user_ids]
+    missing = [name for name in names if name not in user_ids]
+    if not found:
+        raise ConfigError(
+            f"no approver has an Airflow account ({', '.join(names) or 'none listed'}): start the stack again "
+            "(or run `python -m pipelines.stack accounts`) to create the people file's accounts"
+        )
+    return found, missing
 
 
 def load_people(path: Path) -> People:

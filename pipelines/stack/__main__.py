@@ -3,7 +3,8 @@
 The profile comes from ``MLOPS_PROFILE`` (``embedded`` by default, ``production``: see docs/deployment.md).
 ``databases`` creates the production profile's PostgreSQL databases and exits (compose's ``db-init`` runs it).
 ``accounts`` gives every person of the people file an Airflow password (kept 0600 in ``--passwords-file``, new
-ones printed once; compose's ``airflow-init`` runs it); ``airflow-users`` prints the simple auth manager's users;
+ones printed once) and, when Airflow's auth manager is FAB (production), their accounts in its user store
+(compose's ``airflow-init`` runs it); ``airflow-users`` prints the simple auth manager's users;
 ``mlflow-users`` creates MLflow's ``pipeline`` and ``serving`` accounts as its admin (compose's ``mlflow-init``).
 """
 
@@ -47,9 +48,7 @@ def main(argv: list[str] | None = None) -> int:
             sys.stdout.write(services.people(stack).airflow_users() + "\n")
             return 0
         if args.command == "accounts":
-            made = services.ensure_passwords(stack, args.passwords_file)
-            sys.stdout.write(services.accounts_text(stack, made, args.passwords_file) if made else "")
-            return 0
+            return _accounts(stack, args.passwords_file)
         if args.command == "mlflow-users":
             from pipelines.stack import mlflow_auth
 
@@ -65,6 +64,18 @@ def main(argv: list[str] | None = None) -> int:
         logging.getLogger(__name__).error("%s", exc)
         return 1
     sys.stdout.write(json.dumps(services.status(stack), indent=2) + "\n")
+    return 0
+
+
+def _accounts(stack: StackSettings, passwords_file: Path | None) -> int:
+    """A password for every person (new ones printed once); with the FAB auth manager, their accounts too."""
+    from pipelines.stack.fab_accounts import sync_users, uses_fab
+
+    made = services.ensure_passwords(stack, passwords_file)
+    if uses_fab():
+        kept = json.loads((passwords_file or services.passwords_file(stack)).read_text())
+        sync_users(services.people(stack), kept, stack.airflow_admin_user, stack.airflow_admin_password)
+    sys.stdout.write(services.accounts_text(stack, made, passwords_file) if made else "")
     return 0
 
 

@@ -60,7 +60,7 @@ def people(stack: StackSettings) -> People:
     return team
 
 
-def _passwords_file(stack: StackSettings) -> Path:
+def passwords_file(stack: StackSettings) -> Path:
     return stack.airflow_home / "passwords.json"
 
 
@@ -68,7 +68,7 @@ def ensure_passwords(stack: StackSettings, path: Path | None = None) -> dict[str
     """A password for every person of the people file, in the simple auth manager's file (``path``, default the
     runtime folder's; 0600): kept once made, generated for a new person; the admin's is ``AIRFLOW_ADMIN_PASSWORD``
     when set. Returns the ones made now."""
-    path = path or _passwords_file(stack)
+    path = path or passwords_file(stack)
     kept: dict[str, str] = json.loads(path.read_text()) if path.is_file() else {}
     legacy = stack.airflow_home / "admin_password"  # a runtime folder from before the people file
     if stack.airflow_admin_user not in kept and legacy.is_file():
@@ -93,7 +93,7 @@ def ensure_passwords(stack: StackSettings, path: Path | None = None) -> dict[str
 def password_of(stack: StackSettings, name: str) -> str:
     """The Airflow password of ``name`` (generated on first use)."""
     ensure_passwords(stack)
-    passwords: dict[str, str] = json.loads(_passwords_file(stack).read_text())
+    passwords: dict[str, str] = json.loads(passwords_file(stack).read_text())
     if name not in passwords:
         raise StackError(f"{name!r} has no Airflow account: add them to {stack.people_file}")
     return passwords[name]
@@ -107,7 +107,7 @@ def admin_password(stack: StackSettings) -> str:
 def accounts_text(stack: StackSettings, made: dict[str, str], path: Path | None = None) -> str:
     """The accounts made now, with their passwords: shown once, when they are generated."""
     team = people(stack)
-    lines = [f"Airflow accounts created (passwords shown once; kept 0600 in {path or _passwords_file(stack)}):"]
+    lines = [f"Airflow accounts created (passwords shown once; kept 0600 in {path or passwords_file(stack)}):"]
     lines += [f"  {name} / {password}  ({team.role_of(name)})" for name, password in made.items()]
     return "\n".join(lines) + "\n"
 
@@ -154,8 +154,7 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
             "AIRFLOW__API__HOST": stack.host,
             "AIRFLOW__API__PORT": str(stack.airflow_port),
             "AIRFLOW__API_AUTH__JWT_SECRET": _secret(stack.airflow_home / "jwt_secret", nbytes=64),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": people(stack).airflow_users(),
-            "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(_passwords_file(stack)),
+            **_auth_env(stack),
             "MLOPS_PEOPLE_FILE": str(stack.people_file),
             "MLOPS_NOTIFICATIONS_FILE": str(stack.notifications_file),
             "AIRFLOW__DAG_PROCESSOR__REFRESH_INTERVAL": "30",
@@ -174,6 +173,23 @@ def stack_env(stack: StackSettings) -> dict[str, str]:
         env.update(_celery_env(stack))
         env.update(mlflow_auth.client_env(stack, mlflow_auth.PIPELINE))  # tasks and steps run as the pipeline
     return env
+
+
+def _auth_env(stack: StackSettings) -> dict[str, str]:
+    """Airflow's auth manager: the simple one embedded (the people file's users, their passwords in the runtime
+    folder), FAB in production (accounts in the metadata database, created by :func:`sync_accounts`)."""
+    if stack.production:
+        from pipelines.stack.fab_accounts import FAB_AUTH_MANAGER
+
+        # FAB's login form keeps a Flask session signed with this key: the same in every api-server worker
+        return {
+            "AIRFLOW__CORE__AUTH_MANAGER": FAB_AUTH_MANAGER,
+            "AIRFLOW__API__SECRET_KEY": _secret(stack.airflow_home / "api_secret_key", nbytes=32),
+        }
+    return {
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS": people(stack).airflow_users(),
+        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords_file(stack)),
+    }
 
 
 def notification_secrets(stack: StackSettings) -> dict[str, str]:
@@ -360,11 +376,10 @@ def _write_passwords(stack: StackSettings) -> None:
         sys.stdout.flush()
 
 
-def _migrate_airflow(stack: StackSettings) -> None:
-    log.info("airflow db migrate (metadata database in %s)", stack.airflow_home)
+def _run_airflow_command(stack: StackSettings, what: str, command: list[str], env: dict[str, str] | None = None) -> str:
     out = subprocess.run(
-        [_bin("airflow"), "db", "migrate"],
-        env=stack_env(stack),
+        command,
+        env={**stack_env(stack), **(env or {})},
         cwd=REPO_ROOT,
         capture_output=True,
         text=True,
@@ -372,7 +387,23 @@ def _migrate_airflow(stack: StackSettings) -> None:
         check=False,
     )
     if out.returncode != 0:
-        raise StackError(f"airflow db migrate failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+        raise StackError(f"{what} failed:\n{out.stdout[-2000:]}\n{out.stderr[-3000:]}")
+    return out.stdout
+
+
+def _migrate_airflow(stack: StackSettings) -> None:
+    log.info("airflow db migrate (metadata database in %s)", stack.airflow_home)
+    _run_airflow_command(stack, "airflow db migrate", [_bin("airflow"), "db", "migrate"])
+
+
+def sync_accounts(stack: StackSettings) -> None:
+    """Production: give the people file's accounts, with the passwords of the runtime folder's file, to FAB's user
+    store (``python -m pipelines.stack accounts`` in a process with Airflow's environment)."""
+    log.info("Airflow accounts from %s (FAB auth manager)", stack.people_file)
+    command = [sys.executable, "-m", "pipelines.stack", "accounts"]
+    admin = {"AIRFLOW_ADMIN_PASSWORD": stack.airflow_admin_password} if stack.airflow_admin_password else {}
+    sys.stdout.write(_run_airflow_command(stack, "creating Airflow's accounts", command, admin))
+    sys.stdout.flush()
 
 
 def mlflow_healthy(stack: StackSettings) -> bool:
@@ -420,11 +451,11 @@ def up(stack: StackSettings, timeout: float = 240.0) -> None:
     airflow = airflow_services(stack) + celery_workers(stack)
     mlflow.start()
     serving.start()  # it waits for the registry on its own
+    _write_passwords(stack)
     if all(s.pid() is None for s in airflow):
-        _write_passwords(stack)
         _migrate_airflow(stack)
-    else:
-        _write_passwords(stack)
+        if stack.production:
+            sync_accounts(stack)
     for service in airflow:
         service.start()
     wait_until(lambda: mlflow_healthy(stack), f"MLflow at {stack.mlflow_url}", timeout, [mlflow])

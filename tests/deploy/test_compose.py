@@ -8,6 +8,7 @@ and none is used. Without a compose binary the compose tests are SKIPPED, unless
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import shutil
@@ -20,7 +21,10 @@ import pytest
 import yaml
 from sqlalchemy.engine import make_url
 
+from pipelines.core.people import USER_IDS_VARIABLE
+from pipelines.stack.fab_accounts import FAB_AUTH_MANAGER
 from tests.conftest import missing
+from tests.stack import fab_accounts
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = REPO_ROOT / "docker-compose.yaml"
@@ -357,40 +361,67 @@ def _shell(services: dict[str, dict[str, Any]], name: str, replace: dict[str, st
     return script
 
 
+def _fab_accounts(database: Path, env: dict[str, str]) -> tuple[list[tuple[str, str, bool]], dict[str, str]]:
+    """FAB's accounts (login, role, active) in the metadata database, and the login -> id map as tasks read it."""
+    variable = subprocess.run(
+        ["airflow", "variables", "get", USER_IDS_VARIABLE], env=env, capture_output=True, text=True, check=True
+    )
+    return fab_accounts(f"sqlite:///{database}"), json.loads(variable.stdout.strip().splitlines()[-1])
+
+
 def test_the_airflow_accounts_come_from_the_people_file(services: dict[str, dict[str, Any]], tmp_path: Path) -> None:
     from pipelines.core.people import load_people
 
     team = load_people(REPO_ROOT / "pipelines" / "conf" / "people.yaml")
+    compose_env = services["airflow-init"]["environment"]
+    assert compose_env["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    assert services["airflow-api-server"]["environment"]["AIRFLOW__CORE__AUTH_MANAGER"] == FAB_AUTH_MANAGER
+    # given airflow-init's own command, run for real on a SQLite metadata database, twice
+    passwords, database = tmp_path / "passwords.json", tmp_path / "airflow.db"
+    init = _shell(services, "airflow-init", {"/opt/airflow/auth/passwords.json": str(passwords)})
     env = {k: v for k, v in os.environ.items() if not k.startswith(("MLOPS_", "AIRFLOW"))}
-    # given airflow-init's own command (the migration left out), when it runs twice
-    passwords = tmp_path / "passwords.json"
-    init = _shell(services, "airflow-init", {"exec airflow db migrate": "true"})
-    init_env = {
-        **env,
-        "AIRFLOW_ADMIN_PASSWORD": "from-the-secrets",
-        "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE": str(passwords),
-        "MLOPS_HOME": str(tmp_path / "runtime"),
-    }
-    first, second = (
-        subprocess.run(["sh", "-c", init], env=init_env, cwd=REPO_ROOT, capture_output=True, text=True, check=False)
-        for _ in range(2)
+    env.update(
+        {
+            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
+            "AIRFLOW_HOME": str(tmp_path / "airflow"),
+            "AIRFLOW__DATABASE__SQL_ALCHEMY_CONN": f"sqlite:///{database}",
+            "AIRFLOW__CORE__AUTH_MANAGER": compose_env["AIRFLOW__CORE__AUTH_MANAGER"],
+            "AIRFLOW__CORE__LOAD_EXAMPLES": "False",
+            "AIRFLOW_ADMIN_PASSWORD": "from-the-secrets",
+            "MLOPS_HOME": str(tmp_path / "runtime"),
+        }
     )
+
+    def run(script: str, **extra: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            ["sh", "-c", script], env={**env, **extra}, cwd=REPO_ROOT, capture_output=True, text=True, check=False
+        )
+
+    first, second = run(init), run(init)
     # then every person has a password in a file only its owner reads, the admin's from the secrets, and the
     # generated ones were printed the first time only
-    assert first.returncode == 0 and second.returncode == 0, first.stderr + second.stderr
+    assert first.returncode == 0 and second.returncode == 0, first.stderr[-3000:] + second.stderr[-3000:]
     kept = yaml.safe_load(passwords.read_text())
     assert sorted(kept) == sorted(p.name for p in team.users) and kept["admin"] == "from-the-secrets"
     assert passwords.stat().st_mode & 0o777 == 0o600
     assert f"ann / {kept['ann']}  (approver)" in first.stdout and "from-the-secrets" not in first.stdout
-    assert second.stdout == ""
-    # and the api-server starts with the people file's users and their Airflow roles
-    api = _shell(
-        services,
-        "airflow-api-server",
-        {"exec airflow api-server --host 0.0.0.0 --port 8080": 'printf %s "$AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"'},
+    assert "accounts created" not in second.stdout and kept["ann"] not in second.stdout + second.stderr
+    # and FAB's user store holds each person with the Airflow role of theirs, and the logins' ids for the approvals
+    accounts, ids = _fab_accounts(database, env)
+    assert accounts == [("admin", "Admin", True), ("ann", "User", True), ("omar", "Op", True), ("vera", "Viewer", True)]
+    assert sorted(ids) == ["admin", "ann", "omar", "vera"] and all(i.isdigit() for i in ids.values())
+
+    # when someone leaves the file and a viewer becomes an approver, and the accounts are made again
+    changed = tmp_path / "people.yaml"
+    changed.write_text(
+        "users:\n  - {name: admin, role: admin}\n  - {name: ann, role: approver}\n  - {name: vera, role: approver}\n"
     )
-    users = subprocess.run(["sh", "-c", api], env=env, cwd=REPO_ROOT, capture_output=True, text=True, check=True)
-    assert users.stdout == team.airflow_users() == "admin:admin,ann:user,omar:op,vera:viewer"
+    third = run(init, MLOPS_PEOPLE_FILE=str(changed))
+    # then the one who left is deactivated (kept: past answers carry their name), the other has her new role
+    assert third.returncode == 0, third.stderr[-3000:]
+    accounts, ids = _fab_accounts(database, env)
+    assert accounts == [("admin", "Admin", True), ("ann", "User", True), ("omar", "Op", False), ("vera", "User", True)]
+    assert sorted(ids) == ["admin", "ann", "vera"]
 
 
 def test_mlflow_runs_its_basic_auth_app_and_mlflow_init_makes_the_accounts(

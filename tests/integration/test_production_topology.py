@@ -10,6 +10,7 @@ then failed instead where ``MLOPS_REQUIRE_SERVICES=1`` (CI sets it: there both r
 
 from __future__ import annotations
 
+import secrets
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -21,11 +22,11 @@ from sqlalchemy.engine import make_url
 from pipelines.core import registry
 from pipelines.core.settings import get_settings
 from pipelines.stack import services
-from pipelines.stack.airflow_client import AirflowClient
-from pipelines.stack.dag_runs import client, run_replay, run_training, wait_for_dag
+from pipelines.stack.airflow_client import AirflowApiError, AirflowClient
+from pipelines.stack.dag_runs import answer_when_parked, client, run_replay, wait_for_dag
 from pipelines.stack.settings import StackSettings
 from tests.conftest import missing
-from tests.stack import pointed_at, production_services_missing, running_stack, write_dataset
+from tests.stack import fab_accounts, pointed_at, production_services_missing, running_stack, write_dataset
 
 pytestmark = pytest.mark.integration
 
@@ -59,16 +60,35 @@ def api(stack: StackSettings) -> Iterator[AirflowClient]:
 
 @pytest.fixture(scope="module")
 def trained(stack: StackSettings, api: AirflowClient) -> dict[str, object]:
-    """``train_flights`` run through the scheduler and the Celery workers, approved through the REST API."""
-    result = run_training(
-        stack,
-        "flights",
-        {"reason": "production topology", **WINDOW},
-        approval="api",
-        approval_comment="ok on celery",
-        timeout=900,
-    )
-    return {"result": result, "hosts": api.task_hosts(TRAIN, result.run_id)}
+    """``train_flights`` run through the scheduler and the Celery workers up to its approval; a viewer, an operator
+    and the admin try to answer it (FAB's accounts), then the approver approves it through the REST API."""
+    wait_for_dag(api, TRAIN)
+    api.unpause(TRAIN)
+    run_id = api.trigger(TRAIN, {"reason": "production topology", **WINDOW})
+    api.follow(TRAIN, run_id, timeout=900, stop_when=lambda states: states.get("approve") == "awaiting_input")
+    refusals: dict[str, str] = {}
+    for user in ("vera", "omar", stack.airflow_admin_user):
+        other = client(stack, user)
+        try:
+            other.answer(TRAIN, run_id, "approve", "Approve", {"comment": f"{user} says yes"})
+            refusals[user] = "accepted"
+        except AirflowApiError as exc:
+            refusals[user] = str(exc)
+        finally:
+            other.close()
+    approver = client(stack, "ann")
+    try:
+        answer_when_parked(approver, stack, TRAIN, run_id, "approve", "Approve", {"comment": "ok on celery"})
+    finally:
+        approver.close()
+    state = api.follow(TRAIN, run_id, timeout=900)
+    return {
+        "state": state,
+        "run_id": run_id,
+        "task_states": api.task_states(TRAIN, run_id),
+        "refusals": refusals,
+        "hosts": api.task_hosts(TRAIN, run_id),
+    }
 
 
 def test_every_store_of_the_topology_is_postgresql_and_the_executor_is_celery(stack: StackSettings) -> None:
@@ -145,16 +165,78 @@ def test_train_flights_with_its_approval_runs_to_success_on_both_workers(
     stack: StackSettings, trained: dict[str, object]
 ) -> None:
     # given the run triggered, approved through the REST API and followed to its end (fixture)
-    result = trained["result"]
+    states: dict[str, str] = trained["task_states"]  # type: ignore[assignment]
     hosts: dict[str, str] = trained["hosts"]  # type: ignore[assignment]
 
-    # then every step succeeded and version 1 is the champion, approved by the admin
-    assert result.state == "success", result.task_states  # type: ignore[attr-defined]
+    # then every step succeeded and version 1 is the champion
+    assert trained["state"] == "success", states
     for task in ("extract", "validate", "train", "evaluate", "gate", "route", "approve", "deploy"):
-        assert result.task_states[task] == "success", (task, result.task_states)  # type: ignore[attr-defined]
+        assert states[task] == "success", (task, states)
     # and the tasks were spread over both Celery workers (each reports its own name as the task's host)
     workers = {services.worker_name(stack, 1), services.worker_name(stack, 2)}
     assert set(hosts.values()) == workers, hosts
+
+
+def test_only_an_approver_can_answer_an_approval_with_fab_accounts(
+    stack: StackSettings, trained: dict[str, object]
+) -> None:
+    # given the people file's accounts in FAB's user store, and a run waiting for its approval (fixture)
+    # when a viewer, an operator and the admin tried to answer it, then Airflow refused each (403): the viewer by
+    # her FAB role (no edit on "HITL Detail"), the others, whose roles may edit it, as not respondents of the task
+    refusals: dict[str, str] = trained["refusals"]  # type: ignore[assignment]
+    assert ": 403 " in refusals["vera"] and "Forbidden" in refusals["vera"], refusals
+    for user in ("omar", stack.airflow_admin_user):
+        assert ": 403 " in refusals[user] and f"User={user} (id=" in refusals[user], refusals
+        assert "is not a respondent for the task" in refusals[user], refusals
+    # and the approver's answer was taken: the run went on to deploy (the version's tags name her, test below)
+    assert trained["task_states"]["deploy"] == "success"  # type: ignore[index]
+
+
+def test_the_production_profile_authenticates_with_fab(stack: StackSettings, tmp_path: Path) -> None:
+    # given the production profile's Airflow
+    env = services.stack_env(stack)
+    # then its auth manager is FAB, whose users live in Airflow's metadata database on PostgreSQL
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"].endswith("FabAuthManager")
+    assert "AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS" not in env
+    assert fab_accounts(stack.database_url("airflow")) == [
+        ("admin", "Admin", True), ("ann", "User", True), ("omar", "Op", True), ("vera", "Viewer", True)
+    ]  # fmt: skip
+    # and a wrong password gets no token
+    with pytest.raises(AirflowApiError, match="401"):
+        AirflowClient(stack.airflow_url, "ann", "not-her-password")
+
+
+def test_a_person_signs_in_on_fabs_form_and_changes_her_own_password(
+    stack: StackSettings, trained: dict[str, object]
+) -> None:
+    """Vera, a viewer, signs in with the password she was given and sets her own (FAB's user store)."""
+    from tests.browser import browser_page, log_in_to_airflow
+
+    given = services.password_of(stack, "vera")
+    chosen = "vera-" + secrets.token_urlsafe(12)
+    with browser_page("production_fab_password") as (page, steps):
+        # given Airflow's login form, when she signs in with the generated password
+        log_in_to_airflow(page, stack.airflow_url, "vera", given)
+        steps.shot(page, "signed-in")
+        # then the plugin's Models page knows her through FAB, and a viewer may read it
+        models = page.goto(f"{stack.airflow_url}/mlops/models")
+        assert models is not None and models.status == 200
+        assert "flights-delay" in page.content()
+        steps.shot(page, "models-page")
+        # and sets a password of her own on her profile
+        page.goto(f"{stack.airflow_url}/auth/users/userinfo/")
+        steps.shot(page, "profile")
+        page.get_by_role("link", name="Reset my password").click()
+        page.fill("input[name=password]", chosen)
+        page.fill("input[name=conf_password]", chosen)
+        steps.shot(page, "new-password")
+        page.get_by_role("button", name="Save").click()
+        page.wait_for_load_state()
+        steps.shot(page, "saved")
+    # then her own password signs her in, and the generated one no longer does
+    AirflowClient(stack.airflow_url, "vera", chosen).close()
+    with pytest.raises(AirflowApiError, match="401"):
+        AirflowClient(stack.airflow_url, "vera", given)
 
 
 def test_the_registry_alias_tags_and_artifacts_are_in_mlflow_on_postgresql(
@@ -168,7 +250,7 @@ def test_the_registry_alias_tags_and_artifacts_are_in_mlflow_on_postgresql(
     version = registry.alias_version(settings, "flights-delay", registry.CHAMPION)
     assert version is not None and str(version.version) == "1"
     tags = dict(version.tags)
-    assert tags["airflow.run_id"] == trained["result"].run_id  # type: ignore[attr-defined]
+    assert tags["airflow.run_id"] == trained["run_id"]
     assert tags["approval.status"] == "approved" and tags["approval.by"] == "ann"  # the people file's approver
     assert tags["deploy.status"] == "champion"
     # and the model's files come back through the MLflow server, which keeps them in its artifacts folder

@@ -10,7 +10,7 @@ import pytest
 import yaml
 
 from pipelines.core.errors import ConfigError
-from pipelines.core.people import load_people
+from pipelines.core.people import load_people, respondents
 from pipelines.core.settings import REPO_ROOT
 from pipelines.stack import services
 from pipelines.stack.processes import StackError
@@ -100,3 +100,14 @@ def test_a_person_not_in_the_file_has_no_account(stack: StackSettings) -> None:
 def test_the_stack_admin_must_be_an_admin_of_the_file(stack: StackSettings) -> None:
     with pytest.raises(StackError, match="'ann' must be listed with role admin"):
         services.people(stack.model_copy(update={"airflow_admin_user": "ann"}))
+
+
+def test_approvers_are_named_by_their_airflow_user_ids_where_the_auth_manager_has_its_own() -> None:
+    # given no id map (the simple auth manager: ids are logins), then each approver is their own id
+    assert respondents(["ann", "bo"], None) == ([{"id": "ann", "name": "ann"}, {"id": "bo", "name": "bo"}], [])
+    # given FAB's numeric ids, then each approver gets theirs, and one without an account is reported, not guessed
+    found, missing = respondents(["ann", "bo"], {"ann": "2", "omar": "3"})
+    assert found == [{"id": "2", "name": "ann"}] and missing == ["bo"]
+    # given no approver with an account, then nobody could answer: an error naming them and the fix
+    with pytest.raises(ConfigError, match=r"no approver has an Airflow account \(ann, bo\).*pipelines.stack accounts"):
+        respondents(["ann", "bo"], {"omar": "3"})

@@ -75,6 +75,10 @@ def test_the_embedded_profile_keeps_every_store_in_sqlite_files(
     assert env["MLOPS_WAREHOUSE_URL"] == f"sqlite:///{tmp_path / 'warehouse.db'}"
     assert stack.database_url("mlflow") == f"sqlite:///{tmp_path / 'mlflow' / 'mlflow.db'}"
     assert "AIRFLOW__CELERY__BROKER_URL" not in env
+    # and Airflow's simple auth manager holds the people file's accounts, their passwords in the runtime folder
+    assert "AIRFLOW__CORE__AUTH_MANAGER" not in env  # Airflow's default: the simple auth manager
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_USERS"] == "admin:admin,ann:user,omar:op,vera:viewer"
+    assert env["AIRFLOW__CORE__SIMPLE_AUTH_MANAGER_PASSWORDS_FILE"] == str(tmp_path / "airflow" / "passwords.json")
 
 
 def test_one_switch_moves_every_store_to_postgresql_and_the_executor_to_celery(
@@ -121,6 +125,13 @@ def test_one_switch_moves_every_store_to_postgresql_and_the_executor_to_celery(
     assert [w.name for w in workers] == [f"airflow-{worker_name(stack, i)}" for i in (1, 2, 3)]
     assert [w.port for w in workers] == [stack.worker_log_port + i for i in range(3)]
     assert all("--queues" in w.command and "team_a" in w.command for w in workers)
+    # and Airflow authenticates with FAB (accounts in its metadata database), its Flask sessions signed with one
+    # key kept 0600 in the runtime folder
+    assert env["AIRFLOW__CORE__AUTH_MANAGER"] == "airflow.providers.fab.auth_manager.fab_auth_manager.FabAuthManager"
+    assert not any(name.startswith("AIRFLOW__CORE__SIMPLE_AUTH") for name in env)
+    key = tmp_path / "airflow" / "api_secret_key"
+    assert env["AIRFLOW__API__SECRET_KEY"] == key.read_text() and key.stat().st_mode & 0o777 == 0o600
+    assert stack_env(stack)["AIRFLOW__API__SECRET_KEY"] == env["AIRFLOW__API__SECRET_KEY"]
 
 
 def test_a_database_prefix_that_is_not_a_plain_identifier_is_refused() -> None:
