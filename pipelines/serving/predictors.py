@@ -146,6 +146,13 @@ class CompiledPredictor:
                 log.info("trees walked by scikit-learn (%s: %s)", type(exc).__name__, exc)
         self.scorer: Any = self.trees if self.trees is not None else estimator
         self.kind = "compiled" if self.trees is not None else "compiled-preprocessing"
+        # The numeric columns as one block: imputed, centred and scaled in a few array operations for the whole
+        # batch (no mean: minus 0.0, no scale: divided by 1.0, both exact), instead of a few per column.
+        self._numeric_names = [num.name for num in numeric]
+        self._numeric_out = np.array([num.out_column for num in numeric], dtype=np.intp)
+        self._numeric_fill = np.array([num.fill for num in numeric], dtype=np.float64)
+        self._numeric_mean = np.array([0.0 if num.mean is None else num.mean for num in numeric], dtype=np.float64)
+        self._numeric_scale = np.array([1.0 if num.scale is None else num.scale for num in numeric], dtype=np.float64)
 
     def matrix(self, batch: Batch) -> np.ndarray:
         """The estimator's input matrix for ``batch``."""
@@ -154,14 +161,12 @@ class CompiledPredictor:
             index, unseen, null = cat.index, cat.unseen_row, cat.null_row
             rows = [null if v is None else index.get(v, unseen) for v in batch.categorical[cat.name]]
             x[:, cat.out_columns] = cat.table[rows]
-        for num in self.numeric:
-            values = batch.numeric[num.name]
-            column = np.where(np.isnan(values), num.fill, values)
-            if num.mean is not None:
-                column = column - num.mean
-            if num.scale is not None:
-                column = column / num.scale
-            x[:, num.out_column] = column
+        if self._numeric_names:
+            block = np.column_stack([batch.numeric[name] for name in self._numeric_names])
+            block = np.where(np.isnan(block), self._numeric_fill, block)
+            block -= self._numeric_mean
+            block /= self._numeric_scale
+            x[:, self._numeric_out] = block
         return x
 
     def predict(self, batch: Batch) -> np.ndarray:
