@@ -135,6 +135,11 @@ def _clean_columns(
                     return None
                 categorical[spec.name] = column
                 continue
+            if len(column) <= _SCALAR_CHECK_RECORDS:  # a few records: Python's comparisons beat numpy's set-up
+                if not _numbers_keep(column, spec):
+                    return None
+                numeric[spec.name] = np.array(column, dtype=np.float64)
+                continue
             if not types <= (_NULLABLE_NUMBER_TYPES if spec.nullable else _NUMBER_TYPES):
                 return None
             values = np.array(column, dtype=np.float64)  # null becomes NaN, as in _check
@@ -149,6 +154,26 @@ def _clean_columns(
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
     return categorical, numeric
+
+
+_SCALAR_CHECK_RECORDS = 16
+
+
+def _numbers_keep(column: list[Any], spec: Any) -> bool:
+    """Whether every value of a short numeric column keeps the contract (a number, finite, within the bounds; null
+    where allowed), checked value by value: for a single record this is ~10x cheaper than the array checks."""
+    low, high, nullable = spec.minimum, spec.maximum, spec.nullable
+    for value in column:
+        if value is None:
+            if nullable:
+                continue
+            return False
+        kind = type(value)
+        if (kind is not float and kind is not int) or not math.isfinite(value):
+            return False
+        if (low is not None and value < low) or (high is not None and value > high):
+            return False
+    return True
 
 
 def _parse_records(
@@ -213,7 +238,10 @@ def _check(
         return None
     if type(value) not in (int, float):
         return f"field {spec.name!r} must be a number, got {type(value).__name__}", "type_error"
-    number = float(value)
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond float64 (not from JSON, which orjson refuses, but from a caller in Python)
+        number = math.inf
     if not math.isfinite(number):
         return f"field {spec.name!r} must be finite", "not_finite"
     if (spec.minimum is not None and number < spec.minimum) or (spec.maximum is not None and number > spec.maximum):

@@ -165,15 +165,16 @@ def test_a_body_of_unknown_fields_is_refused_after_reading_twenty_of_them(
     assert _CountingDict.read < 100, "the parser read every unknown field instead of stopping at the limit"
 
 
+@pytest.mark.parametrize("size", [1, 16, 17, 50])  # up to 16: checked value by value; above: as arrays
 def test_a_clean_batch_gets_the_same_columns_column_by_column_as_record_by_record(
-    contract: InputContract, record: dict
+    contract: InputContract, record: dict, size: int
 ) -> None:
     from pipelines.serving.parsing import _clean_columns, _parse_records
 
     # given a clean batch with nulls where allowed, ints and floats, unseen categories
     records = [
         {**record, "temp": None if i % 3 == 0 else 30 + i / 7, "distance": 100 + i, "dest": f"D{i % 5}"}
-        for i in range(50)
+        for i in range(size)
     ]
     # when it is parsed a column at a time (the fast path) and record by record
     fast = _clean_columns(records, contract)
@@ -186,6 +187,36 @@ def test_a_clean_batch_gets_the_same_columns_column_by_column_as_record_by_recor
     for name in fast[1]:
         np.testing.assert_array_equal(fast[1][name], slow[1][name])
     assert np.isnan(fast[1]["temp"][0]) and fast[1]["distance"].dtype == np.float64
+
+
+@pytest.mark.parametrize("size", [1, 40])
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"temp": float("nan")},
+        {"temp": float("inf")},
+        {"temp": 10**400},
+        {"temp": True},
+        {"temp": "39"},
+        {"humid": 100.5},
+        {"sched_hour": -1},
+        {"distance": None},
+    ],
+    ids=["nan", "inf", "huge-int", "bool", "string", "above", "below", "null-forbidden"],
+)
+def test_the_column_checks_leave_any_broken_number_to_the_record_by_record_path(
+    contract: InputContract, record: dict, size: int, change: dict
+) -> None:
+    from pipelines.serving.parsing import _clean_columns
+
+    # given a batch whose last record breaks a numeric rule (NaN and infinity can come from a decoded body too)
+    records = [dict(record) for _ in range(size - 1)] + [{**record, **change}]
+    # when checked a column at a time (value by value for a few records, as arrays for many), then it is not
+    # passed as clean: the record-by-record path names the record and the rule
+    assert _clean_columns(records, contract) is None
+    with pytest.raises(InputError) as caught:
+        parse_batch({"records": records}, contract, 100)
+    assert caught.value.errors[0]["loc"][:2] == ["records", size - 1]
 
 
 @pytest.mark.parametrize(
