@@ -14,8 +14,11 @@ Runs where Airflow's configuration and metadata database are (``python -m pipeli
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
+import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from pipelines.core.people import FAB_ROLES, USER_IDS_VARIABLE, People
@@ -45,6 +48,27 @@ def uses_fab() -> bool:
 
 def sync_users(team: People, passwords: dict[str, str], admin: str, admin_password: str | None) -> SyncReport:
     """Make FAB's accounts those of ``team`` (module docstring); ``passwords`` holds a new account's password."""
+    with _quiet_fab():
+        return _sync(team, passwords, admin, admin_password)
+
+
+@contextlib.contextmanager
+def _quiet_fab() -> Iterator[None]:
+    """FAB logs every permission it creates on a fresh database (~300 lines on stdout, where the generated passwords
+    are printed), and building its Flask app warns (deprecations, rate-limit storage) about what concerns the
+    api-server, not this command."""
+    fab_log = logging.getLogger("airflow.providers.fab")
+    level = fab_log.level
+    fab_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # the api-server, which runs that app, still shows them
+            yield
+    finally:
+        fab_log.setLevel(level)
+
+
+def _sync(team: People, passwords: dict[str, str], admin: str, admin_password: str | None) -> SyncReport:
     from airflow.models.variable import Variable
     from airflow.providers.fab.auth_manager.cli_commands.utils import get_application_builder
     from werkzeug.security import check_password_hash

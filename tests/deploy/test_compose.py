@@ -405,6 +405,8 @@ def test_the_airflow_accounts_come_from_the_people_file(services: dict[str, dict
     assert sorted(kept) == sorted(p.name for p in team.users) and kept["admin"] == "from-the-secrets"
     assert passwords.stat().st_mode & 0o777 == 0o600
     assert f"ann / {kept['ann']}  (approver)" in first.stdout and "from-the-secrets" not in first.stdout
+    # (not lost among FAB's ~300 lines of permissions created on a fresh database)
+    assert "Added Permission" not in first.stdout and len(first.stdout.splitlines()) < 60, first.stdout[-3000:]
     assert "accounts created" not in second.stdout and kept["ann"] not in second.stdout + second.stderr
     # and FAB's user store holds each person with the Airflow role of theirs, and the logins' ids for the approvals
     accounts, ids = _fab_accounts(database, env)
