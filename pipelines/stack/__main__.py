@@ -1,10 +1,10 @@
-"""``python -m pipelines.stack up|down|status|demo|databases|accounts|airflow-users|mlflow-users``: the stack.
+"""``python -m pipelines.stack up|down|status|demo|databases|accounts|mlflow-users``: the stack.
 
 The profile comes from ``MLOPS_PROFILE`` (``embedded`` by default, ``production``: see docs/deployment.md).
 ``databases`` creates the production profile's PostgreSQL databases and exits (compose's ``db-init`` runs it).
 ``accounts`` gives every person of the people file an Airflow password (kept 0600 in ``--passwords-file``, new
 ones printed once) and, when Airflow's auth manager is FAB (production), their accounts in its user store
-(compose's ``airflow-init`` runs it); ``airflow-users`` prints the simple auth manager's users;
+(compose's ``airflow-init`` runs it);
 ``mlflow-users`` creates MLflow's ``pipeline`` and ``serving`` accounts as its admin (compose's ``mlflow-init``).
 """
 
@@ -27,7 +27,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m pipelines.stack", description=__doc__)
     parser.add_argument(
         "command",
-        choices=["up", "down", "status", "demo", "databases", "accounts", "airflow-users", "mlflow-users"],
+        choices=["up", "down", "status", "demo", "databases", "accounts", "mlflow-users"],
     )
     parser.add_argument("--passwords-file", type=Path, help="accounts: the file (default: the runtime folder's)")
     parser.add_argument("--mlflow-url", help="mlflow-users: the MLflow server (default: the stack's)")
@@ -43,9 +43,6 @@ def main(argv: list[str] | None = None) -> int:
             from pipelines.stack.databases import ensure_databases
 
             ensure_databases(stack.model_copy(update={"profile": "production"}))
-            return 0
-        if args.command == "airflow-users":
-            sys.stdout.write(services.people(stack).airflow_users() + "\n")
             return 0
         if args.command == "accounts":
             return _accounts(stack, args.passwords_file)
@@ -73,7 +70,7 @@ def _accounts(stack: StackSettings, passwords_file: Path | None) -> int:
 
     made = services.ensure_passwords(stack, passwords_file)
     if uses_fab():
-        kept = json.loads((passwords_file or services.passwords_file(stack)).read_text())
+        kept = services.read_passwords(stack, passwords_file)
         sync_users(services.people(stack), kept, stack.airflow_admin_user, stack.airflow_admin_password)
     sys.stdout.write(services.accounts_text(stack, made, passwords_file) if made else "")
     return 0

@@ -100,7 +100,8 @@ def _sync(team: People, passwords: dict[str, str], admin: str, admin_password: s
                 report.updated.append(person.name)
             if person.name == admin and admin_password and not check_password_hash(user.password, admin_password):
                 sm.reset_password(user.id, admin_password)
-                report.updated.append(person.name)
+                if person.name not in report.updated:
+                    report.updated.append(person.name)
             report.ids[person.name] = str(user.id)
         for user in sm.get_all_users():
             if user.username not in listed and user.active:

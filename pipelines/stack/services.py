@@ -90,10 +90,16 @@ def ensure_passwords(stack: StackSettings, path: Path | None = None) -> dict[str
     return made
 
 
+def read_passwords(stack: StackSettings, path: Path | None = None) -> dict[str, str]:
+    """Every person's password as kept in ``path`` (default the runtime folder's file)."""
+    passwords: dict[str, str] = json.loads((path or passwords_file(stack)).read_text())
+    return passwords
+
+
 def password_of(stack: StackSettings, name: str) -> str:
     """The Airflow password of ``name`` (generated on first use)."""
     ensure_passwords(stack)
-    passwords: dict[str, str] = json.loads(passwords_file(stack).read_text())
+    passwords = read_passwords(stack)
     if name not in passwords:
         raise StackError(f"{name!r} has no Airflow account: add them to {stack.people_file}")
     return passwords[name]
