@@ -39,6 +39,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.requests import ClientDisconnect
 
 from pipelines.core.config import ServingPolicy, load_dataset_config
 from pipelines.core.settings import Settings
@@ -78,6 +79,7 @@ async def _read_body(request: Request, limit: int) -> bytes:
 
 
 UNKNOWN = "_unknown"  # the metrics' dataset label of a request for a dataset that is not served
+CLIENT_CLOSED = 499  # the status counted for a request whose client left before sending its body (nginx's code)
 BOARD_POLL_SECONDS = 0.25  # how soon a worker of several takes a reload asked of another
 
 
@@ -351,6 +353,10 @@ class PredictionService:
         except InputError as exc:
             status = exc.status
             response = JSONResponse(error_body(exc), status)
+        except ClientDisconnect:  # the client went away before sending its whole body: nothing to answer or log
+            log.debug("a client of dataset %s closed its connection before sending its whole body", dataset)
+            status = CLIENT_CLOSED
+            response = Response(status_code=CLIENT_CLOSED)
         except Exception:
             log.exception("prediction for dataset %s failed", dataset)
             status = 500

@@ -7,9 +7,10 @@ microseconds per field, and reports every problem with its location (``records[3
 from __future__ import annotations
 
 import math
+import operator
 from dataclasses import dataclass, field
 from datetime import datetime
-from itertools import islice
+from itertools import chain, islice
 from typing import Any
 
 import numpy as np
@@ -115,45 +116,110 @@ _NULLABLE_STRING_TYPES = frozenset({str, type(None)})
 def _clean_columns(
     records: list[Any], contract: InputContract
 ) -> tuple[dict[str, list[str | None]], dict[str, np.ndarray]] | None:
-    """The columns of a batch in which every record keeps the contract (the common case), checked a column at a
-    time in C-level passes (types as a set, bounds as array comparisons); None as soon as anything is off, and
+    """The columns of a batch in which every record keeps the contract (the common case), checked in C-level passes
+    (types as a set, the numeric fields as one block of array comparisons); None as soon as anything is off, and
     :func:`_parse_records` then goes record by record to name every problem. Same columns as that path."""
     fields = contract.fields
     try:
         if set(map(len, records)) != {len(fields)}:  # with every name present (below): exactly the contract's keys
             return None
         categorical: dict[str, list[str | None]] = {}
-        numeric: dict[str, np.ndarray] = {}
         for spec in fields:
+            if spec.kind != "categorical":
+                continue
             column = [record[spec.name] for record in records]  # KeyError, or TypeError for a record not an object
             types = set(map(type, column))
-            if spec.kind == "categorical":
-                if not types <= (_NULLABLE_STRING_TYPES if spec.nullable else _STRING_TYPES):
-                    return None
-                strings = column if len(types) == 1 else [v for v in column if v is not None]
-                if strings and max(map(len, strings)) > MAX_STRING_LENGTH:
-                    return None
-                categorical[spec.name] = column
-                continue
-            if len(column) <= _SCALAR_CHECK_RECORDS:  # a few records: Python's comparisons beat numpy's set-up
+            if not types <= (_NULLABLE_STRING_TYPES if spec.nullable else _STRING_TYPES):
+                return None
+            strings = column if len(types) == 1 else [v for v in column if v is not None]
+            if strings and max(map(len, strings)) > MAX_STRING_LENGTH:
+                return None
+            categorical[spec.name] = column
+        plan = _numeric_plan(contract)
+        if not plan.names:
+            return categorical, {}
+        if len(records) <= _SCALAR_CHECK_RECORDS:  # a few records: Python's comparisons beat numpy's set-up
+            numeric: dict[str, np.ndarray] = {}
+            for spec in plan.specs:
+                column = [record[spec.name] for record in records]
                 if not _numbers_keep(column, spec):
                     return None
                 numeric[spec.name] = np.array(column, dtype=np.float64)
-                continue
-            if not types <= (_NULLABLE_NUMBER_TYPES if spec.nullable else _NUMBER_TYPES):
-                return None
-            values = np.array(column, dtype=np.float64)  # null becomes NaN, as in _check
-            present = values if len(types - _NUMBER_TYPES) == 0 else values[[v is not None for v in column]]
-            if not np.isfinite(present).all():
-                return None
-            if (spec.minimum is not None and (present < spec.minimum).any()) or (
-                spec.maximum is not None and (present > spec.maximum).any()
-            ):
-                return None
-            numeric[spec.name] = values
+            return categorical, numeric
+        block = _numeric_block(records, plan)
     except (KeyError, TypeError, ValueError, OverflowError):
         return None
-    return categorical, numeric
+    if block is None:
+        return None
+    return categorical, {name: block[:, j] for j, name in enumerate(plan.names)}
+
+
+@dataclass(frozen=True)
+class _NumericPlan:
+    """A contract's numeric fields, set up once for checking a batch's numbers as one block."""
+
+    specs: tuple[FieldSpec, ...]
+    names: tuple[str, ...]
+    row: Any  # operator.itemgetter of the numeric fields: a record's numbers as a tuple (one name: the value)
+    low: np.ndarray  # per field: its minimum, -inf when it has none
+    high: np.ndarray  # per field: its maximum, +inf when it has none
+    not_null: np.ndarray  # the fields that may not be null
+
+
+_PLANS: dict[int, tuple[InputContract, _NumericPlan]] = {}
+
+
+def _numeric_plan(contract: InputContract) -> _NumericPlan:
+    """The numeric plan of ``contract``, built once per contract object (by identity: hashing a contract costs
+    more than the lookup saves)."""
+    entry = _PLANS.get(id(contract))
+    if entry is not None and entry[0] is contract:
+        return entry[1]
+    specs = tuple(spec for spec in contract.fields if spec.kind != "categorical")
+    names = tuple(spec.name for spec in specs)
+    plan = _NumericPlan(
+        specs=specs,
+        names=names,
+        row=_row_getter(names),
+        low=np.array([-math.inf if s.minimum is None else s.minimum for s in specs], dtype=np.float64),
+        high=np.array([math.inf if s.maximum is None else s.maximum for s in specs], dtype=np.float64),
+        not_null=np.array([not s.nullable for s in specs], dtype=np.bool_),
+    )
+    if len(_PLANS) > 256:  # contracts come and go with model versions: keep the cache small
+        _PLANS.clear()
+    _PLANS[id(contract)] = (contract, plan)
+    return plan
+
+
+def _row_getter(names: tuple[str, ...]) -> Any:
+    """A function giving a record's values of ``names`` as a tuple (KeyError for a missing one)."""
+    if len(names) == 1:
+        name = names[0]
+        return lambda record: (record[name],)
+    return operator.itemgetter(*names)
+
+
+def _numeric_block(records: list[Any], plan: _NumericPlan) -> np.ndarray | None:
+    """The numeric fields of every record as one float64 block (null as NaN), or None when a value is not a number
+    (bools and strings included), not finite, out of bounds, or null where the contract forbids it."""
+    rows = list(map(plan.row, records))  # KeyError for a missing field
+    values = list(chain.from_iterable(rows))
+    types = set(map(type, values))
+    if not types <= _NULLABLE_NUMBER_TYPES:
+        return None
+    block = np.array(rows, dtype=np.float64)  # OverflowError for an int beyond float64; null becomes NaN
+    missing = np.isnan(block)
+    nulls = values.count(None) if type(None) in types else 0
+    if int(missing.sum()) != nulls:  # a NaN that was not a null: a float NaN from a caller in Python
+        return None
+    if nulls and (missing & plan.not_null).any():
+        return None
+    with np.errstate(invalid="ignore"):
+        if not np.isfinite(block[~missing]).all() if nulls else not np.isfinite(block).all():
+            return None
+        if (block < plan.low).any() or (block > plan.high).any():  # NaN compares false: nulls pass
+            return None
+    return block
 
 
 _SCALAR_CHECK_RECORDS = 16

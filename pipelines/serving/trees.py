@@ -9,6 +9,8 @@ baseline in the same order (iteration after iteration, one sum per class), so th
 scikit-learn to the last bit. A few records are walked one after the other, each to its leaf; a batch is walked
 tree by tree, every record of it one level at a time in lockstep, without branches: the records' walks overlap in
 the processor instead of waiting on each other's mispredicted jumps (100 records of 150 trees: 0.25 vs 0.45 ms).
+A record leaves the lockstep when it reaches its leaf, so none is walked to the tree's full depth (the flights
+model's records take 4.4 steps a tree on average, its trees are 10.4 deep: 0.29 -> 0.24 ms for 100 records).
 The estimator's own loss then turns the raw scores into the prediction as scikit-learn does (the link's inverse
 for a regressor, the sigmoid or softmax for a classifier). :mod:`pipelines.serving.predictors`
 checks that on probe records before using it.
@@ -24,7 +26,7 @@ from numba import njit
 SUPPORTED = ("HistGradientBoostingClassifier", "HistGradientBoostingRegressor")
 
 # From this many records on, a batch is walked in lockstep (below it the walk of each record to its leaf is
-# cheaper: lockstep walks every record to the tree's full depth).
+# cheaper: the lockstep's bookkeeping costs more than the mispredicted jumps it saves).
 LOCKSTEP_RECORDS = 8
 
 
@@ -69,20 +71,23 @@ def _walk(
 def _walk_lockstep(
     x: np.ndarray,
     roots: np.ndarray,
-    depth: np.ndarray,
     feature: np.ndarray,
     threshold: np.ndarray,
     nan_right: np.ndarray,
     children: np.ndarray,
+    is_leaf: np.ndarray,
     value: np.ndarray,
     baseline: np.ndarray,
     out: np.ndarray,
 ) -> np.ndarray:  # pragma: no cover - compiled
-    """As :func:`_walk`, tree by tree: every record moves one level down per step, ``depth[it, k]`` steps (a leaf's
-    children are itself, its feature 0), to ``children[2 * node + goes_right]``. A record goes right when its value
-    is above the threshold, or missing where missing values go right; the leaf values are added in the same order."""
+    """As :func:`_walk`, tree by tree: every record still inside the tree moves one level down per step, to
+    ``children[2 * node + goes_right]``, and leaves the list of active records when it reaches a leaf (a
+    branch-free compaction: the records' walks overlap in the processor, and none is walked past its leaf). A
+    record goes right when its value is above the threshold, or missing where missing values go right; the leaf
+    values are added in the same order."""
     n = x.shape[0]
     nodes = np.empty(n, dtype=np.int64)
+    active = np.empty(n, dtype=np.int64)
     for i in range(n):
         for k in range(roots.shape[1]):
             out[i, k] = baseline[k]
@@ -91,31 +96,23 @@ def _walk_lockstep(
             root = roots[it, k]
             for i in range(n):
                 nodes[i] = root
-            for _ in range(depth[it, k]):
-                for i in range(n):
+                active[i] = i
+            m = 0 if is_leaf[root] else n
+            while m > 0:
+                kept = 0
+                for j in range(m):
+                    i = active[j]
                     node = nodes[i]
                     v = x[i, feature[node]]
                     right = (v > threshold[node]) | (np.isnan(v) & nan_right[node])
-                    nodes[i] = children[2 * node + right]
+                    child = children[2 * node + right]
+                    nodes[i] = child
+                    active[kept] = i
+                    kept += not is_leaf[child]
+                m = kept
             for i in range(n):
                 out[i, k] += value[nodes[i]]
     return out
-
-
-def _depths(roots: np.ndarray, left: np.ndarray, right: np.ndarray, is_leaf: np.ndarray) -> np.ndarray:
-    """The depth of each tree (edges from its root to its deepest leaf), shaped as ``roots``."""
-    depth = np.zeros(len(is_leaf), dtype=np.int64)  # of each node; a node's children come after it in sklearn's trees
-    inner = np.flatnonzero(~is_leaf)
-    deepest = np.zeros(roots.size, dtype=np.int64)
-    tree_of = np.zeros(len(is_leaf), dtype=np.int64)
-    for t, root in enumerate(roots.ravel()):
-        tree_of[root] = t
-    for node in inner:  # nodes in index order: a parent before its children
-        for child in (left[node], right[node]):
-            depth[child] = depth[node] + 1
-            tree_of[child] = tree_of[node]
-            deepest[tree_of[node]] = max(deepest[tree_of[node]], depth[child])
-    return deepest.reshape(roots.shape)
 
 
 class CompiledTrees:
@@ -153,15 +150,9 @@ class CompiledTrees:
         if self.is_classifier:
             self.classes_ = estimator.classes_
         self.n_features = int(estimator.n_features_in_)
-        # The lockstep walk's layout: both children of node j at 2j and 2j+1 (a leaf's are itself), feature 0 at a
-        # leaf (any column: the step goes nowhere), where missing values go.
-        leaves = np.flatnonzero(self.is_leaf)
+        # The lockstep walk's layout: both children of node j at 2j and 2j+1, where missing values go.
         self.children = np.column_stack([self.left, self.right]).reshape(-1)
-        self.children[2 * leaves] = leaves
-        self.children[2 * leaves + 1] = leaves
-        self.step_feature = np.where(self.is_leaf, 0, self.feature)
         self.nan_right = ~self.missing_left
-        self.depth = _depths(self.roots, self.left, self.right, self.is_leaf)
         for size in (1, LOCKSTEP_RECORDS):  # compile both walks now (or load numba's cache), not on a request
             self.raw(np.zeros((size, self.n_features)))
 
@@ -175,11 +166,11 @@ class CompiledTrees:
             return _walk_lockstep(
                 x,
                 self.roots,
-                self.depth,
-                self.step_feature,
+                self.feature,
                 self.threshold,
                 self.nan_right,
                 self.children,
+                self.is_leaf,
                 self.value,
                 self.baseline,
                 out,

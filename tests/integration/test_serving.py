@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import socket
 import threading
 import time
 from collections.abc import Iterator
@@ -131,12 +132,17 @@ def service_of(reg: Registry, home: Path, name: str = "serving") -> tuple[Servic
 
 
 @pytest.fixture(scope="module")
-def service(trained: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+def service_proc(trained: Registry, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Service, str]]:
     proc, url = service_of(trained, tmp_path_factory.mktemp("service"))
     try:
-        yield url
+        yield proc, url
     finally:
         proc.stop()
+
+
+@pytest.fixture(scope="module")
+def service(service_proc: tuple[Service, str]) -> str:
+    return service_proc[1]
 
 
 def holdout_records(reg: Registry, n: int) -> tuple[pd.DataFrame, list[dict[str, Any]]]:
@@ -263,6 +269,34 @@ def test_malformed_and_oversized_bodies_are_refused_and_the_service_keeps_answer
     metrics = httpx.get(f"{service}/metrics", timeout=5).text
     assert f'mlops_predict_requests_total{{dataset="{DATASET}",status="413"}}' in metrics
     assert 'status="500"' not in metrics
+
+
+def test_a_client_leaving_mid_body_is_counted_not_reported_as_a_failure(
+    trained: Registry, service_proc: tuple[Service, str]
+) -> None:
+    proc, url = service_proc
+    host, port = url.removeprefix("http://").split(":")
+    # given a client that announces 50,000 bytes of body, sends 1,000 and closes its connection (a timeout, a crash)
+    with socket.create_connection((host, int(port)), timeout=10) as conn:
+        conn.sendall(
+            b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 50000\r\n\r\n"
+            + b'{"records": ['
+            + b" " * 987
+        )
+    # then the service counts it as a request its client closed (499), not as an internal error (500) ...
+    wait_until(
+        lambda: (
+            f'mlops_predict_requests_total{{dataset="{DATASET}",status="499"}}'
+            in httpx.get(f"{url}/metrics", timeout=5).text
+        ),
+        "the abandoned request to be counted",
+        30,
+    )
+    assert 'status="500"' not in httpx.get(f"{url}/metrics", timeout=5).text
+    # ... with no traceback in its log, and it keeps answering
+    assert "ClientDisconnect" not in proc.log_file.read_text()
+    _, records = holdout_records(trained, 1)
+    assert httpx.post(f"{url}/predict", json={"records": records}, timeout=30).status_code == 200
 
 
 def wine_records(reg: Registry, n: int) -> list[dict[str, Any]]:

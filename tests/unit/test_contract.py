@@ -220,6 +220,23 @@ def test_the_column_checks_leave_any_broken_number_to_the_record_by_record_path(
 
 
 @pytest.mark.parametrize(
+    "change", [{"humid": float("nan")}, {"humid": float("inf")}, {"temp": None, "distance": None}], ids=str
+)
+def test_the_block_check_tells_a_null_from_a_nan_and_a_null_where_allowed_from_one_where_not(
+    contract: InputContract, record: dict, change: dict
+) -> None:
+    from pipelines.serving.parsing import _clean_columns
+
+    # given 40 records with nulls where the contract allows them, and a last one breaking a rule among those nulls
+    records = [{**record, "temp": None, "visib": None} for _ in range(39)] + [{**record, **change}]
+    # then the block of numbers is not passed as clean (a NaN is not a null, a null is not allowed everywhere) ...
+    assert _clean_columns(records, contract) is None
+    # ... while the same batch without the last record is, its nulls as NaN
+    clean = _clean_columns(records[:-1], contract)
+    assert clean is not None and np.isnan(clean[1]["temp"]).all() and not np.isnan(clean[1]["humid"]).any()
+
+
+@pytest.mark.parametrize(
     ("change", "kind"),
     [
         ({"temp": "warm"}, "type_error"),
