@@ -474,6 +474,7 @@ def _process_policy(settings: Settings, default_dataset: str | None) -> ServingP
 def create_app(settings: Settings, default_dataset: str | None = None) -> FastAPI:
     """The service of every dataset in ``settings.datasets_dir``, logging to ``settings.warehouse_url``."""
     from pipelines.serving.inference_routes import add_inference_routes
+    from pipelines.serving.plain_routes import add_plain_route
 
     service = PredictionService(settings, default_dataset)
     app = FastAPI(
@@ -515,15 +516,21 @@ def create_app(settings: Settings, default_dataset: str | None = None) -> FastAP
         422: {"description": "a record breaks the model's contract (the field is named)"},
         503: {"description": "no model loaded yet"},
     }
-    app.add_api_route(
+    add_plain_route(
+        app,
         "/predict/{dataset}",
         service.predict_dataset,
         methods=["POST"],
         summary="Score a batch of records of a dataset",
         responses=errors,
     )
-    app.add_api_route(
-        "/predict", service.predict, methods=["POST"], summary="Score a batch of the default dataset", responses=errors
+    add_plain_route(
+        app,
+        "/predict",
+        service.predict,
+        methods=["POST"],
+        summary="Score a batch of the default dataset",
+        responses=errors,
     )
     add_inference_routes(app, service)
     app.openapi = lambda: _openapi(app, service)  # type: ignore[method-assign]

@@ -27,6 +27,7 @@ from pipelines.serving.inference_protocol import (
 )
 from pipelines.serving.model_store import LoadedModel
 from pipelines.serving.parsing import InputError
+from pipelines.serving.plain_routes import add_plain_route
 from pipelines.serving.responses import JSONResponse
 
 
@@ -149,6 +150,6 @@ def add_inference_routes(app: FastAPI, service: Service) -> None:
     for prefix in ("/v2/models/{name}", "/v2/models/{name}/versions/{version}"):
         app.add_api_route(prefix, metadata, methods=["GET"], summary="Open Inference Protocol: model metadata")
         app.add_api_route(f"{prefix}/ready", model_ready, methods=["GET"], summary="Open Inference Protocol: ready")
-        app.add_api_route(
-            f"{prefix}/infer", infer, methods=["POST"], summary="Open Inference Protocol: score a batch of tensors"
+        add_plain_route(
+            app, f"{prefix}/infer", infer, methods=["POST"], summary="Open Inference Protocol: score a batch of tensors"
         )
