@@ -36,6 +36,10 @@ log = logging.getLogger(__name__)
 # Shared counters written by the child: written, dropped, queued, write_errors, failing (0/1), alive (0/1).
 _WRITTEN, _DROPPED, _QUEUED, _ERRORS, _FAILING, _ALIVE = range(6)
 _ERROR_BYTES = 300
+# The sender thread hands requests over every few milliseconds, or as soon as this many records wait: waking it for
+# every request cost each single-record request a thread switch (and the GIL handed back and forth).
+_SEND_SECONDS = 0.005
+_SEND_RECORDS = 256
 
 
 @dataclass(frozen=True)
@@ -264,12 +268,14 @@ class ProcessLogWriter:
                 return False
             self._pending.append(request)
             self._pending_records += request.size
-        self._wake.set()
+            wake = self._pending_records >= _SEND_RECORDS
+        if wake:
+            self._wake.set()
         return True
 
     def _send_loop(self) -> None:
         while True:
-            self._wake.wait(0.05)
+            self._wake.wait(_SEND_SECONDS)
             self._wake.clear()
             with self._lock:
                 batch = list(self._pending)
