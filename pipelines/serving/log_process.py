@@ -22,6 +22,7 @@ from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from itertools import repeat
 from typing import Any
 
 import numpy as np
@@ -130,10 +131,11 @@ def rows_of(request: LoggedRequest, text_times: bool) -> list[PreparedRow]:
     if request.task == "binary":
         proba = np.frombuffer(request.outputs, dtype=np.float64).tolist()
         decisions = np.frombuffer(request.decisions, dtype=np.int8).tolist()
-        return [
-            PreparedRow((*head, i, record_ids[i], served, events[i], *model, features[i], proba[i], decisions[i]))
-            for i in range(n)
-        ]
+        dataset, request_id = head
+        name, version = model
+        columns = (repeat(dataset), repeat(request_id), range(n), record_ids, repeat(served), events)
+        # zip builds the row tuples in C: a third of the cost of a comprehension unpacking into each row
+        return list(map(PreparedRow, zip(*columns, repeat(name), repeat(version), features, proba, decisions)))
     outputs = _task_outputs(request)
     return [
         PreparedRow(
