@@ -179,8 +179,9 @@ def _quiet_collector() -> None:
 
     The writer holds up to ``max_queue`` rows (tuples) and creates hundreds of thousands a second; with the
     default thresholds the collector ran every 700 allocations and walked the rows waiting in the queue each time:
-    a third of the process's CPU. Rows and requests form no reference cycles, so the objects there are now
-    frozen out of the collector's sight and it runs after 50,000 allocations instead.
+    a quarter of the process's CPU (alone: 0.82 -> 0.61 ms per 100-record request). Rows and requests form no
+    reference cycles, so the collector now runs after 50,000 allocations instead, and the process's start-up
+    objects (the libraries it imported) are frozen out of its sight.
     """
     gc.collect()
     gc.freeze()
