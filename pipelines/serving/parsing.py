@@ -160,7 +160,7 @@ class _NumericPlan:
 
     specs: tuple[FieldSpec, ...]
     names: tuple[str, ...]
-    row: Any  # operator.itemgetter of the numeric fields: a record's numbers as a tuple (one name: the value)
+    row: Any  # a record's numbers as a tuple (_row_getter)
     low: np.ndarray  # per field: its minimum, -inf when it has none
     high: np.ndarray  # per field: its maximum, +inf when it has none
     not_null: np.ndarray  # the fields that may not be null
@@ -214,18 +214,17 @@ def _numeric_block(records: list[Any], plan: _NumericPlan) -> np.ndarray | None:
         return None
     if nulls and (missing & plan.not_null).any():
         return None
-    with np.errstate(invalid="ignore"):
-        if not np.isfinite(block[~missing]).all() if nulls else not np.isfinite(block).all():
-            return None
-        if (block < plan.low).any() or (block > plan.high).any():  # NaN compares false: nulls pass
-            return None
+    if np.isinf(block).any():  # the NaNs are the nulls (counted above): infinity is the only other non-finite value
+        return None
+    if (block < plan.low).any() or (block > plan.high).any():  # NaN compares false: nulls pass
+        return None
     return block
 
 
 _SCALAR_CHECK_RECORDS = 16
 
 
-def _numbers_keep(column: list[Any], spec: Any) -> bool:
+def _numbers_keep(column: list[Any], spec: FieldSpec) -> bool:
     """Whether every value of a short numeric column keeps the contract (a number, finite, within the bounds; null
     where allowed), checked value by value: for a single record this is ~10x cheaper than the array checks."""
     low, high, nullable = spec.minimum, spec.maximum, spec.nullable
