@@ -1220,20 +1220,11 @@ def _median_ms(call: Callable[[Any], object], inputs: list[Any], repeats: int) -
 
 
 def logged_by_version(warehouse_url: str, dataset: str) -> dict[str, int]:
-    """Records in the warehouse's ``prediction_log`` per model version (empty when there is no table yet)."""
-    import sqlalchemy as sa
+    """Records in the warehouse's prediction log per model version (empty when there is none yet), once the
+    requests still waiting in the log's intake are turned into records, as any reader of the log does."""
+    from pipelines.serving.prediction_log import served_by_version
 
-    engine = sa.create_engine(warehouse_url)
-    try:
-        if not sa.inspect(engine).has_table("prediction_log"):
-            return {}
-        query = sa.text(
-            "SELECT model_version, COUNT(*) FROM prediction_log WHERE dataset = :dataset GROUP BY model_version"
-        )
-        with engine.connect() as conn:
-            return {str(version): int(n) for version, n in conn.execute(query, {"dataset": dataset})}
-    finally:
-        engine.dispose()
+    return served_by_version(warehouse_url, dataset)
 
 
 def promotion_under_load(setup: Setup, env: dict[str, str], single: PayloadSet, opts: Options) -> dict[str, Any]:

@@ -34,7 +34,7 @@ from pipelines.data.features import build_target
 from pipelines.data.sources import read_source, source_description
 from pipelines.monitoring.drift import PREDICTED_CLASS, PREDICTION, PROBABILITIES, live_metrics, probability_matrix
 from pipelines.serving.prediction_log import TABLE as PREDICTION_LOG_TABLE
-from pipelines.serving.prediction_log import LogTime, log_filter, prediction_log_table, version_sort_key
+from pipelines.serving.prediction_log import LogTime, log_filter, prediction_log_table, settle, version_sort_key
 
 log = logging.getLogger(__name__)
 
@@ -208,6 +208,7 @@ def live_performance(
     """Per model version: logged predictions (in ``[start, end)`` of event time, or of serving time without a time
     column, when given) scored on ground truth with the task's metrics."""
     engine = get_engine(settings.warehouse_url)
+    settle(engine, config.name)
     if not table_exists(engine, PREDICTION_LOG_TABLE):
         return []
     create_table(engine)
@@ -235,6 +236,7 @@ def trailing_performance(
     from datetime import timedelta
 
     engine = get_engine(settings.warehouse_url)
+    settle(engine, config.name)
     empty = {days: VersionPerformance(config.name, version, 0, 0) for days in periods}
     if not periods or not table_exists(engine, PREDICTION_LOG_TABLE):
         return empty
@@ -271,6 +273,7 @@ def labelled_predictions(
     ``[start, end)`` (event time, or serving time without a time column): ``probability`` (binary),
     ``predicted_class`` and ``probabilities`` (multiclass) or ``prediction`` (regression)."""
     engine = get_engine(settings.warehouse_url)
+    settle(engine, config.name)
     answers = _ANSWER_COLUMNS[config.task]
     columns = [*answers, config.target.label]
     if not table_exists(engine, PREDICTION_LOG_TABLE):

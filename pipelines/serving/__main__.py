@@ -73,7 +73,17 @@ def main(argv: list[str] | None = None) -> int:
             MULTIPROCESS_ENV: str(shared / "prometheus"),
         }
     )
-    uvicorn.run("pipelines.serving.app:app_from_settings", factory=True, workers=args.workers, **common)
+    from pipelines.serving import reuse_port
+
+    if not reuse_port.supported():  # uvicorn's workers, sharing one socket
+        uvicorn.run("pipelines.serving.app:app_from_settings", factory=True, workers=args.workers, **common)
+        return 0
+    config = uvicorn.Config("pipelines.serving.app:app_from_settings", factory=True, workers=args.workers, **common)
+    try:
+        sockets = reuse_port.listening_sockets(args.host, args.port, args.workers)
+    except OSError as exc:
+        parser.exit(1, f"cannot listen on {args.host}:{args.port}: {exc}\n")
+    reuse_port.ReusePortWorkers(config, sockets).run()
     return 0
 
 

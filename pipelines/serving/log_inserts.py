@@ -19,7 +19,7 @@ import pandas as pd
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql, sqlite
 
-from pipelines.serving.prediction_log import (
+from pipelines.serving.log_tables import (
     TABLE,
     TASK_COLUMNS,
     UNIQUE_COLUMNS,
@@ -305,3 +305,15 @@ def _json_value(value: Any) -> Any:
         return value.isoformat()
     item = getattr(value, "item", None)  # numpy scalars
     return _json_value(item()) if callable(item) else value
+
+
+def is_bad_data(exc: BaseException) -> bool:
+    """Whether the database refused the data itself (retrying the same rows cannot help)."""
+    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError | TypeError | ValueError):
+        return True
+    if type(exc).__module__.startswith("psycopg2"):  # raised by the raw cursor of the fast PostgreSQL path
+        import psycopg2
+
+        return isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError)
+    # A bind value that cannot be converted (e.g. not JSON serialisable) fails before reaching the database.
+    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)

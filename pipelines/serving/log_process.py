@@ -3,8 +3,9 @@
 Measured with batches of 100 records: the service's event loop keeps the GIL busy, and a writer thread in the same
 process could log only ~14,000 of the 46,000 records/s it answered. Here the request path hands over each answered
 request as it came (the raw JSON body it already validated, the model's output and decisions as bytes, a few ids):
-microseconds per request, whatever its size. A sender thread pipes them to a child process, which rebuilds the
-records and runs the usual :class:`PredictionLogWriter` there, on the other core. Counters come back through
+microseconds per request, whatever its size. A sender thread pipes them to a child process, which runs the usual
+:class:`PredictionLogWriter` there, on the other core: it stores each request as one row and turns stored requests
+into records whenever it is idle (:mod:`pipelines.serving.request_log`). Counters come back through
 shared memory, so ``stats()`` and ``backlog()`` read the same numbers as before: every submitted record is written,
 queued (here or in the child) or counted as dropped.
 """
@@ -19,19 +20,12 @@ import pickle
 import signal
 import threading
 from collections import deque
-from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import datetime
-from itertools import repeat
 from typing import Any
 
-import numpy as np
-import sqlalchemy as sa
+from pipelines.serving.log_writer import PredictionLogWriter, WriterStats
+from pipelines.serving.logged_request import LoggedRequest, check_request, records_of, rows_of
 
-from pipelines.serving.answers import predicted_index
-from pipelines.serving.log_inserts import FAST_DIALECTS, PreparedRow, event_text, served_value
-from pipelines.serving.log_writer import LogItem, PredictionLogWriter, WriterStats
-from pipelines.serving.prediction_log import PredictionRecord
+__all__ = ["LoggedRequest", "ProcessLogWriter", "records_of", "rows_of"]
 
 log = logging.getLogger(__name__)
 
@@ -42,136 +36,6 @@ _ERROR_BYTES = 300
 # every request cost each single-record request a thread switch (and the GIL handed back and forth).
 _SEND_SECONDS = 0.005
 _SEND_RECORDS = 256
-
-
-@dataclass(frozen=True)
-class LoggedRequest:
-    """One answered request, as the service hands it over: cheap to build and to pickle.
-
-    ``outputs`` is the model's output as float64 bytes: P(positive) per record (binary), the class probabilities
-    row by row (multiclass, ``size x len(classes)``) or the values (regression); ``decisions`` the binary decisions
-    as int8 bytes (empty for the other tasks).
-    """
-
-    dataset: str
-    request_id: str
-    served_at: datetime
-    model_name: str
-    model_version: str
-    body: bytes
-    outputs: bytes
-    decisions: bytes
-    size: int
-    task: str = "binary"
-    classes: tuple[str, ...] = ()
-
-
-def records_of(request: LoggedRequest) -> list[PredictionRecord]:
-    """The request's records, rebuilt from its (already validated) body and the model's output."""
-    import orjson
-
-    payload = orjson.loads(request.body)
-    records = payload["records"]
-    ids = payload.get("ids") or [None] * request.size
-    times = payload.get("event_times") or [None] * request.size
-    if request.task == "binary":  # the common case, kept as lean as it was: no per-record work beyond the record
-        proba = np.frombuffer(request.outputs, dtype=np.float64).tolist()
-        decisions = np.frombuffer(request.decisions, dtype=np.int8).tolist()
-        return [
-            PredictionRecord(
-                dataset=request.dataset,
-                request_id=request.request_id,
-                record_index=i,
-                record_id=None if ids[i] is None else str(ids[i]),
-                served_at=request.served_at,
-                event_time=None if times[i] is None else datetime.fromisoformat(times[i]),
-                model_name=request.model_name,
-                model_version=request.model_version,
-                features=records[i],
-                probability=proba[i],
-                decision=decisions[i],
-            )
-            for i in range(request.size)
-        ]
-    outputs = _task_outputs(request)
-    return [
-        PredictionRecord(
-            dataset=request.dataset,
-            request_id=request.request_id,
-            record_index=i,
-            record_id=None if ids[i] is None else str(ids[i]),
-            served_at=request.served_at,
-            event_time=None if times[i] is None else datetime.fromisoformat(times[i]),
-            model_name=request.model_name,
-            model_version=request.model_version,
-            features=records[i],
-            probability=None,
-            decision=None,
-            **outputs[i],
-        )
-        for i in range(request.size)
-    ]
-
-
-def rows_of(request: LoggedRequest, text_times: bool) -> list[PreparedRow]:
-    """The request's rows as the driver inserts them (:func:`records_of` then ``tuple_row``, without the record
-    objects in between: what is the same for the whole request is converted once)."""
-    import orjson
-
-    payload = orjson.loads(request.body)
-    n = request.size
-    ids = payload.get("ids") or [None] * n
-    times = payload.get("event_times") or [None] * n
-    head = (request.dataset, request.request_id)
-    served = served_value(request.served_at, text_times)
-    model = (request.model_name, str(request.model_version))
-    events = [event_text(t, text_times) for t in times]
-    record_ids = [None if x is None else str(x) for x in ids]
-    features = [orjson.dumps(r, option=orjson.OPT_SERIALIZE_NUMPY).decode() for r in payload["records"]]
-    if request.task == "binary":
-        proba = np.frombuffer(request.outputs, dtype=np.float64).tolist()
-        decisions = np.frombuffer(request.decisions, dtype=np.int8).tolist()
-        dataset, request_id = head
-        name, version = model
-        columns = (repeat(dataset), repeat(request_id), range(n), record_ids, repeat(served), events)
-        # zip builds the row tuples in C: a third of the cost of a comprehension unpacking into each row
-        return list(map(PreparedRow, zip(*columns, repeat(name), repeat(version), features, proba, decisions)))
-    outputs = _task_outputs(request)
-    return [
-        PreparedRow(
-            (
-                *head,
-                i,
-                record_ids[i],
-                served,
-                events[i],
-                *model,
-                features[i],
-                None,
-                None,
-                outputs[i].get("prediction"),
-                outputs[i].get("predicted_class"),
-                None if "probabilities" not in outputs[i] else orjson.dumps(outputs[i]["probabilities"]).decode(),
-            )
-        )
-        for i in range(n)
-    ]
-
-
-def _task_outputs(request: LoggedRequest) -> list[dict[str, Any]]:
-    """Per record of a multiclass or regression request, its output columns in the prediction log."""
-    values = np.frombuffer(request.outputs, dtype=np.float64)
-    if request.task == "regression":
-        return [{"prediction": v} for v in values.tolist()]
-    if request.task == "multiclass":
-        classes = request.classes
-        proba = values.reshape(request.size, len(classes))
-        predicted = [classes[i] for i in predicted_index(proba).tolist()]
-        return [
-            {"predicted_class": predicted[i], "probabilities": dict(zip(classes, row, strict=True))}
-            for i, row in enumerate(proba.tolist())
-        ]
-    raise ValueError(f"request {request.request_id}: unknown task {request.task!r}")
 
 
 def _quiet_collector() -> None:
@@ -198,9 +62,7 @@ def _child(url: str, max_queue: int, reader: Any, counters: Any, error: Any) -> 
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     configure()
     _quiet_collector()
-    dialect = sa.engine.make_url(url).get_backend_name()
-    prepare, text_times = dialect in FAST_DIALECTS, dialect == "sqlite"
-    writer = PredictionLogWriter(url, max_queue=max_queue)
+    writer = PredictionLogWriter(url, max_queue=max_queue, materialize_when_idle=True)
     writer.start()
     stop = threading.Event()
 
@@ -227,13 +89,15 @@ def _child(url: str, max_queue: int, reader: Any, counters: Any, error: Any) -> 
         if message.startswith(b"close:"):
             timeout = float(message.removeprefix(b"close:"))
             break
+        requests = []
         for request in pickle.loads(message):
             try:
-                records: Sequence[LogItem] = rows_of(request, text_times) if prepare else records_of(request)
-            except Exception as exc:  # one malformed hand-over must not stop the logging of every later one
-                writer.discard(request.size, f"request {request.request_id} could not be read back ({exc})")
+                check_request(request)
+            except ValueError as exc:  # one malformed hand-over must not stop the logging of every later one
+                writer.discard(request.size, f"request {request.request_id} cannot become records ({exc})")
                 continue
-            writer.submit(records)
+            requests.append(request)
+        writer.submit_requests(requests)
     writer.close(timeout=timeout)
     stop.set()
     publish()

@@ -1,11 +1,13 @@
 """Writing the prediction log off the request path: a bounded queue and one thread inserting batches.
 
-The service calls :meth:`PredictionLogWriter.submit` from its event loop: that only appends the batch to an
-in-memory queue bounded in records. One background thread takes up to ``batch_size`` records at a time and
-inserts them in one transaction, ignoring duplicates of ``(dataset, request_id, record_index)`` (a client retry or
-a replay is stored once). When the database is down the thread keeps its batch and retries; the queue fills up to
-its bound and further batches are dropped and counted. Every submitted record is, at all times, either written,
-still queued (waiting or being written) or counted as dropped.
+The service's writer process calls :meth:`PredictionLogWriter.submit_requests` with answered requests (stored one
+row each in ``prediction_requests``, turned into records later: :mod:`pipelines.serving.request_log`); records
+(:meth:`PredictionLogWriter.submit`) go straight into ``prediction_log``. Submitting only appends to an in-memory
+queue bounded in records. One background thread takes up to ``batch_size`` records at a time and inserts them in
+one transaction, ignoring duplicates of ``(dataset, request_id, record_index)`` (a client retry or a replay is
+stored once). When the database is down the thread keeps its batch and retries; the queue fills up to its bound
+and further batches are dropped and counted. Every submitted record is, at all times, either written, still queued
+(waiting or being written) or counted as dropped.
 """
 
 from __future__ import annotations
@@ -28,16 +30,19 @@ from pipelines.serving.log_inserts import (
     driver_row,
     insert_rows,
     insert_statement,
+    is_bad_data,
     is_wide,
     row_dict,
 )
-from pipelines.serving.prediction_log import (
+from pipelines.serving.log_tables import (
     PredictionRecord,
     create_table,
 )
+from pipelines.serving.logged_request import LoggedRequest
+from pipelines.serving.request_log import insert_requests, materialize
 
-# What the writer takes: records, or rows the writer process prepared for a SQLite or PostgreSQL warehouse.
-LogItem = PredictionRecord | PreparedRow
+# What the writer takes: records, rows prepared for a SQLite or PostgreSQL warehouse, or whole answered requests.
+LogItem = PredictionRecord | PreparedRow | LoggedRequest
 
 log = logging.getLogger(__name__)
 
@@ -87,7 +92,10 @@ class PredictionLogWriter:
         batch_size: int = 2_000,
         flush_interval: float = 0.25,
         retry_interval: float = 1.0,
+        materialize_when_idle: bool = False,
     ) -> None:
+        """``materialize_when_idle``: whenever its queue is empty, turn stored requests into records
+        (:func:`pipelines.serving.request_log.materialize`), a chunk at a time, until work comes in."""
         if max_queue < 1 or batch_size < 1 or flush_interval <= 0 or retry_interval <= 0:
             raise ValueError("max_queue and batch_size must be >= 1, flush_interval and retry_interval > 0")
         self._url = url
@@ -95,6 +103,7 @@ class PredictionLogWriter:
         self._batch_size = batch_size
         self._flush_interval = flush_interval
         self._retry_interval = retry_interval
+        self._materialize_when_idle = materialize_when_idle
         self._lock = threading.Lock()
         self._close_lock = threading.Lock()
         self._wake = threading.Event()
@@ -130,10 +139,17 @@ class PredictionLogWriter:
 
     def submit(self, records: Sequence[LogItem]) -> bool:
         """Queue ``records`` for writing without blocking; False (and counted dropped) when the queue is full."""
-        n = len(records)
+        return self._enqueue(records if isinstance(records, tuple) else tuple(records), len(records))
+
+    def submit_requests(self, requests: Sequence[LoggedRequest]) -> bool:
+        """Queue answered requests (their records counted) for ``prediction_requests``; False (and their records
+        counted dropped) when the queue is full."""
+        return self._enqueue(tuple(requests), sum(request.size for request in requests))
+
+    def _enqueue(self, batch: tuple[LogItem, ...], n: int) -> bool:
+        """Queue ``batch`` of ``n`` records unless the queue is full or closed (then count them dropped)."""
         if n == 0:
             return True
-        batch = records if isinstance(records, tuple) else tuple(records)
         with self._lock:
             self._submitted += n
             accepted = self._accepting and self._waiting + self._in_flight + n <= self._max_queue
@@ -244,25 +260,46 @@ class PredictionLogWriter:
                     if not batch and not self._accepting:
                         return
                 if not batch:
+                    if self._materialize_when_idle and self._accepting:
+                        self._materialize_idle()
                     continue
             batch = self._write(batch)
             if batch:
                 self._abandon.wait(self._retry_interval)
 
     def _take_locked(self) -> list[LogItem]:
-        """Move up to ``batch_size`` waiting records in flight (the caller holds the lock)."""
+        """Move up to ``batch_size`` waiting records in flight (the caller holds the lock); requests are taken
+        whole."""
         taken: list[LogItem] = []
         room = self._batch_size
         while self._pending and room > 0:
             head = self._pending.popleft()
-            if len(head) > room:
-                self._pending.appendleft(head[room:])
-                head = head[:room]
+            if isinstance(head[0], LoggedRequest):
+                weight = _records(head)
+            else:
+                if len(head) > room:
+                    self._pending.appendleft(head[room:])
+                    head = head[:room]
+                weight = len(head)
             taken.extend(head)
-            room -= len(head)
-        self._waiting -= len(taken)
-        self._in_flight += len(taken)
+            room -= weight
+        moved = self._batch_size - room
+        self._waiting -= moved
+        self._in_flight += moved
         return taken
+
+    def _materialize_idle(self) -> None:
+        """Turn stored requests into records while nothing else is waiting; errors are logged, not counted (the
+        requests stay stored and are taken again)."""
+        try:
+            materialize(
+                self._ensure_table(),
+                stop=lambda: self._waiting > 0 or self._abandon.is_set() or not self._accepting,
+            )
+        except Exception as exc:
+            held = self._error_throttle.allow()
+            if held is not None:
+                log.warning("prediction log: turning stored requests into records failed (%s)", _short(exc))
 
     def _ensure_table(self) -> sa.Engine:
         engine = get_engine(self._url)
@@ -273,31 +310,35 @@ class PredictionLogWriter:
 
     def _write(self, batch: list[LogItem]) -> list[LogItem]:
         """Insert ``batch`` in one transaction; the records still to write (empty on success)."""
+        requests = [item for item in batch if isinstance(item, LoggedRequest)]
+        records = [item for item in batch if not isinstance(item, LoggedRequest)] if requests else batch
         try:
             engine = self._ensure_table()
             dialect = engine.dialect.name
             text_times = dialect == "sqlite"
-            wide = is_wide(batch)
+            wide = is_wide(records)  # type: ignore[arg-type]
             rows: list[Any] = (
-                [driver_row(r, text_times, wide) for r in batch]
+                [driver_row(r, text_times, wide) for r in records]  # type: ignore[arg-type]
                 if dialect in FAST_DIALECTS
-                else [row_dict(_record(r)) for r in batch]
+                else [row_dict(_record(r)) for r in records]
             )
         except Exception as exc:
-            self._note_error(exc, f"converting {len(batch)} records")
+            self._note_error(exc, f"converting {_records(batch)} records")
             return self._write_one_by_one(batch)
         try:
             with engine.begin() as conn:
-                inserted = insert_rows(conn, dialect, rows, wide)
+                if requests:
+                    insert_requests(conn, dialect, requests)
+                inserted = insert_rows(conn, dialect, rows, wide) if rows else None
         except Exception as exc:
-            self._note_error(exc, f"writing {len(batch)} records")
-            if not _is_bad_data(exc):
+            self._note_error(exc, f"writing {_records(batch)} records")
+            if not is_bad_data(exc):
                 self._table_ready = False  # the table may have been dropped: check again on the next try
                 return batch
             return self._write_one_by_one(batch)
-        if inserted is not None and inserted < len(batch):
-            log.debug("prediction log: %d of %d records were already stored", len(batch) - inserted, len(batch))
-        self._settle(len(batch))
+        if inserted is not None and inserted < len(rows):
+            log.debug("prediction log: %d of %d records were already stored", len(rows) - inserted, len(rows))
+        self._settle(_records(batch))
         return []
 
     def _write_one_by_one(self, batch: list[LogItem]) -> list[LogItem]:
@@ -306,26 +347,28 @@ class PredictionLogWriter:
             if self._abandon.is_set():
                 return batch[i:]
             try:
-                row = None if isinstance(record, PreparedRow) else row_dict(record)
+                row = None if isinstance(record, PreparedRow | LoggedRequest) else row_dict(record)
             except Exception as exc:
                 self._reject(record, exc)
                 continue
             try:
                 engine = self._ensure_table()
                 with engine.begin() as conn:
-                    if row is None:  # a prepared row: the driver's insert, one row
+                    if isinstance(record, LoggedRequest):
+                        insert_requests(conn, engine.dialect.name, [record])
+                    elif row is None:  # a prepared row: the driver's insert, one row
                         insert_rows(
                             conn, engine.dialect.name, [record], isinstance(record, PreparedRow) and record.wide
                         )
                     else:
                         conn.execute(insert_statement(engine.dialect.name), [row])
             except Exception as exc:
-                if not _is_bad_data(exc):
-                    self._note_error(exc, f"writing {len(batch) - i} records")
+                if not is_bad_data(exc):
+                    self._note_error(exc, f"writing {_records(batch[i:])} records")
                     return batch[i:]
                 self._reject(record, exc)
             else:
-                self._settle(1)
+                self._settle(_records([record]))
         return []
 
     def _settle(self, written: int) -> None:
@@ -338,12 +381,22 @@ class PredictionLogWriter:
                 self._in_flight -= written
 
     def _reject(self, record: LogItem, exc: BaseException) -> None:
+        n = _records([record])
         with self._lock:
             if not self._abandoned:
-                self._dropped += 1
-                self._in_flight -= 1
+                self._dropped += n
+                self._in_flight -= n
         held = self._reject_throttle.allow()
-        if held is not None:
+        if held is not None and isinstance(record, LoggedRequest):
+            log.error(
+                "prediction log: the database refused request %s (%s, %d records): %s (%d more refusals not logged)",
+                record.request_id,
+                record.dataset,
+                record.size,
+                _short(exc),
+                held,
+            )
+        elif held is not None and not isinstance(record, LoggedRequest):
             log.error(
                 "prediction log: the database refused record %d of request %s (%s): %s (%d more refusals not logged)",
                 record.record_index,
@@ -372,23 +425,16 @@ class PredictionLogWriter:
             )
 
 
+def _records(items: Sequence[LogItem]) -> int:
+    """How many records ``items`` hold (a request holds its ``size``, anything else one)."""
+    return sum(item.size if isinstance(item, LoggedRequest) else 1 for item in items)
+
+
 def _record(item: LogItem) -> PredictionRecord:
     """A record for SQLAlchemy's insert (other dialects): prepared rows are only made for SQLite and PostgreSQL."""
-    if isinstance(item, PreparedRow):
+    if isinstance(item, PreparedRow | LoggedRequest):
         raise TypeError("a prepared row reached a warehouse that is neither SQLite nor PostgreSQL")
     return item
-
-
-def _is_bad_data(exc: BaseException) -> bool:
-    """Whether the database refused the data itself (retrying the same rows cannot help)."""
-    if isinstance(exc, sa.exc.DataError | sa.exc.IntegrityError | TypeError | ValueError):
-        return True
-    if type(exc).__module__.startswith("psycopg2"):  # raised by the raw cursor of the fast PostgreSQL path
-        import psycopg2
-
-        return isinstance(exc, psycopg2.DataError | psycopg2.IntegrityError)
-    # A bind value that cannot be converted (e.g. not JSON serialisable) fails before reaching the database.
-    return isinstance(exc, sa.exc.StatementError) and not isinstance(exc, sa.exc.DBAPIError)
 
 
 def _short(exc: BaseException) -> str:

@@ -1,123 +1,66 @@
-"""The prediction log: the table of every record the prediction service answered, and the queries on it.
+"""The prediction log: every record the prediction service answered, and the queries on it.
 
-Records are written by :mod:`pipelines.serving.log_writer` (off the request path); monitoring, the outcomes join
-and the demo read them back here.
-
-What a record holds depends on the model's task:
-
-- binary: ``probability`` (of the positive class) and ``decision`` (0/1 at the model's threshold);
-- multiclass: ``predicted_class`` (the most probable class) and ``probabilities`` (``{class: p}``);
-  ``probability`` and ``decision`` stay null: they mean P(positive) and a 0/1 decision, which a multiclass model
-  does not have (a reader wanting the confidence takes ``probabilities[predicted_class]``);
-- regression: ``prediction`` (the predicted value); ``probability`` and ``decision`` stay null.
-
-A table created by an older version (binary only: ``probability`` and ``decision`` NOT NULL, no task columns) is
-upgraded in place by :func:`create_table`, its rows kept.
+Requests are written by :mod:`pipelines.serving.log_writer` (off the request path) into the log's intake and turned
+into records after the fact (:mod:`pipelines.serving.request_log`); monitoring, the outcomes join and the demo read
+the records back here, each read first turning what waits in the intake into records (:func:`settle`). The tables
+and the record type are defined in :mod:`pipelines.serving.log_tables` and importable from here too.
 """
 
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any
 
 import orjson
 import pandas as pd
 import sqlalchemy as sa
 
 from pipelines.core.warehouse import get_engine, table_exists
+from pipelines.serving.log_tables import (
+    FIXED_COLUMNS,
+    LOG_TIMES,
+    NULLABLE_SINCE_TASKS,
+    REQUESTS_TABLE,
+    REQUESTS_UNIQUE,
+    TABLE,
+    TASK_COLUMNS,
+    UNIQUE_COLUMNS,
+    UNIQUE_CONSTRAINT,
+    LogTime,
+    PredictionRecord,
+    create_table,
+    prediction_log_table,
+    prediction_requests_table,
+    upgrade_table,
+)
+from pipelines.serving.request_log import materialize
+
+__all__ = [
+    "FIXED_COLUMNS",
+    "LOG_TIMES",
+    "NULLABLE_SINCE_TASKS",
+    "REQUESTS_TABLE",
+    "REQUESTS_UNIQUE",
+    "TABLE",
+    "TASK_COLUMNS",
+    "UNIQUE_COLUMNS",
+    "UNIQUE_CONSTRAINT",
+    "LogTime",
+    "PredictionRecord",
+    "count",
+    "create_table",
+    "log_filter",
+    "prediction_log_table",
+    "prediction_requests_table",
+    "read_predictions",
+    "served_by_version",
+    "settle",
+    "upgrade_table",
+    "version_sort_key",
+]
 
 log = logging.getLogger(__name__)
-
-TABLE = "prediction_log"
-UNIQUE_CONSTRAINT = "uq_prediction_log_record"
-UNIQUE_COLUMNS = ("dataset", "request_id", "record_index")
-
-_metadata = sa.MetaData()
-prediction_log_table = sa.Table(
-    TABLE,
-    _metadata,
-    sa.Column("id", sa.BigInteger().with_variant(sa.Integer(), "sqlite"), primary_key=True, autoincrement=True),
-    sa.Column("dataset", sa.String(64), nullable=False),
-    sa.Column("request_id", sa.String(128), nullable=False),
-    sa.Column("record_index", sa.Integer, nullable=False),
-    sa.Column("record_id", sa.String(200), nullable=True),
-    sa.Column("served_at", sa.DateTime(timezone=True), nullable=False),
-    sa.Column("event_time", sa.DateTime, nullable=True),
-    sa.Column("model_name", sa.String(200), nullable=False),
-    sa.Column("model_version", sa.String(32), nullable=False),
-    sa.Column("features", sa.JSON, nullable=False),
-    sa.Column("probability", sa.Float, nullable=True),
-    sa.Column("decision", sa.Integer, nullable=True),
-    sa.Column("prediction", sa.Float, nullable=True),
-    sa.Column("predicted_class", sa.String(200), nullable=True),
-    sa.Column("probabilities", sa.JSON(none_as_null=True), nullable=True),  # None: SQL NULL, not JSON null
-    sa.UniqueConstraint(*UNIQUE_COLUMNS, name=UNIQUE_CONSTRAINT),
-    sa.Index("ix_prediction_log_dataset_event_time", "dataset", "event_time"),
-    sa.Index("ix_prediction_log_dataset_record_id", "dataset", "record_id"),
-)
-
-
-# Columns added after the first version of the table (binary only), and the ones that became nullable then.
-TASK_COLUMNS = ("prediction", "predicted_class", "probabilities")
-NULLABLE_SINCE_TASKS = ("probability", "decision")
-
-
-def create_table(engine: sa.Engine) -> None:
-    """Create the prediction log table (and its indexes) if it does not exist; upgrade an older one in place."""
-    _metadata.create_all(engine, tables=[prediction_log_table])
-    upgrade_table(engine)
-
-
-def upgrade_table(engine: sa.Engine) -> bool:
-    """Bring a table of an older version up to this one, its rows kept (:mod:`pipelines.core.schema_upgrade`):
-    add the task columns and drop NOT NULL from the binary-only ones. Whether it changed anything."""
-    from pipelines.core.schema_upgrade import upgrade_table as upgrade
-
-    return upgrade(engine, prediction_log_table, TASK_COLUMNS, NULLABLE_SINCE_TASKS)
-
-
-FIXED_COLUMNS = (
-    "request_id",
-    "record_index",
-    "record_id",
-    "served_at",
-    "event_time",
-    "model_version",
-    "probability",
-    "decision",
-    "prediction",
-    "predicted_class",
-    "probabilities",
-)
-LogTime = Literal["event_time", "served_at"]
-LOG_TIMES: tuple[LogTime, ...] = ("event_time", "served_at")
-
-
-@dataclass(frozen=True, slots=True)
-class PredictionRecord:
-    """One answered record: who asked, which model answered, with which inputs, and the answer."""
-
-    dataset: str
-    request_id: str
-    record_index: int
-    record_id: str | None
-    served_at: datetime
-    event_time: datetime | None
-    model_name: str
-    model_version: str
-    features: dict[str, Any]
-    probability: float | None  # binary: P(positive class); None for the other tasks
-    decision: int | None  # binary: 1 when probability >= the model's threshold; None for the other tasks
-    prediction: float | None = None  # regression: the predicted value
-    predicted_class: str | None = None  # multiclass: the most probable class
-    probabilities: dict[str, float] | None = None  # multiclass: the probability of every class
-
-    @property
-    def is_binary(self) -> bool:
-        """Whether the record holds a binary answer only (the table's original columns suffice)."""
-        return self.prediction is None and self.predicted_class is None and self.probabilities is None
 
 
 # Queries used by the demo, monitoring and tests.
@@ -157,11 +100,18 @@ def _utc(moment: datetime | None) -> datetime | None:
     return moment.replace(tzinfo=UTC) if moment.tzinfo is None else moment.astimezone(UTC)
 
 
+def settle(engine: sa.Engine, dataset: str | None = None) -> int:
+    """Turn the answered requests still waiting in the log's intake into records (of ``dataset``, or of every
+    dataset) before reading the log: see :func:`pipelines.serving.request_log.materialize`. The records written."""
+    return materialize(engine, dataset)
+
+
 def served_by_version(
     url: str, dataset: str, start: datetime | None = None, end: datetime | None = None, by: LogTime = "event_time"
 ) -> dict[str, int]:
     """Logged records per model version, with ``by`` in ``[start, end)`` when given (see :func:`log_filter`)."""
     engine = get_engine(url)
+    settle(engine, dataset)
     if not table_exists(engine, TABLE):
         return {}
     table = prediction_log_table
@@ -174,6 +124,7 @@ def served_by_version(
 def count(url: str, dataset: str) -> int:
     """How many records of ``dataset`` are logged."""
     engine = get_engine(url)
+    settle(engine, dataset)
     if not table_exists(engine, TABLE):
         return 0
     query = sa.select(sa.func.count()).select_from(prediction_log_table).where(*log_filter(dataset, None, None))
@@ -188,6 +139,7 @@ def read_predictions(
     per feature (``feature_<name>`` when a feature's name is a fixed column's), ordered by ``by`` then arrival.
     A table of an older version, not upgraded yet, reads with its missing task columns null."""
     engine = get_engine(url)
+    settle(engine, dataset)
     if not table_exists(engine, TABLE):
         return _empty_predictions()
     table = prediction_log_table

@@ -118,6 +118,8 @@ def _prepare_warehouse(stack: StackSettings) -> None:
             # nothing the pipeline owned before the service's grants below is left open to it
             conn.execute(sa.text(f'REVOKE ALL ON ALL TABLES IN SCHEMA public FROM "{serving}"'))
             conn.execute(sa.text(f'GRANT SELECT, INSERT ON prediction_log TO "{serving}"'))
+            # the log's intake: the service stores requests there and, when idle, turns them into records
+            conn.execute(sa.text(f'GRANT SELECT, INSERT, DELETE ON prediction_requests TO "{serving}"'))
             conn.execute(sa.text(f'GRANT SELECT ON {digest_table.name} TO "{serving}"'))
             conn.execute(sa.text(f'GRANT SELECT, INSERT ON {audit_table.name} TO "{serving}"'))
             conn.execute(sa.text(f'GRANT USAGE ON ALL SEQUENCES IN SCHEMA public TO "{serving}"'))

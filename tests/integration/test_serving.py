@@ -441,8 +441,11 @@ def test_deploy_rolls_the_alias_back_when_the_service_does_not_switch(
 
 def _logged(settings: Settings, prefix: str) -> pd.DataFrame:
     from pipelines.core.warehouse import get_engine
+    from pipelines.serving.prediction_log import settle
 
-    with get_engine(settings.warehouse_url).connect() as conn:
+    engine = get_engine(settings.warehouse_url)
+    settle(engine)  # the stored requests into records, as every reader of the log does first
+    with engine.connect() as conn:
         return pd.read_sql(
             sa.text(
                 "select request_id, record_index, record_id, model_version, probability from "
@@ -655,6 +658,21 @@ def test_two_workers_on_one_port_share_the_load_switch_together_and_log_every_re
             before = list(pool.map(send, [f"w2-{k}" for k in range(60)] + ["w2-retry"] * 5))
             # then connections are answered by both workers
             assert len(set(pool.map(worker_of, range(40)))) == 2
+
+        # when 16 clients open their connections at the same moment and keep them alive (a load balancer's pool)
+        opened = threading.Barrier(16)
+
+        def kept_alive(_: int) -> list[int]:
+            with httpx.Client(base_url=url, timeout=10) as client:
+                opened.wait()
+                return [int(client.get(f"/models/{DATASET}").json()["worker"]) for _ in range(3)]
+
+        with ThreadPoolExecutor(16) as pool:
+            connections = list(pool.map(kept_alive, range(16)))
+        # then the kernel spreads them over both workers (each worker has its own SO_REUSEPORT socket; sharing one,
+        # the first worker to wake took them all), and each connection stays with its worker
+        assert len({worker for answers in connections for worker in answers}) == 2
+        assert all(len(set(answers)) == 1 for answers in connections)
         assert {status for status, _ in before} == {200} and {v for _, v in before} == {"1"}
 
         # when the champion moves and one worker is told: deploy's wait returns once every worker answers with v2

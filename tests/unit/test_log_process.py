@@ -11,8 +11,10 @@ import orjson
 import pytest
 import sqlalchemy as sa
 
+from pipelines.core.warehouse import get_engine
 from pipelines.serving.log_inserts import driver_row, event_text, event_value, tuple_row
 from pipelines.serving.log_process import LoggedRequest, ProcessLogWriter, records_of, rows_of
+from pipelines.serving.prediction_log import settle
 
 RECORD = {"carrier": "UA", "origin": "EWR", "temp": 39.5, "humid": None}
 
@@ -105,6 +107,7 @@ def test_a_request_that_cannot_be_read_back_is_counted_dropped_and_the_rest_writ
     stats = writer.close(timeout=60)
     # then the good ones are written, the bad one counted dropped, nothing unaccounted for
     assert (stats.submitted, stats.written, stats.dropped, stats.queued) == (9, 6, 3, 0)
+    assert settle(get_engine(url)) == 6
     with sa.create_engine(url).connect() as conn:
         assert conn.execute(sa.text("select count(distinct request_id) from prediction_log")).scalar_one() == 2
 
@@ -120,9 +123,12 @@ def test_everything_handed_over_is_written_by_the_writer_process(tmp_path: Path)
         assert writer.submit_request(_request(i))
     assert writer.submit_request(_request(0))
     stats = writer.close(timeout=60)
-    # then every record is written once, and the counters say so
+    # then every record is written once (once the stored requests are turned into records, as any reader of the
+    # log does first), the intake is empty, and the counters say so
+    settle(get_engine(url))
     with sa.create_engine(url).connect() as conn:
         rows = conn.execute(sa.text("select count(*), count(distinct request_id) from prediction_log")).one()
+        assert conn.execute(sa.text("select count(*) from prediction_requests")).scalar_one() == 0
     assert tuple(rows) == (600, 200)
     assert (stats.submitted, stats.written, stats.dropped, stats.queued) == (603, 603, 0, 0)
     assert not writer.alive()
