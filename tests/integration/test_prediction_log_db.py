@@ -59,8 +59,37 @@ def pg_settings(pg_url: str, tmp_path: Path) -> Iterator[Settings]:
     """Settings whose warehouse is the module's PostgreSQL database, emptied after each test."""
     yield Settings(home=tmp_path / "runtime", warehouse_url=pg_url)
     with get_engine(pg_url).begin() as conn:
-        for table in ("prediction_log", "ground_truth", "flights"):
+        for table in ("prediction_log", "prediction_requests", "ground_truth", "flights"):
             conn.execute(sa.text(f'DROP TABLE IF EXISTS "{table}"'))
+
+
+@pytest.mark.parametrize("task", ["binary", "multiclass", "regression"])
+def test_requests_stored_in_the_intake_become_their_records_on_postgresql(pg_settings: Settings, task: str) -> None:
+    from pipelines.serving.logged_request import records_of
+    from pipelines.serving.request_log import waiting
+    from tests.unit.test_log_process import _task_request
+
+    # given an answered request of each task, handed to the writer twice (a client retry)
+    url = pg_settings.warehouse_url
+    request = _task_request(task)
+    writer = PredictionLogWriter(url, flush_interval=0.05)
+    writer.start()
+    assert writer.submit_requests([request]) and writer.submit_requests([request])
+    stats = writer.close()
+    # then it is stored once in the intake (its records counted written both times)
+    assert (stats.written, stats.dropped, stats.write_errors) == (4, 0, 0)
+    assert waiting(get_engine(url), request.dataset) == 2
+    # and when the log is read its records are there once, as the model answered them, and the intake is empty
+    frame = read_predictions(url, request.dataset)
+    expected = records_of(request)
+    assert frame["record_index"].tolist() == [0, 1]
+    assert frame["record_id"].tolist() == [r.record_id for r in expected]
+    for column in ("probability", "decision", "prediction", "predicted_class"):
+        got = [None if pd.isna(v) else v for v in frame[column]]
+        assert got == [getattr(r, column) for r in expected], column
+    if task == "multiclass":
+        assert list(frame["probabilities"]) == [r.probabilities for r in expected]
+    assert waiting(get_engine(url)) == 0
 
 
 def _closed_port() -> int:
