@@ -1869,7 +1869,10 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--timeout", type=int, default=10, help="wrk's per-request timeout in seconds (default 10)")
     parser.add_argument("--baseline-workers", type=int, default=2, help="`mlflow models serve -w` (default 2)")
     parser.add_argument(
-        "--ours-workers", type=int, default=1, help="`python -m pipelines.serving --workers` (default 1)"
+        "--ours-workers",
+        type=int,
+        default=2,
+        help="`python -m pipelines.serving --workers` (default 2, as the baselines' 2 workers; 1 for one worker)",
     )
     parser.add_argument(
         "--mlserver-workers", type=int, default=2, help="MLServer's `parallel_workers` (default 2, as the baseline)"
