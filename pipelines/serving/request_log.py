@@ -57,6 +57,9 @@ _COLUMNS = (
     "outputs",
     "decisions",
 )
+# Requests kept in the intake because they cannot become records, reported once per process: the writer retries
+# them whenever it is idle (a few times a second), and each retry must not log the same error again.
+_REPORTED: set[tuple[str, str]] = set()
 _SQLITE_ROWS_PER_STATEMENT = 1000  # 11 parameters a row: under SQLite's limit of 32,766 bound parameters
 CHUNK_REQUESTS = 50  # requests turned into records per transaction
 
@@ -166,13 +169,7 @@ def materialize(
             if size > 1:  # find the request at fault: this range again, one request at a time
                 one_by_one_until = rows[-1].id
                 continue
-            log.error(
-                "prediction log: the database refused the records of request %s of %s (kept in %s): %s",
-                rows[0].request_id,
-                rows[0].dataset,
-                REQUESTS_TABLE,
-                str(exc).splitlines()[0][:300],
-            )
+            _report(rows[0], f"the database refused its records: {str(exc).splitlines()[0][:300]}")
             done = []
         after = rows[-1].id
         total += sum(row.size for row in rows if row.id in done)
@@ -192,13 +189,7 @@ def _expand(conn: sa.Connection, dialect: str, rows: Sequence[Any]) -> list[int]
             request = logged_request(row)
             items.extend(rows_of(request, text_times) if fast else [row_dict(r) for r in records_of(request)])
         except Exception as exc:
-            log.error(
-                "prediction log: stored request %s of %s could not be read back (kept in %s): %s",
-                row.request_id,
-                row.dataset,
-                REQUESTS_TABLE,
-                exc,
-            )
+            _report(row, f"it could not be read back: {exc}")
             continue
         done.append(row.id)
     if not items:
@@ -209,6 +200,23 @@ def _expand(conn: sa.Connection, dialect: str, rows: Sequence[Any]) -> list[int]
     else:
         conn.execute(insert_statement(dialect), items)
     return done
+
+
+def _report(row: Any, reason: str) -> None:
+    """Log, once per process, why a stored request stays in the intake."""
+    key = (row.dataset, row.request_id)
+    if key in _REPORTED:
+        return
+    if len(_REPORTED) > 10_000:
+        _REPORTED.clear()
+    _REPORTED.add(key)
+    log.error(
+        "prediction log: stored request %s of %s kept in %s, not turned into records: %s",
+        row.request_id,
+        row.dataset,
+        REQUESTS_TABLE,
+        reason,
+    )
 
 
 def waiting(engine: sa.Engine, dataset: str | None = None) -> int:

@@ -78,34 +78,45 @@ def test_a_stored_request_that_cannot_be_read_back_is_kept_and_the_others_become
     # when the log is read, then the good requests' records are there, and the bad one is kept with an error
     with caplog.at_level("ERROR"):
         assert count(url, "flights") == 6
-    assert "stored request req-2 of flights could not be read back (kept in prediction_requests)" in caplog.text
+    assert (
+        "stored request req-2 of flights kept in prediction_requests, not turned into records: it could not be read "
+        "back" in caplog.text
+    )
     with engine.connect() as conn:
         assert conn.execute(sa.text("select request_id from prediction_requests")).scalars().all() == ["req-2"]
+    # and reading again (as the idle writer does a few times a second) does not log it again
+    caplog.clear()
+    with caplog.at_level("ERROR"):
+        assert count(url, "flights") == 6
+    assert "req-2" not in caplog.text
 
 
 def test_a_chunk_the_database_refuses_is_taken_one_request_at_a_time(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
-    # given three stored requests, the middle one with records the database refuses (a record id too long for a
-    # NOT NULL check added by hand: SQLite does not enforce lengths, so a CHECK stands in for the refusal)
+    # given three stored requests, the middle one with records the database refuses (SQLite does not enforce column
+    # lengths or types, so a CHECK constraint on the records table stands in for a refusal by the database)
     url = f"sqlite:///{tmp_path}/warehouse.db"
     engine = get_engine(url)
     with engine.begin() as conn:
         conn.exec_driver_sql(
             "CREATE TABLE prediction_log (id INTEGER PRIMARY KEY, dataset VARCHAR(64) NOT NULL, request_id VARCHAR(128)"
-            " NOT NULL CHECK (request_id != 'req-2'), record_index INTEGER NOT NULL, record_id VARCHAR(200),"
+            " NOT NULL CHECK (request_id != 'req-refused'), record_index INTEGER NOT NULL, record_id VARCHAR(200),"
             " served_at DATETIME NOT NULL, event_time DATETIME, model_name VARCHAR(200) NOT NULL,"
             " model_version VARCHAR(32) NOT NULL, features JSON NOT NULL, probability FLOAT, decision INTEGER,"
             " prediction FLOAT, predicted_class VARCHAR(200), probabilities JSON,"
             " CONSTRAINT uq_prediction_log_record UNIQUE (dataset, request_id, record_index))"
         )
-    _store(url, [_request(1), _request(2), _request(3)])
+    _store(url, [_request(1), replace(_request(2), request_id="req-refused"), _request(3)])
     # when the requests are turned into records
     with caplog.at_level("ERROR"):
         written = materialize(engine)
     # then the two others are records, the refused one stays stored with the database's reason logged
     assert written == 6 and count(url, "flights") == 6
-    assert "refused the records of request req-2 of flights (kept in prediction_requests)" in caplog.text
+    assert (
+        "request req-refused of flights kept in prediction_requests, not turned into records: the database refused"
+        in caplog.text
+    )
     assert _requests_left(engine) == 1
 
 
